@@ -1,0 +1,512 @@
+"""Canonical OHLCV panels: validation, loaders, reshaping helpers and seeded synthetic data.
+
+A *panel* is a DataFrame indexed by a MultiIndex named exactly ``("datetime", "instrument")``
+(datetime64 of any unit, string instruments), sorted and unique, with float64 columns
+``open, high, low, close, volume`` and optionally ``amount``, in that order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+logger = logging.getLogger(__name__)
+
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+PANEL_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "amount")
+INDEX_NAMES: tuple[str, str] = ("datetime", "instrument")
+DATETIME_ALIASES: tuple[str, ...] = ("datetime", "timestamps", "timestamp", "date", "time")
+INSTRUMENT_ALIASES: tuple[str, ...] = ("instrument", "symbol", "code", "ticker")
+TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".parquet", ".pq")
+# A-share style sessions; bars are labelled by their start time, so every intraday
+# timestamp lies in [09:30, 11:30) or [13:00, 15:00) on a business day.
+TRADING_SESSIONS: tuple[tuple[str, str], ...] = (("09:30", "11:30"), ("13:00", "15:00"))
+# Smoothing constant of the momentum signal planted by ``synthetic_panel``.
+SIGNAL_ALPHA: float = 0.1
+
+_REQUIRED = PANEL_COLUMNS[:5]
+
+
+def _key(panel: pd.DataFrame, row: int) -> str:
+    dt, inst = panel.index[row]
+    return f"(datetime={dt}, instrument={inst!r})"
+
+
+def _check_index(panel: pd.DataFrame) -> None:
+    if not isinstance(panel, pd.DataFrame):
+        raise TypeError(f"panel must be a pandas DataFrame, got {type(panel).__name__}")
+    index = panel.index
+    if not isinstance(index, pd.MultiIndex) or index.nlevels != 2:
+        got = f"{type(index).__name__} named {list(index.names)}"
+        raise TypeError(f"panel index must be a 2-level MultiIndex {INDEX_NAMES}, got {got}")
+    names = tuple(index.names)
+    if names == INDEX_NAMES[::-1]:
+        fix = "fix with `panel.swaplevel().sort_index()`"
+        raise ValueError(f"panel index levels are ordered {names}; expected {INDEX_NAMES}; {fix}")
+    if names != INDEX_NAMES:
+        raise ValueError(f"panel index names must be {INDEX_NAMES}, got {names}")
+    if not pd.api.types.is_datetime64_any_dtype(index.levels[0]):
+        raise TypeError(f"panel 'datetime' level must be datetime64, got dtype {index.levels[0].dtype}")
+    inst_level = index.levels[1]
+    if inst_level.inferred_type not in ("string", "empty"):
+        bad = next(v for v in inst_level if not isinstance(v, str))
+        raise TypeError(f"panel 'instrument' level must hold strings, found {bad!r} ({type(bad).__name__})")
+
+
+def _check_rows(panel: pd.DataFrame) -> None:
+    index = panel.index
+    if len(index) == 0:
+        raise ValueError("panel is empty")
+    nat = index.get_level_values(0).isna()
+    if nat.any():
+        row = int(np.argmax(nat))
+        raise ValueError(f"panel has a missing datetime (NaT) at row {row}, instrument {index[row][1]!r}")
+    if not index.is_unique:
+        row = int(np.argmax(index.duplicated()))
+        raise ValueError(f"panel has duplicate rows for {_key(panel, row)}")
+    if not index.is_monotonic_increasing:
+        dt = index.get_level_values(0).asi8
+        inst = index.get_level_values(1).to_numpy(dtype=object)
+        # The index is unique here, so strict lexicographic order is the only valid order.
+        back = (dt[1:] < dt[:-1]) | ((dt[1:] == dt[:-1]) & (inst[1:] < inst[:-1]))
+        row = int(np.argmax(back)) + 1
+        where = f"row {row} {_key(panel, row)} comes after {_key(panel, row - 1)}"
+        raise ValueError(f"panel is not sorted by (datetime, instrument): {where}; use `panel.sort_index()`")
+
+
+def _checked_column(panel: pd.DataFrame, col: str) -> np.ndarray:
+    series = panel[col]
+    if isinstance(series, pd.DataFrame):
+        raise ValueError(f"panel has duplicate columns named {col!r}")
+    if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        raise TypeError(f"panel column {col!r} must be numeric, got dtype {series.dtype}")
+    values = series.to_numpy(dtype="float64", na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ValueError(f"panel column {col!r} has non-finite value {values[row]} at {_key(panel, row)}")
+    floor_bad = values <= 0 if col in PRICE_COLUMNS else values < 0
+    if floor_bad.any():
+        row = int(np.argmax(floor_bad))
+        kind = "non-positive price" if col in PRICE_COLUMNS else "negative value"
+        raise ValueError(f"panel column {col!r} has {kind} {values[row]} at {_key(panel, row)}")
+    return values
+
+
+def validate_panel(panel: pd.DataFrame, *, require_amount: bool = False) -> pd.DataFrame:
+    """Check that ``panel`` is canonical; raise TypeError/ValueError naming the first problem.
+
+    Returns the panel with the same index and only the canonical columns (extras dropped),
+    all float64. ``require_amount=True`` also requires an ``amount`` column. Volume and
+    amount must be >= 0, prices > 0, every value finite.
+    """
+    _check_index(panel)
+    _check_rows(panel)
+    required = PANEL_COLUMNS if require_amount else _REQUIRED
+    missing = [c for c in required if c not in panel.columns]
+    if missing:
+        lowered = {str(c).lower() for c in panel.columns}
+        hint = " (column names are case-sensitive)" if set(missing) <= lowered else ""
+        raise ValueError(f"panel is missing required columns {missing}{hint}")
+    present = [c for c in PANEL_COLUMNS if c in panel.columns]
+    extra = [c for c in panel.columns if c not in PANEL_COLUMNS]
+    if extra:
+        logger.debug("validate_panel: dropping non-canonical columns %s", extra)
+    data = {c: _checked_column(panel, c) for c in present}
+    return pd.DataFrame(data, index=panel.index)
+
+
+def _lower_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    lowered = [str(c).strip().lower() for c in frame.columns]
+    dupes = sorted({c for c in lowered if lowered.count(c) > 1})
+    if dupes:
+        raise ValueError(f"{source}: columns {dupes} collide once lower-cased")
+    return frame.set_axis(lowered, axis=1)
+
+
+def _find_column(columns: pd.Index, aliases: tuple[str, ...], what: str, source: str) -> str | None:
+    found = [a for a in aliases if a in columns]
+    if len(found) > 1:
+        raise ValueError(f"{source}: ambiguous {what} columns {found}; pass the one to use explicitly")
+    return found[0] if found else None
+
+
+def _parse_datetimes(values: pd.Series, col: str, source: str) -> pd.DatetimeIndex:
+    fmt = None
+    if pd.api.types.is_integer_dtype(values):
+        # Integer dates such as 20240102 would otherwise be read as nanoseconds since 1970.
+        if not values.between(10_000_101, 99_991_231).all():
+            raise ValueError(f"{source}: numeric timestamps in column {col!r} are ambiguous; convert them first")
+        values, fmt = values.astype("string"), "%Y%m%d"
+    try:
+        parsed = pd.DatetimeIndex(pd.to_datetime(values, format=fmt))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{source}: cannot parse datetime column {col!r}: {exc}") from exc
+    return parsed.rename("datetime")
+
+
+def _frame_datetimes(frame: pd.DataFrame, source: str, datetime_col: str | None) -> pd.DatetimeIndex:
+    if datetime_col is not None:
+        col = datetime_col.lower()
+        if col not in frame.columns:
+            raise ValueError(f"{source}: datetime column {datetime_col!r} not found in {list(frame.columns)}")
+    elif isinstance(frame.index, pd.DatetimeIndex):
+        return frame.index.rename("datetime")
+    else:
+        col = _find_column(frame.columns, DATETIME_ALIASES, "datetime", source)
+        if col is None:
+            wanted = f"(one of {list(DATETIME_ALIASES)}); columns are {list(frame.columns)}"
+            raise ValueError(f"{source}: no DatetimeIndex and no datetime column {wanted}")
+    return _parse_datetimes(frame[col], col, source)
+
+
+def _numeric_column(values: pd.Series, col: str, source: str) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values
+    coerced = pd.to_numeric(values, errors="coerce")
+    bad = coerced.isna() & values.notna()
+    if bad.any() or pd.api.types.is_bool_dtype(values):
+        pos = int(np.argmax(bad.to_numpy()))
+        raise TypeError(f"{source}: column {col!r} is not numeric: value {values.iloc[pos]!r} at {values.index[pos]}")
+    return coerced
+
+
+def _normalize_frame(frame: pd.DataFrame, source: str, datetime_col: str | None) -> pd.DataFrame:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{source}: expected a DataFrame, got {type(frame).__name__}")
+    frame = _lower_columns(frame, source)
+    stamps = _frame_datetimes(frame, source, datetime_col)
+    missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{source}: missing required columns {missing}; columns are {list(frame.columns)}")
+    keep = [c for c in PANEL_COLUMNS if c in frame.columns]
+    dropped = [c for c in frame.columns if c not in keep]
+    if dropped:
+        logger.debug("%s: dropping columns %s", source, dropped)
+    out = frame[keep].set_axis(stamps, axis=0)
+    out = out.apply(lambda s: _numeric_column(s, s.name, source))
+    if "volume" not in out.columns:
+        logger.warning("%s: no volume column; filling volume with 0.0", source)
+        out.insert(4, "volume", 0.0)
+    return out
+
+
+def panel_from_frames(frames: Mapping[str, pd.DataFrame], *, datetime_col: str | None = None) -> pd.DataFrame:
+    """Build a validated panel from ``{instrument: frame}``.
+
+    Each frame has a DatetimeIndex or a datetime/timestamps/timestamp/date/time column
+    (or ``datetime_col``); column names are matched case-insensitively and numeric strings
+    converted. A missing ``volume`` becomes 0.0 (with a warning); ``amount`` is kept only
+    if every frame has it.
+    """
+    if not isinstance(frames, Mapping):
+        raise TypeError(f"frames must be a mapping of instrument -> DataFrame, got {type(frames).__name__}")
+    if not frames:
+        raise ValueError("frames is empty: no instruments given")
+    parts = []
+    for name, frame in frames.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"instrument names must be non-empty strings, got {name!r}")
+        norm = _normalize_frame(frame, f"instrument {name!r}", datetime_col)
+        norm.index = pd.MultiIndex.from_arrays([norm.index, [name] * len(norm)], names=INDEX_NAMES)
+        parts.append(norm)
+    lacking = [n for n, p in zip(frames, parts) if "amount" not in p.columns]
+    if 0 < len(lacking) < len(parts):
+        logger.warning("dropping 'amount': instruments %s do not have it", lacking)
+        parts = [p.drop(columns="amount", errors="ignore") for p in parts]
+    return validate_panel(pd.concat(parts).sort_index())
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() == ".csv":
+            header = pd.read_csv(path, nrows=0).columns
+            # Keep codes such as "000001" intact instead of parsing them as integers.
+            as_text = {c: "string" for c in header if str(c).strip().lower() in INSTRUMENT_ALIASES}
+            frame = pd.read_csv(path, dtype=as_text)
+        else:
+            frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"could not read {path}: {exc}") from exc
+    # Round-tripped panels carry their keys in the index; treat them as ordinary columns.
+    return frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
+
+
+def _split_long(frame: pd.DataFrame, instrument_col: str, path: Path) -> dict[str, pd.DataFrame]:
+    source = f"file {path}"
+    frame = _lower_columns(frame, source)
+    wanted = instrument_col.lower()
+    aliases = INSTRUMENT_ALIASES if wanted == "instrument" else (wanted,)
+    col = wanted if wanted in frame.columns else _find_column(frame.columns, aliases, "instrument", source)
+    if col is None:
+        raise ValueError(f"{source}: instrument column {instrument_col!r} not found in {list(frame.columns)}")
+    labels = frame[col]
+    if labels.isna().any():
+        raise ValueError(f"{source}: instrument column {col!r} is empty at row {int(np.argmax(labels.isna()))}")
+    labels = labels.astype("string")
+    return {str(name): part.drop(columns=col) for name, part in frame.groupby(labels, sort=True)}
+
+
+def _read_directory(path: Path) -> dict[str, pd.DataFrame]:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and not p.name.startswith("."))
+    files = [p for p in files if p.is_file()]
+    if not files:
+        raise ValueError(f"directory {path} has no {'/'.join(TABLE_SUFFIXES)} files")
+    frames: dict[str, pd.DataFrame] = {}
+    for file in files:
+        if file.stem in frames:
+            raise ValueError(f"directory {path} has several files for instrument {file.stem!r}")
+        frames[file.stem] = _read_table(file)
+    return frames
+
+
+def load_panel(
+    path: str | Path, *, instrument_col: str = "instrument", datetime_col: str | None = None, freq: str | None = None
+) -> pd.DataFrame:
+    """Load a validated panel from a long-format file or a directory of per-symbol files.
+
+    ``path`` is a ``.csv``/``.parquet``/``.pq`` file with one row per (datetime, instrument)
+    or a directory holding one such file per instrument (instrument = file stem).
+    ``instrument_col`` names the instrument column of a long file (at the default,
+    symbol/code/ticker are also accepted); ``datetime_col`` is auto-detected when None;
+    ``freq`` aggregates the bars with :func:`resample_panel`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"panel path {path} does not exist")
+    if path.is_dir():
+        frames = _read_directory(path)
+    elif path.suffix.lower() in TABLE_SUFFIXES:
+        frames = _split_long(_read_table(path), instrument_col, path)
+    else:
+        raise ValueError(f"unsupported file type {path.suffix!r} for {path}; expected one of {TABLE_SUFFIXES}")
+    if not frames:
+        raise ValueError(f"{path} contains no rows")
+    panel = panel_from_frames(frames, datetime_col=datetime_col)
+    return panel if freq is None else resample_panel(panel, freq)
+
+
+def resample_panel(panel: pd.DataFrame, freq: str) -> pd.DataFrame:
+    """Aggregate each instrument's bars to ``freq`` (first/max/min/last/sum).
+
+    Bins are left-closed and left-labelled (pandas defaults); bins without bars
+    (nights, lunch breaks, holidays) are dropped rather than filled.
+    """
+    panel, _ = validate_panel(panel), _offset(freq)
+    how = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum", "amount": "sum"}
+    grouped = panel.groupby([pd.Grouper(level="instrument"), pd.Grouper(level="datetime", freq=freq)])
+    out = grouped.agg({c: how[c] for c in panel.columns})
+    out = out[out["close"].notna()]
+    return validate_panel(out.swaplevel().sort_index())
+
+
+def panel_to_frames(panel: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Split a panel into ``{instrument: frame}`` with a DatetimeIndex named ``datetime``.
+
+    Inverse of :func:`panel_from_frames`; keys are in sorted order.
+    """
+    groups = validate_panel(panel).groupby(level="instrument", sort=True)
+    return {str(name): part.droplevel("instrument") for name, part in groups}
+
+
+def instruments(panel: pd.DataFrame) -> list[str]:
+    """Sorted list of the instruments present in ``panel``."""
+    _check_index(panel)
+    return sorted(panel.index.get_level_values("instrument").unique())
+
+
+def dates(panel: pd.DataFrame) -> pd.DatetimeIndex:
+    """Sorted unique timestamps present in ``panel``."""
+    _check_index(panel)
+    return pd.DatetimeIndex(panel.index.get_level_values("datetime").unique()).sort_values()
+
+
+def unstack_field(panel: pd.DataFrame, field: str = "close") -> pd.DataFrame:
+    """Wide ``datetime x instrument`` matrix of one panel column (NaN where a bar is absent)."""
+    panel = validate_panel(panel)
+    if field not in panel.columns:
+        raise ValueError(f"field {field!r} is not a panel column; available: {list(panel.columns)}")
+    return panel[field].unstack("instrument").sort_index(axis=1)
+
+
+def forward_returns(panel: pd.DataFrame, *, horizon: int, field: str = "close", log: bool = False) -> pd.Series:
+    """Return of ``field`` from bar t to bar t + ``horizon`` of the same instrument.
+
+    ``horizon`` counts that instrument's own bars (>= 1); NaN where the future bar is
+    absent. ``log=True`` gives log returns. The Series is indexed like ``panel`` and
+    named ``f"fwd_ret_{horizon}"``.
+    """
+    if not isinstance(horizon, (int, np.integer)) or isinstance(horizon, bool):
+        raise TypeError(f"horizon must be an int, got {type(horizon).__name__}")
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    panel = validate_panel(panel)
+    if field not in PRICE_COLUMNS:
+        raise ValueError(f"field must be one of {PRICE_COLUMNS}, got {field!r}")
+    price = panel[field]
+    ratio = price.groupby(level="instrument").shift(-int(horizon)) / price
+    out = np.log(ratio) if log else ratio - 1.0
+    return out.rename(f"fwd_ret_{int(horizon)}")
+
+
+def _check_seed(seed: int) -> np.random.Generator:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    return np.random.default_rng(seed)
+
+
+def _offset(freq: str) -> pd.DateOffset:
+    try:
+        return to_offset(freq)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"unrecognised freq {freq!r}") from exc
+
+
+def _positive(name: str, value: float) -> None:
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+
+
+def _intraday_stamps(start: pd.Timestamp, n_bars: int, step: pd.Timedelta) -> pd.DatetimeIndex:
+    offsets = []
+    for open_, close_ in TRADING_SESSIONS:
+        lo, hi = pd.Timedelta(f"{open_}:00"), pd.Timedelta(f"{close_}:00")
+        offsets.extend(lo + k * step for k in range(int(np.ceil((hi - lo) / step))))
+    # +2 days: the first day may be partly before ``start`` or a holiday roll-forward.
+    days = pd.bdate_range(start.normalize(), periods=n_bars // len(offsets) + 2)
+    stamps = days.repeat(len(offsets)) + pd.TimedeltaIndex(np.tile(np.array(offsets), len(days)))
+    return stamps[stamps >= start][:n_bars]
+
+
+def _timestamps(start: str | pd.Timestamp, n_bars: int, freq: str) -> pd.DatetimeIndex:
+    if not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
+        raise ValueError(f"n_bars must be a positive int, got {n_bars!r}")
+    offset = _offset(freq)
+    try:
+        start_ts = pd.Timestamp(start)
+    except ValueError as exc:
+        raise ValueError(f"cannot parse start {start!r}") from exc
+    if isinstance(offset, pd.offsets.Tick) and pd.Timedelta(offset) < pd.Timedelta(days=1):
+        stamps = _intraday_stamps(start_ts, int(n_bars), pd.Timedelta(offset))
+    elif isinstance(offset, (pd.offsets.Day, pd.offsets.BusinessDay)) and offset.n == 1:
+        stamps = pd.bdate_range(start_ts.normalize(), periods=int(n_bars))
+    else:
+        stamps = pd.date_range(start_ts.normalize(), periods=int(n_bars), freq=offset)
+    return pd.DatetimeIndex(stamps, freq=None)
+
+
+def _garch(rng: np.random.Generator, shape: tuple[int, int], vol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """GARCH(1,1) shocks with Student-t(5) innovations and unconditional std ``vol``."""
+    alpha, beta, dof = 0.08, 0.90, 5.0
+    z = rng.standard_t(dof, size=shape) * np.sqrt((dof - 2.0) / dof)
+    omega = vol**2 * (1.0 - alpha - beta)
+    var = np.broadcast_to(vol**2, shape[1:]).astype(float)
+    shocks, sigma = np.empty(shape), np.empty(shape)
+    for t in range(shape[0]):
+        sigma[t] = np.sqrt(var)
+        shocks[t] = sigma[t] * z[t]
+        var = omega + alpha * shocks[t] ** 2 + beta * var
+    return shocks, sigma
+
+
+def _bars(
+    rng: np.random.Generator, log_ret: np.ndarray, sigma: np.ndarray, base: np.ndarray, size: np.ndarray
+) -> dict[str, np.ndarray]:
+    """OHLCV+amount arrays (bars x instruments) whose closes follow ``log_ret``."""
+    n, k = log_ret.shape
+    close = base * np.exp(np.cumsum(log_ret, axis=0))
+    prev = np.vstack([base[None, :], close[:-1]])
+    open_ = prev * np.exp(0.2 * sigma * rng.standard_normal((n, k)))
+    high = np.maximum(open_, close) * np.exp(0.5 * sigma * np.abs(rng.standard_normal((n, k))))
+    low = np.minimum(open_, close) * np.exp(-0.5 * sigma * np.abs(rng.standard_normal((n, k))))
+    # Activity scales with the size of the move, so volume clusters with volatility.
+    activity = 0.5 + np.abs(log_ret) / sigma.mean(axis=0)
+    volume = np.maximum(np.round(size * activity * np.exp(0.4 * rng.standard_normal((n, k)))), 1.0)
+    amount = volume * (high + low + close) / 3.0
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": volume, "amount": amount}
+
+
+def synthetic_ohlcv(
+    n_bars: int = 500, *, freq: str = "5min", start: str | pd.Timestamp = "2024-01-02 09:30", seed: int = 0,
+    base_price: float = 10.0, vol: float = 0.01, drift: float = 0.0,
+) -> pd.DataFrame:
+    """Seeded single-instrument OHLCV bars with volatility clustering.
+
+    Log returns are ``drift + GARCH(1,1)`` shocks (Student-t innovations, unconditional
+    per-bar std ``vol``). Intraday ``freq`` yields bars labelled by start time inside
+    :data:`TRADING_SESSIONS` on business days; ``"D"``/``"B"`` yield business days.
+    Prices satisfy ``low <= min(open, close) <= max(open, close) <= high``, all > 0;
+    volume rises with ``|return|``; ``amount = volume * (high + low + close) / 3``.
+    The index is a DatetimeIndex named ``"timestamps"``; columns are :data:`PANEL_COLUMNS`.
+    """
+    rng = _check_seed(seed)
+    for name, value in (("base_price", base_price), ("vol", vol)):
+        _positive(name, value)
+    stamps = _timestamps(start, n_bars, freq)
+    shocks, sigma = _garch(rng, (len(stamps), 1), np.array([vol]))
+    bars = _bars(rng, shocks + drift, sigma, np.array([float(base_price)]), np.array([1e5]))
+    return pd.DataFrame({c: v[:, 0] for c, v in bars.items()}, index=stamps.rename("timestamps"))
+
+
+def synthetic_panel(
+    n_instruments: int = 20, n_bars: int = 300, *, freq: str = "D", seed: int = 0, market_beta: float = 1.0,
+    market_vol: float = 0.01, idio_vol: float = 0.015, predictable: float = 0.0, start: str = "2022-01-03",
+) -> pd.DataFrame:
+    """Seeded canonical panel from a one-factor model with a known predictable component.
+
+    For instrument i at bar t the close-to-close log return is::
+
+        r[t, i] = beta_i * m[t] + e[t, i] + predictable * s[t-1, i]
+
+    with ``m`` a GARCH(1,1) market return (std ``market_vol``), ``beta_i ~ market_beta
+    * U(0.5, 1.5)``, ``e`` independent GARCH(1,1) idiosyncratic shocks (std ``idio_vol``)
+    and ``s`` the planted signal, a slow momentum observable at t from closes alone::
+
+        s[0, i] = 0,  s[t, i] = (1 - SIGNAL_ALPHA) * s[t-1, i] + SIGNAL_ALPHA * log(close[t, i] / close[t-1, i])
+
+    :func:`planted_signal` recomputes ``s`` from a panel. ``predictable`` must be in
+    [0, 1) so the feedback stays stationary. OHLCV bars are built around the closes as
+    in :func:`synthetic_ohlcv`; instruments are named ``SYN000``, ``SYN001``, ...
+    """
+    rng = _check_seed(seed)
+    if not isinstance(n_instruments, (int, np.integer)) or n_instruments < 1:
+        raise ValueError(f"n_instruments must be a positive int, got {n_instruments!r}")
+    if not 0.0 <= predictable < 1.0:
+        raise ValueError(f"predictable must be in [0, 1), got {predictable}")
+    for name, value in (("market_vol", market_vol), ("idio_vol", idio_vol)):
+        _positive(name, value)
+    stamps = _timestamps(start, n_bars, freq)
+    n, k = len(stamps), int(n_instruments)
+    betas = market_beta * rng.uniform(0.5, 1.5, size=k)
+    market, m_sigma = _garch(rng, (n, 1), np.array([market_vol]))
+    idio, i_sigma = _garch(rng, (n, k), np.full(k, idio_vol))
+    log_ret, signal = betas * market + idio, np.zeros(k)
+    for t in range(n):
+        log_ret[t] += predictable * signal
+        if t > 0:  # r[0] is measured from an unobserved base price, so it cannot feed the signal.
+            signal = (1.0 - SIGNAL_ALPHA) * signal + SIGNAL_ALPHA * log_ret[t]
+    sigma = np.sqrt((betas * m_sigma) ** 2 + i_sigma**2)
+    base = np.exp(rng.normal(np.log(20.0), 0.5, size=k))
+    size = np.exp(rng.normal(np.log(1e6), 0.7, size=k))
+    bars = _bars(rng, log_ret, sigma, base, size)
+    width = max(3, len(str(k - 1)))
+    names = [f"SYN{i:0{width}d}" for i in range(k)]
+    index = pd.MultiIndex.from_product([stamps, names], names=INDEX_NAMES)
+    return validate_panel(pd.DataFrame({c: v.ravel() for c, v in bars.items()}, index=index))
+
+
+def planted_signal(panel: pd.DataFrame, *, alpha: float = SIGNAL_ALPHA) -> pd.Series:
+    """The momentum signal ``s`` of :func:`synthetic_panel`, recomputed from closes.
+
+    ``s`` is an EWMA (``adjust=False``) of each instrument's close-to-close log returns,
+    starting from 0 at its first bar; it is known at bar t. Named ``"planted_signal"``.
+    """
+    panel = validate_panel(panel)
+    ret = np.log(panel["close"]).groupby(level="instrument").diff().fillna(0.0)
+    signal = ret.groupby(level="instrument").transform(lambda r: r.ewm(alpha=alpha, adjust=False).mean())
+    return signal.rename("planted_signal")

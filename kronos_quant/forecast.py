@@ -1,0 +1,129 @@
+"""Forecast: every sampled path of one series, with summaries and a fan chart."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .inputs import BAR_COLUMNS
+
+
+@dataclass
+class Forecast:
+    """Monte Carlo forecast of one series.
+
+    Attributes
+    ----------
+    paths
+        (sample_count, pred_len, 6) array in price units, columns ``BAR_COLUMNS``.
+    index
+        Timestamps of the forecast bars.
+    history
+        The context the forecast was made from (price units, ``BAR_COLUMNS``), indexed by its
+        timestamps; its last row is the last observed bar.
+    name
+        Series label (symbol), if any.
+    """
+
+    paths: np.ndarray
+    index: pd.Index
+    history: pd.DataFrame
+    name: str | None = None
+
+    columns = BAR_COLUMNS
+
+    def __post_init__(self) -> None:
+        if self.paths.ndim != 3 or self.paths.shape[1:] != (len(self.index), len(BAR_COLUMNS)):
+            raise ValueError(f"paths must be (samples, {len(self.index)}, {len(BAR_COLUMNS)}), "
+                             f"got {self.paths.shape}")
+
+    @property
+    def sample_count(self) -> int:
+        return self.paths.shape[0]
+
+    @property
+    def pred_len(self) -> int:
+        return self.paths.shape[1]
+
+    @property
+    def last(self) -> pd.Series:
+        """The last observed bar."""
+        return self.history.iloc[-1]
+
+    def column_paths(self, column: str = "close") -> np.ndarray:
+        """(sample_count, pred_len) paths of one column."""
+        if column not in BAR_COLUMNS:
+            raise ValueError(f"unknown column {column!r}; choose from {list(BAR_COLUMNS)}")
+        return self.paths[:, :, BAR_COLUMNS.index(column)]
+
+    def _frame(self, values: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(values, index=self.index, columns=list(BAR_COLUMNS))
+
+    def mean(self) -> pd.DataFrame:
+        """Mean over paths, per bar and column."""
+        return self._frame(self.paths.mean(axis=0))
+
+    def median(self) -> pd.DataFrame:
+        """Median over paths, per bar and column."""
+        return self._frame(np.median(self.paths, axis=0))
+
+    def quantile(self, q: float | Sequence[float]) -> pd.DataFrame:
+        """Quantile(s) over paths. A float gives bars × columns; a list gives columns (q, column)."""
+        qs = np.atleast_1d(np.asarray(q, dtype=float))
+        if ((qs < 0) | (qs > 1)).any():
+            raise ValueError(f"quantiles must lie in [0, 1], got {q!r}")
+        values = np.quantile(self.paths, qs, axis=0)  # (nq, P, 6)
+        if np.ndim(q) == 0:
+            return self._frame(values[0])
+        frames = {float(qi): self._frame(v) for qi, v in zip(qs, values)}
+        return pd.concat(frames, axis=1, names=["quantile", "column"])
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long format: one row per (sample, timestamp), columns sample, timestamp, bars."""
+        s, p, _ = self.paths.shape
+        frame = pd.DataFrame(self.paths.reshape(s * p, -1), columns=list(BAR_COLUMNS))
+        frame.insert(0, "timestamp", np.tile(np.asarray(self.index), s))
+        frame.insert(0, "sample", np.repeat(np.arange(s), p))
+        return frame
+
+    def plot(self, path: str | Path | None = None, *, column: str = "close",
+             history: int = 120, title: str | None = None):
+        """Fan chart: history, median, 10–90% and 25–75% bands; saved to ``path`` if given.
+
+        Uses matplotlib's Agg canvas directly, so it never touches pyplot's global backend.
+        Returns the matplotlib Figure.
+        """
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        values = self.column_paths(column)
+        q10, q25, q50, q75, q90 = np.quantile(values, [0.1, 0.25, 0.5, 0.75, 0.9], axis=0)
+        fig = Figure(figsize=(10, 4.5), dpi=110)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        past = self.history[column].iloc[-history:]
+        ax.plot(past.index, past.to_numpy(), color="black", lw=1.2, label="history")
+        x = self.index
+        ax.fill_between(x, q10, q90, color="tab:blue", alpha=0.18, label="10–90%")
+        ax.fill_between(x, q25, q75, color="tab:blue", alpha=0.35, label="25–75%")
+        ax.plot(x, q50, color="tab:blue", lw=1.6, label="median")
+        ax.axvline(past.index[-1], color="grey", lw=0.8, ls="--")
+        ax.set_title(title or f"{self.name or 'series'}: {column}, "
+                              f"{self.sample_count} paths × {self.pred_len} bars")
+        ax.set_ylabel(column)
+        ax.legend(loc="upper left", fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path)
+        return fig
+
+    def __repr__(self) -> str:
+        span = f"{self.index[0]} … {self.index[-1]}" if len(self.index) else "empty"
+        return (f"Forecast(name={self.name!r}, samples={self.sample_count}, "
+                f"pred_len={self.pred_len}, {span})")

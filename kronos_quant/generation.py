@@ -1,0 +1,232 @@
+"""Autoregressive sampling of token paths with key/value caches.
+
+The reference recomputes the whole window for every generated bar. Here the context is
+encoded and prefilled once per series, its cache rows are shared by all of the series'
+sample paths, and each step runs one token per path through the network.
+
+Exactness. While context + generated ≤ ``max_context`` cached decoding equals full
+recomputation (causal attention: earlier positions never see later ones). Once the window is
+full the reference drops the oldest bar each step and restarts positions at 0, which changes
+every hidden state. ``slide_block=1`` (exact, the default) then re-prefills the window every
+step: the part of the window that is still context is shared by the paths of a series and is
+computed once per series; only each path's generated suffix runs per path.
+``slide_block=k > 1`` (fast mode) drops the k oldest bars at once and re-prefills every k
+steps, so the window holds between ``max_context-k+1`` and ``max_context`` bars.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .layers import KVCache
+from .model import Kronos
+from .tokenizer import KronosTokenizer
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Temperature, top-k and nucleus settings; top_k > 0 takes precedence over top_p."""
+
+    T: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.9
+    sample_count: int = 1
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.sample_count, int) and self.sample_count >= 1):
+            raise ValueError(f"sample_count must be an integer ≥ 1, got {self.sample_count!r}")
+        if not self.T > 0:
+            raise ValueError(f"temperature T must be > 0, got {self.T!r}")
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            raise ValueError(f"top_k must be an integer ≥ 0, got {self.top_k!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+
+
+def sample_tokens(logits: torch.Tensor, params: SamplingParams,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one token per row from ``logits`` (B, V) → (B, 1) int64.
+
+    Filtering follows the reference: top-k keeps logits ≥ the k-th largest; otherwise top-p
+    keeps the most likely tokens up to and including the first one whose cumulative
+    probability exceeds ``top_p``. ``top_k == 1`` is an argmax (no randomness).
+    """
+    if params.top_k == 1:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / params.T
+    if params.top_k > 0:
+        kth = torch.topk(logits, min(params.top_k, logits.shape[-1])).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    elif params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = torch.zeros_like(cum, dtype=torch.bool)
+        drop[..., 1:] = cum[..., :-1] > params.top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+@dataclass
+class Generation:
+    """Output of :func:`generate`: decoded bars (B, S, pred_len, d_in) in normalised units and
+    the sampled tokens (B, S, pred_len) each."""
+
+    bars: torch.Tensor
+    s1: torch.Tensor
+    s2: torch.Tensor
+
+
+class _Decoder:
+    """State of one generation run: caches, token buffers and the current window."""
+
+    def __init__(self, model: Kronos, s1_ctx: torch.Tensor, s2_ctx: torch.Tensor,
+                 stamps: torch.Tensor, *, samples: int, pred_len: int, max_context: int):
+        self.model, self.samples, self.max_context = model, samples, max_context
+        self.n_series, self.ctx_len = s1_ctx.shape
+        self.s1_ctx, self.s2_ctx, self.stamps = s1_ctx, s2_ctx, stamps  # (B, L), (B, L+P, 5)
+        rows, dev = self.n_series * samples, s1_ctx.device
+        dtype = model.norm.weight.dtype
+        self.gen_s1 = torch.zeros(rows, pred_len, dtype=torch.long, device=dev)
+        self.gen_s2 = torch.zeros(rows, pred_len, dtype=torch.long, device=dev)
+        self.n_gen = 0
+        cap = min(max_context, self.ctx_len + pred_len)
+        cfg, dep = model.config, model.dep_layer.cross_attn
+        hd = cfg.d_model // cfg.n_heads
+        self.cache = KVCache.empty(cfg.n_layers, rows, cfg.n_heads, cap, hd, device=dev, dtype=dtype)
+        self.series_cache = KVCache.empty(cfg.n_layers, self.n_series, cfg.n_heads,
+                                          min(cap, self.ctx_len), hd, device=dev, dtype=dtype)
+        self.dep = KVCache.empty(1, rows, dep.n_heads, cap, dep.head_dim, device=dev, dtype=dtype)
+        self.window_start = 0  # absolute index of the window's first bar
+        self.h_last: torch.Tensor | None = None  # (rows, 1, d)
+
+    @property
+    def end(self) -> int:
+        return self.ctx_len + self.n_gen
+
+    def _stamp(self, a: int, b: int) -> torch.Tensor:
+        return self.stamps[:, a:b].repeat_interleave(self.samples, dim=0)  # (rows, b-a, 5)
+
+    def _write_dep(self, h: torch.Tensor, start: int) -> None:
+        k, v = self.model.dep_layer.cross_attn.project_kv(h)  # (rows, 4, L, hd)
+        self.dep.k[0, :, :, start:start + h.shape[1]] = k
+        self.dep.v[0, :, :, start:start + h.shape[1]] = v
+
+    def prefill(self, start: int) -> torch.Tensor:
+        """Recompute the window [start, end): shared context part per series, suffix per path."""
+        self.window_start, end = start, self.end
+        n_ctx = max(0, self.ctx_len - start)
+        h = None
+        if n_ctx:
+            h_ctx = self.model.hidden(self.s1_ctx[:, start:], self.s2_ctx[:, start:],
+                                      self.stamps[:, start:self.ctx_len],
+                                      cache=self.series_cache)  # (B, n_ctx, d)
+            self.cache.copy_prefix_from(self.series_cache, self.samples)
+            h = h_ctx.repeat_interleave(self.samples, dim=0)  # (rows, n_ctx, d)
+            self._write_dep(h, 0)
+        else:
+            self.cache.length = 0
+        g0 = max(start, self.ctx_len) - self.ctx_len  # first generated bar in the window
+        if g0 < self.n_gen:
+            h = self.model.hidden(self.gen_s1[:, g0:self.n_gen], self.gen_s2[:, g0:self.n_gen],
+                                  self._stamp(self.ctx_len + g0, end), cache=self.cache,
+                                  start=n_ctx)  # (rows, n_gen-g0, d)
+            self._write_dep(h, n_ctx)
+        self.h_last = h[:, -1:]
+        return self.model.head(self.h_last)[:, 0]  # (rows, V1)
+
+    def append(self, s1: torch.Tensor, s2: torch.Tensor, slide_block: int) -> torch.Tensor:
+        """Add the sampled bar of every path; return the next step's s1 logits (rows, V1)."""
+        self.gen_s1[:, self.n_gen] = s1[:, 0]
+        self.gen_s2[:, self.n_gen] = s2[:, 0]
+        self.n_gen += 1
+        if self.end - self.window_start > self.max_context:
+            # Positions restart at 0 for the new window: cached keys are stale, recompute.
+            return self.prefill(self.end - (self.max_context - slide_block + 1))
+        pos = self.end - 1 - self.window_start
+        h = self.model.hidden(s1, s2, self._stamp(self.end - 1, self.end), cache=self.cache,
+                              start=pos)  # (rows, 1, d)
+        self._write_dep(h, pos)
+        self.h_last = h
+        return self.model.head(h)[:, 0]
+
+    def s2_logits(self, s1: torch.Tensor) -> torch.Tensor:
+        """s2 logits at the newest position given its sampled s1 (rows, 1) → (rows, V2)."""
+        n = self.end - self.window_start
+        dep = self.model.dep_layer
+        sibling = self.model.embedding.emb_s1(s1)  # (rows, 1, d)
+        attn = dep.cross_attn.attend_one(sibling, self.dep.k[0, :, :, :n], self.dep.v[0, :, :, :n])
+        return self.model.head.cond_forward(dep.norm(self.h_last + attn))[:, 0]
+
+
+def decode_paths(tokenizer: KronosTokenizer, s1_ctx: torch.Tensor, s2_ctx: torch.Tensor,
+                 gen_s1: torch.Tensor, gen_s2: torch.Tensor, *, max_context: int) -> torch.Tensor:
+    """Decode the last ``max_context`` bars of context + path; return the generated part.
+
+    The context part of the causal decoder is shared by a series' paths and run once.
+    """
+    n_series, ctx_len = s1_ctx.shape
+    rows, pred_len = gen_s1.shape
+    samples = rows // n_series
+    start = max(0, ctx_len + pred_len - max_context)
+    n_ctx = ctx_len - start
+    cfg = tokenizer.config
+    hd, nl = cfg.d_model // cfg.n_heads, len(tokenizer.decoder)
+    dtype, dev = tokenizer.head.weight.dtype, s1_ctx.device
+    series = KVCache.empty(nl, n_series, cfg.n_heads, max(n_ctx, 1), hd, device=dev, dtype=dtype)
+    paths = KVCache.empty(nl, rows, cfg.n_heads, n_ctx + pred_len, hd, device=dev, dtype=dtype)
+    if n_ctx:
+        tokenizer.decode((s1_ctx[:, start:], s2_ctx[:, start:]), half=True, cache=series)
+        paths.copy_prefix_from(series, samples)
+    return tokenizer.decode((gen_s1, gen_s2), half=True, cache=paths, start=n_ctx)
+
+
+@torch.inference_mode()
+def generate(model: Kronos, tokenizer: KronosTokenizer, x: torch.Tensor, x_stamp: torch.Tensor,
+             y_stamp: torch.Tensor, *, pred_len: int, max_context: int = 512,
+             sampling: SamplingParams = SamplingParams(), generator: torch.Generator | None = None,
+             slide_block: int = 1, amp_dtype: torch.dtype | None = None,
+             verbose: bool = False) -> Generation:
+    """Sample ``sampling.sample_count`` paths per series and decode them to bars.
+
+    Parameters
+    ----------
+    x, x_stamp, y_stamp
+        Normalised context (B, L, d_in), its time features (B, L, 5) and the future bars'
+        time features (B, pred_len, 5), all on the model's device.
+    pred_len, max_context
+        Bars to generate; the longest window the predictor sees.
+    slide_block
+        1 reproduces the reference exactly; k > 1 is the fast sliding mode (module docs).
+    amp_dtype
+        Optional autocast dtype (torch.bfloat16 / torch.float16) for CUDA.
+    """
+    if not 1 <= pred_len <= max_context:
+        raise ValueError(f"pred_len must be in 1..max_context ({max_context}), got {pred_len}")
+    if not 1 <= slide_block <= max_context:
+        raise ValueError(f"slide_block must be in 1..max_context, got {slide_block}")
+    model.eval()
+    tokenizer.eval()
+    amp = (torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype is not None
+           else contextlib.nullcontext())
+    with amp:
+        s1_ctx, s2_ctx = tokenizer.encode(x, half=True)  # (B, L) each
+        stamps = torch.cat([x_stamp, y_stamp], dim=1)  # (B, L+P, 5)
+        dec = _Decoder(model, s1_ctx, s2_ctx, stamps, samples=sampling.sample_count,
+                       pred_len=pred_len, max_context=max_context)
+        logits = dec.prefill(max(0, s1_ctx.shape[1] - max_context))
+        for step in tqdm(range(pred_len), disable=not verbose, desc="generating", leave=False):
+            s1 = sample_tokens(logits.float(), sampling, generator)
+            s2 = sample_tokens(dec.s2_logits(s1).float(), sampling, generator)
+            if step + 1 < pred_len:
+                logits = dec.append(s1, s2, slide_block)
+            else:
+                dec.gen_s1[:, step], dec.gen_s2[:, step] = s1[:, 0], s2[:, 0]
+        bars = decode_paths(tokenizer, s1_ctx, s2_ctx, dec.gen_s1, dec.gen_s2,
+                            max_context=max_context)  # (rows, P, d_in)
+    shape = (dec.n_series, sampling.sample_count, pred_len)
+    return Generation(bars.float().reshape(*shape, -1), dec.gen_s1.reshape(shape),
+                      dec.gen_s2.reshape(shape))

@@ -1,0 +1,258 @@
+"""Transformer building blocks shared by the tokenizer and the predictor.
+
+Parameter and buffer names follow the published Kronos checkpoints exactly (see the
+compatibility spec): renaming anything here breaks strict loading.
+
+Attention supports two call patterns:
+
+* full-window: ``attn(x)`` with causal masking, rotary positions ``0 … L-1``;
+* cached: ``attn(x, cache=kv, start=p)`` writes this call's keys/values into the
+  preallocated buffers of ``kv`` at positions ``p … p+L-1`` and attends over ``0 … p+L-1``.
+  Rotating keys once, when they are written, is what makes the cache valid: RoPE depends
+  only on a token's position inside the current window.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in float32 (bf16 inputs would lose the mean)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return out.type_as(x) * self.weight
+
+
+class FeedForward(nn.Module):
+    """SwiGLU feed-forward: w2(silu(w1 x) * w3 x), no biases."""
+
+    def __init__(self, d_model: int, ff_dim: int, dropout_p: float = 0.0):
+        super().__init__()
+        self.w1 = nn.Linear(d_model, ff_dim, bias=False)
+        self.w3 = nn.Linear(d_model, ff_dim, bias=False)
+        self.w2 = nn.Linear(ff_dim, d_model, bias=False)
+        self.ffn_dropout = nn.Dropout(dropout_p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position table, "rotate half" layout, base 10000 over ``head_dim``."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        self.register_buffer("inv_freq", inv_freq)  # saved in checkpoints
+        self._table: tuple[int, torch.device, torch.Tensor, torch.Tensor] | None = None
+
+    def cos_sin(self, end: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cos/sin for positions ``0 … end-1``, each (end, head_dim); grown and reused."""
+        if self._table is None or self._table[0] < end or self._table[1] != device:
+            n = max(end, 64 if self._table is None else 2 * self._table[0])
+            t = torch.arange(n, device=device, dtype=self.inv_freq.dtype)
+            freqs = torch.outer(t, self.inv_freq.to(device))  # (n, hd/2)
+            emb = torch.cat((freqs, freqs), dim=-1)  # (n, hd)
+            self._table = (n, device, emb.cos(), emb.sin())
+        return self._table[2][:end], self._table[3][:end]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (B, H, L, hd) by per-position ``cos``/``sin`` (L, hd)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys/values for a stack of attention layers.
+
+    ``k`` and ``v`` are (n_layers, B, H, max_len, hd); positions ``0 … length-1`` are valid.
+    Writing is in place, so a decode step allocates nothing that grows with the window.
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+    length: int = 0
+
+    @classmethod
+    def empty(cls, n_layers: int, batch: int, n_heads: int, max_len: int, head_dim: int,
+              *, device: torch.device | str, dtype: torch.dtype) -> "KVCache":
+        shape = (n_layers, batch, n_heads, max_len, head_dim)
+        return cls(torch.empty(shape, device=device, dtype=dtype),
+                   torch.empty(shape, device=device, dtype=dtype))
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    def copy_prefix_from(self, other: "KVCache", repeats: int) -> None:
+        """Fill positions ``0 … other.length-1`` with ``other``'s rows, each repeated ``repeats``
+        times (series-major), so a context computed once per series serves all its paths."""
+        n = other.length
+        src_k = other.k[:, :, :, :n]  # (nl, Bs, H, n, hd)
+        src_v = other.v[:, :, :, :n]
+        self.k[:, :, :, :n] = src_k.repeat_interleave(repeats, dim=1)
+        self.v[:, :, :, :n] = src_v.repeat_interleave(repeats, dim=1)
+        self.length = n
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, start: int = 0,
+              key_padding_mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """SDPA for queries at positions ``start … start+Lq-1`` over keys ``0 … Lk-1``.
+
+    ``key_padding_mask`` (B, Lk) marks padding with True; padded keys are never attended.
+    Uses the fused ``is_causal`` path whenever no explicit mask is needed.
+    """
+    q_len, k_len = q.shape[2], k.shape[2]
+    if key_padding_mask is None:
+        if not causal or q_len == 1:  # one query at the newest position sees every key
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        if start == 0 and q_len == k_len:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    keep = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device)
+    if causal:
+        q_pos = torch.arange(start, start + q_len, device=q.device)[:, None]
+        keep = torch.arange(k_len, device=q.device)[None, :] <= q_pos  # (Lq, Lk)
+    if key_padding_mask is not None:
+        keep = keep[None, None] & ~key_padding_mask[:, None, None, :k_len].bool()  # (B, 1, Lq, Lk)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout_p)
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal self-attention with rotary q/k (parameter names as in the checkpoints)."""
+
+    def __init__(self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0,
+                 resid_dropout_p: float = 0.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.rotary = RotaryEmbedding(self.head_dim)
+        self.attn_dropout_p = attn_dropout_p
+        self.resid_dropout = nn.Dropout(resid_dropout_p)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, l, _ = t.shape
+        return t.view(b, l, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
+
+    def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, layer: int = 0,
+                start: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, l, _ = x.shape
+        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        cos, sin = self.rotary.cos_sin(start + l, x.device)
+        cos, sin = cos[start:], sin[start:]
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, H, L, hd)
+        if cache is not None:
+            cache.k[layer, :, :, start:start + l] = k
+            cache.v[layer, :, :, start:start + l] = v
+            k = cache.k[layer, :, :, :start + l]  # (B, H, start+L, hd)
+            v = cache.v[layer, :, :, :start + l]
+        elif start:
+            raise ValueError("start > 0 needs a cache holding the earlier positions")
+        dropout = self.attn_dropout_p if self.training else 0.0
+        out = attention(q, k, v, causal=True, start=start, key_padding_mask=key_padding_mask,
+                        dropout_p=dropout)  # (B, H, L, hd)
+        out = out.transpose(1, 2).reshape(b, l, self.d_model)
+        return self.resid_dropout(self.out_proj(out))
+
+
+class CrossAttention(nn.Module):
+    """Attention from sibling (s1) embeddings to the predictor's hidden states.
+
+    Rotary positions follow the query length, as the checkpoints were trained: with one query
+    the table has length 1, so neither q nor k is rotated.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0,
+                 resid_dropout_p: float = 0.0):
+        super().__init__()
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.rotary = RotaryEmbedding(self.head_dim)
+        self.attn_dropout_p = attn_dropout_p
+        self.resid_dropout = nn.Dropout(resid_dropout_p)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, l, _ = t.shape
+        return t.view(b, l, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
+
+    def project_kv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unrotated keys/values of hidden states ``h`` (B, L, d) → each (B, H, L, hd)."""
+        return self._heads(self.k_proj(h)), self._heads(self.v_proj(h))
+
+    def attend_one(self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """One query per row (B, 1, d) over unrotated ``k``/``v`` (B, H, L, hd) → (B, 1, d)."""
+        q = self._heads(self.q_proj(query))  # (B, H, 1, hd)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, 1, hd)
+        return self.out_proj(out.transpose(1, 2).reshape(query.shape[0], 1, self.d_model))
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, q_len, _ = query.shape
+        q = self._heads(self.q_proj(query))
+        k, v = self._heads(self.k_proj(key)), self._heads(self.v_proj(value))
+        if k.shape[2] != q_len and q_len != 1:
+            raise ValueError(f"cross-attention needs one query or as many queries as keys, "
+                             f"got {q_len} queries for {k.shape[2]} keys")
+        # The rotary table has the query's length and broadcasts over the keys (a quirk the
+        # checkpoints were trained with): one query means no rotation at all.
+        cos, sin = self.rotary.cos_sin(q_len, query.device)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        dropout = self.attn_dropout_p if self.training else 0.0
+        # Causal while training, full attention in evaluation, as the checkpoints were built.
+        out = attention(q, k, v, causal=self.training, key_padding_mask=key_padding_mask,
+                        dropout_p=dropout)
+        out = out.transpose(1, 2).reshape(b, q_len, self.d_model)
+        return self.resid_dropout(self.out_proj(out))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attn(norm1 x), then x + ffn(norm2 x)."""
+
+    def __init__(self, d_model: int, n_heads: int, ff_dim: int, ffn_dropout_p: float = 0.0,
+                 attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0):
+        super().__init__()
+        self.norm1 = RMSNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, attn_dropout_p, resid_dropout_p)
+        self.norm2 = RMSNorm(d_model)
+        self.ffn = FeedForward(d_model, ff_dim, ffn_dropout_p)
+
+    def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, layer: int = 0,
+                start: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.norm1(x), cache=cache, layer=layer, start=start,
+                               key_padding_mask=key_padding_mask)
+        return x + self.ffn(self.norm2(x))
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *, cache: KVCache | None = None,
+               start: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply a stack of blocks; with a cache, layer i uses slot i and the cache grows by L."""
+    for i, block in enumerate(blocks):
+        x = block(x, cache=cache, layer=i, start=start, key_padding_mask=key_padding_mask)
+    if cache is not None:
+        cache.length = start + x.shape[1]
+    return x

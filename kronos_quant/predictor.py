@@ -1,0 +1,213 @@
+"""KronosPredictor: DataFrames in, sample paths out.
+
+``predict`` / ``predict_batch`` keep the reference signatures and numbers (the mean path);
+``forecast`` / ``forecast_batch`` return :class:`Forecast` objects holding every path. All
+four run through one private method, :meth:`KronosPredictor._sample`.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .forecast import Forecast
+from .generation import SamplingParams, generate
+from .inputs import BAR_COLUMNS, PreparedSeries, prepare_series
+from .model import Kronos
+from .tokenizer import KronosTokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` picks cuda, then mps, then cpu; anything unknown or unavailable is an error."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda:0")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                  and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} requested but MPS is not available")
+    return dev
+
+
+class KronosPredictor:
+    """Forecasts OHLCV(A) frames with a Kronos model and its tokenizer.
+
+    Parameters
+    ----------
+    model, tokenizer
+        A :class:`Kronos` network and the :class:`KronosTokenizer` it was trained with.
+    device
+        ``None`` auto-detects (cuda, mps, cpu).
+    max_context
+        Longest window the predictor sees (512 for Kronos-small/base, 2048 for mini).
+    clip
+        Normalised inputs are clipped to ±clip.
+    slide_block
+        1 (default) reproduces the reference when context + pred_len > max_context;
+        k > 1 is the faster approximate sliding mode (see :mod:`kronos_quant.generation`).
+    amp_dtype
+        Optional autocast dtype for CUDA (``torch.bfloat16`` or ``torch.float16``).
+    max_batch_rows
+        Upper bound on series × sample paths generated together (bounds cache memory).
+    """
+
+    def __init__(self, model: Kronos, tokenizer: KronosTokenizer, device: str | None = None,
+                 max_context: int = 512, clip: float = 5, *, slide_block: int = 1,
+                 amp_dtype: torch.dtype | None = None, max_batch_rows: int = 1024):
+        if (tokenizer.s1_bits, tokenizer.s2_bits) != (model.s1_bits, model.s2_bits):
+            raise ValueError(f"tokenizer bits (s1={tokenizer.s1_bits}, s2={tokenizer.s2_bits}) do "
+                             f"not match the model's (s1={model.s1_bits}, s2={model.s2_bits})")
+        if tokenizer.d_in != len(BAR_COLUMNS):
+            raise ValueError(f"tokenizer d_in is {tokenizer.d_in}; the predictor feeds "
+                             f"{len(BAR_COLUMNS)} columns {list(BAR_COLUMNS)}")
+        if max_context < 1 or clip <= 0 or max_batch_rows < 1:
+            raise ValueError("max_context, clip and max_batch_rows must be positive")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer.to(self.device).eval()
+        self.max_context, self.clip = int(max_context), float(clip)
+        self.slide_block, self.amp_dtype = slide_block, amp_dtype
+        self.max_batch_rows = max_batch_rows
+
+    # -- the one code path ---------------------------------------------------------------
+    def _sample(self, series: list[PreparedSeries], *, pred_len: int, sampling: SamplingParams,
+                seed: int | None, verbose: bool) -> list[np.ndarray]:
+        """Normalised bars (sample_count, pred_len, 6) for each prepared series.
+
+        Series of equal length are generated together (different lengths cannot share a
+        window), in chunks of at most ``max_batch_rows`` paths.
+        """
+        longest = max(len(s.x) for s in series)
+        if longest > self.max_context:
+            logger.info("context of %d bars exceeds max_context=%d: normalised and tokenised "
+                        "over all bars, the predictor attends to the last %d", longest,
+                        self.max_context, self.max_context)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        per_chunk = max(1, self.max_batch_rows // sampling.sample_count)
+        chunks = []
+        for length in sorted({len(s.x) for s in series}):
+            members = [i for i, s in enumerate(series) if len(s.x) == length]
+            chunks += [members[a:a + per_chunk] for a in range(0, len(members), per_chunk)]
+        out: list[np.ndarray] = [np.empty(0)] * len(series)
+        for members in tqdm(chunks, disable=not verbose or len(chunks) == 1, desc="batches"):
+            def stack(field: str) -> torch.Tensor:
+                arr = np.stack([getattr(series[i], field) for i in members])
+                return torch.from_numpy(arr).to(self.device)
+
+            result = generate(self.model, self.tokenizer, stack("x"), stack("x_stamp"),
+                              stack("y_stamp"), pred_len=pred_len, max_context=self.max_context,
+                              sampling=sampling, generator=generator,
+                              slide_block=self.slide_block, amp_dtype=self.amp_dtype,
+                              verbose=verbose)
+            bars = result.bars.cpu().numpy()  # (n, S, P, 6)
+            for j, i in enumerate(members):
+                out[i] = bars[j]
+        return out
+
+    def _prepare(self, frames: Sequence[pd.DataFrame], x_ts: Sequence[Any],
+                 y_ts: Sequence[Any], pred_len: int) -> list[PreparedSeries]:
+        if not isinstance(pred_len, (int, np.integer)) or not 1 <= pred_len <= self.max_context:
+            raise ValueError(f"pred_len must be an integer in 1..{self.max_context}, "
+                             f"got {pred_len!r}")
+        if not (len(frames) == len(x_ts) == len(y_ts)):
+            raise ValueError(f"got {len(frames)} frames, {len(x_ts)} x_timestamp and "
+                             f"{len(y_ts)} y_timestamp entries; they must match")
+        if not frames:
+            raise ValueError("no series given")
+        prepared = []
+        for k, (df, xt, yt) in enumerate(zip(frames, x_ts, y_ts)):
+            try:
+                prepared.append(prepare_series(df, pred_len=int(pred_len), x_timestamp=xt,
+                                               y_timestamp=yt, clip=self.clip))
+            except (ValueError, TypeError) as err:
+                if len(frames) == 1:
+                    raise
+                raise type(err)(f"series {k}: {err}") from None
+        return prepared
+
+    # -- reference-compatible API --------------------------------------------------------
+    def predict(self, df: pd.DataFrame, x_timestamp: Any = None, y_timestamp: Any = None,
+                pred_len: int | None = None, T: float = 1.0, top_k: int = 0,
+                top_p: float = 0.9, sample_count: int = 1, verbose: bool = True) -> pd.DataFrame:
+        """Mean forecast of one series, as the reference computes it (same arguments)."""
+        if pred_len is None:
+            raise ValueError("pred_len is required")
+        return self.predict_batch([df], [x_timestamp], [y_timestamp], pred_len, T=T,
+                                  top_k=top_k, top_p=top_p, sample_count=sample_count,
+                                  verbose=verbose)[0]
+
+    def predict_batch(self, df_list: Sequence[pd.DataFrame], x_timestamp_list: Sequence[Any],
+                      y_timestamp_list: Sequence[Any], pred_len: int, T: float = 1.0,
+                      top_k: int = 0, top_p: float = 0.9, sample_count: int = 1,
+                      verbose: bool = True) -> list[pd.DataFrame]:
+        """Mean forecasts of many series (lengths may differ), averaged over paths in
+        normalised space and un-normalised, exactly as the reference does."""
+        if not isinstance(df_list, (list, tuple)):
+            raise TypeError("df_list must be a list or tuple of DataFrames")
+        sampling = SamplingParams(T=T, top_k=top_k, top_p=top_p, sample_count=sample_count)
+        prepared = self._prepare(df_list, x_timestamp_list, y_timestamp_list, pred_len)
+        paths = self._sample(prepared, pred_len=int(pred_len), sampling=sampling, seed=None,
+                             verbose=verbose)
+        return [pd.DataFrame(p.denormalise(bars.mean(axis=0)), columns=list(BAR_COLUMNS),
+                             index=p.y_index) for p, bars in zip(prepared, paths)]
+
+    # -- sample paths --------------------------------------------------------------------
+    def forecast(self, df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
+                 y_timestamp: Any = None, sample_count: int = 20, T: float = 1.0,
+                 top_k: int = 0, top_p: float = 0.9, seed: int | None = None,
+                 verbose: bool = False, name: str | None = None) -> Forecast:
+        """Sample ``sample_count`` future paths of one series.
+
+        Timestamps come from ``x_timestamp``, else the frame's DatetimeIndex or its
+        ``timestamps``/``date``/``datetime`` column; future stamps are inferred when
+        ``y_timestamp`` is omitted. ``seed`` makes the paths reproducible without touching
+        torch's global random state.
+        """
+        return self.forecast_batch([df], pred_len=pred_len, x_timestamps=[x_timestamp],
+                                   y_timestamps=[y_timestamp], sample_count=sample_count, T=T,
+                                   top_k=top_k, top_p=top_p, seed=seed, verbose=verbose,
+                                   names=[name])[0]
+
+    def forecast_batch(self, series: Mapping[str, pd.DataFrame] | Sequence[pd.DataFrame], *,
+                       pred_len: int, x_timestamps: Sequence[Any] | None = None,
+                       y_timestamps: Sequence[Any] | None = None, sample_count: int = 20,
+                       T: float = 1.0, top_k: int = 0, top_p: float = 0.9,
+                       seed: int | None = None, verbose: bool = False,
+                       names: Sequence[str | None] | None = None):
+        """Forecasts for many series: a dict symbol → Forecast for a mapping input, else a list.
+
+        Series may have different lengths. Arguments as in :meth:`forecast`.
+        """
+        keyed = isinstance(series, Mapping)
+        labels = list(series.keys()) if keyed else list(names or [None] * len(series))
+        frames = list(series.values()) if keyed else list(series)
+        n = len(frames)
+        sampling = SamplingParams(T=T, top_k=top_k, top_p=top_p, sample_count=sample_count)
+        prepared = self._prepare(frames, list(x_timestamps or [None] * n),
+                                 list(y_timestamps or [None] * n), pred_len)
+        paths = self._sample(prepared, pred_len=int(pred_len), sampling=sampling, seed=seed,
+                             verbose=verbose)
+        out = [Forecast(paths=p.denormalise(bars), index=p.y_index,
+                        history=pd.DataFrame(p.raw, index=p.x_index, columns=list(BAR_COLUMNS)),
+                        name=None if label is None else str(label))
+               for p, bars, label in zip(prepared, paths, labels)]
+        return dict(zip(labels, out)) if keyed else out
