@@ -166,7 +166,9 @@ def test_panel_from_frames_columns_and_volume(caplog: pytest.LogCaptureFixture) 
 
 
 def test_panel_from_frames_errors() -> None:
-    ok = pd.DataFrame({"open": [1.0], "high": [1.0], "low": [1.0], "close": [1.0]}, index=pd.to_datetime(["2024-01-02"]))
+    ok = pd.DataFrame(
+        {"open": [1.0], "high": [1.0], "low": [1.0], "close": [1.0]}, index=pd.to_datetime(["2024-01-02"])
+    )
     with pytest.raises(ValueError, match=r"instrument 'A': missing required columns \['close'\]"):
         panel_from_frames({"A": ok.drop(columns="close")})
     with pytest.raises(ValueError, match=r"instrument 'B': no DatetimeIndex and no datetime column"):
