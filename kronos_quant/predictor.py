@@ -86,6 +86,20 @@ class KronosPredictor:
         self.slide_block, self.amp_dtype = slide_block, amp_dtype
         self.max_batch_rows = max_batch_rows
 
+    @classmethod
+    def from_pretrained(cls, model: str, tokenizer: str, *, device: str | None = None,
+                        max_context: int = 512, clip: float = 5, revision: str | None = None,
+                        cache_dir: str | None = None, **kwargs: Any) -> "KronosPredictor":
+        """Load a predictor/tokenizer pair (Hub ids or directories) strictly and wrap them.
+
+        Example: ``KronosPredictor.from_pretrained("NeoQuasar/Kronos-small",
+        "NeoQuasar/Kronos-Tokenizer-base")``. Extra keyword arguments go to ``__init__``.
+        """
+        hub = dict(revision=revision, cache_dir=cache_dir)
+        return cls(Kronos.from_pretrained(model, **hub),
+                   KronosTokenizer.from_pretrained(tokenizer, **hub), device=device,
+                   max_context=max_context, clip=clip, **kwargs)
+
     # -- the one code path ---------------------------------------------------------------
     def _sample(self, series: list[PreparedSeries], *, pred_len: int, sampling: SamplingParams,
                 seed: int | None, verbose: bool) -> list[np.ndarray]:
