@@ -18,7 +18,7 @@ class Forecast:
     Attributes
     ----------
     paths
-        (sample_count, pred_len, 6) array in price units, columns ``BAR_COLUMNS``.
+        (sample_count, pred_len, 6) float64 array in price units, columns ``BAR_COLUMNS``.
     index
         Timestamps of the forecast bars.
     history
@@ -36,6 +36,7 @@ class Forecast:
     columns = BAR_COLUMNS
 
     def __post_init__(self) -> None:
+        self.paths = np.asarray(self.paths, dtype=np.float64)
         if self.paths.ndim != 3 or self.paths.shape[1:] != (len(self.index), len(BAR_COLUMNS)):
             raise ValueError(f"paths must be (samples, {len(self.index)}, {len(BAR_COLUMNS)}), "
                              f"got {self.paths.shape}")
@@ -101,22 +102,28 @@ class Forecast:
 
         values = self.column_paths(column)
         q10, q25, q50, q75, q90 = np.quantile(values, [0.1, 0.25, 0.5, 0.75, 0.9], axis=0)
+        past = self.history[column].iloc[-history:]
+        # Bars on a positional axis: overnight and weekend gaps would otherwise dominate.
+        n = len(past)
+        x_past, x_fut = np.arange(n), np.arange(n, n + self.pred_len)
+        stamps = list(past.index) + list(self.index)
         fig = Figure(figsize=(10, 4.5), dpi=110)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        past = self.history[column].iloc[-history:]
-        ax.plot(past.index, past.to_numpy(), color="black", lw=1.2, label="history")
-        x = self.index
-        ax.fill_between(x, q10, q90, color="tab:blue", alpha=0.18, label="10–90%")
-        ax.fill_between(x, q25, q75, color="tab:blue", alpha=0.35, label="25–75%")
-        ax.plot(x, q50, color="tab:blue", lw=1.6, label="median")
-        ax.axvline(past.index[-1], color="grey", lw=0.8, ls="--")
+        ax.plot(x_past, past.to_numpy(), color="black", lw=1.2, label="history")
+        ax.fill_between(x_fut, q10, q90, color="tab:blue", alpha=0.18, label="10–90%")
+        ax.fill_between(x_fut, q25, q75, color="tab:blue", alpha=0.35, label="25–75%")
+        ax.plot(x_fut, q50, color="tab:blue", lw=1.6, label="median")
+        ax.axvline(n - 0.5, color="grey", lw=0.8, ls="--")
+        ticks = np.linspace(0, len(stamps) - 1, num=min(8, len(stamps))).round().astype(int)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(stamps[i])[:16] for i in ticks], rotation=25, ha="right",
+                           fontsize=8)
         ax.set_title(title or f"{self.name or 'series'}: {column}, "
                               f"{self.sample_count} paths × {self.pred_len} bars")
         ax.set_ylabel(column)
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
-        fig.autofmt_xdate()
         fig.tight_layout()
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,7 @@ def bar_matrix(df: pd.DataFrame, timestamps: pd.DatetimeIndex | None = None) -> 
 
 def time_features(ts: pd.DatetimeIndex) -> np.ndarray:
     """(L, 5) float32: minute, hour, weekday (Monday 0), day of month, month."""
-    return np.stack([ts.minute, ts.hour, ts.weekday, ts.day, ts.month], axis=1).astype(np.float32)
+    return np.stack([ts.minute, ts.hour, ts.day_of_week, ts.day, ts.month], axis=1).astype(np.float32)
 
 
 def infer_future_timestamps(ts: pd.DatetimeIndex, pred_len: int) -> pd.DatetimeIndex:
@@ -103,7 +103,7 @@ def infer_future_timestamps(ts: pd.DatetimeIndex, pred_len: int) -> pd.DatetimeI
                          "pass y_timestamp")
     step = pd.Series(ts[1:] - ts[:-1]).mode().iloc[0]
     midnight = bool((ts == ts.normalize()).all())
-    if midnight and step == pd.Timedelta(days=1) and bool((ts.weekday < 5).all()):
+    if midnight and step == pd.Timedelta(days=1) and bool((ts.day_of_week < 5).all()):
         future = pd.bdate_range(start=ts[-1] + pd.offsets.BDay(1), periods=pred_len)
     else:
         future = ts[-1] + pd.to_timedelta(np.arange(1, pred_len + 1) * step)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 from .config import KronosConfig, KronosTokenizerConfig
@@ -82,3 +84,19 @@ def recompute_logits(model: Kronos, s1: torch.Tensor, s2: torch.Tensor, stamps: 
         logits, _ = model.decode_s1(s1[:, start:end], s2[:, start:end], stamps[:, start:end])
         out.append(logits[:, -1])
     return torch.stack(out, dim=1)
+
+
+def random_walk_bars(n: int = 40, *, freq: str = "D", start: str = "2024-01-02", seed: int = 0,
+              volume: bool = True, amount: bool = False) -> pd.DataFrame:
+    """Random-walk OHLCV bars indexed by a DatetimeIndex named 'timestamps'."""
+    rng = np.random.default_rng(seed)
+    idx = pd.date_range(start, periods=n, freq=freq, name="timestamps")
+    close = 10 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = close * np.exp(rng.normal(0, 0.003, n))
+    df = pd.DataFrame({"open": open_, "high": np.maximum(open_, close) * 1.004,
+                       "low": np.minimum(open_, close) * 0.996, "close": close}, index=idx)
+    if volume:
+        df["volume"] = rng.uniform(1e3, 5e3, n)
+    if amount:
+        df["amount"] = df["volume"] * close
+    return df
