@@ -16,6 +16,7 @@ steps, so the window holds between ``max_context-k+1`` and ``max_context`` bars.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,9 +47,15 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
 def sample_tokens(logits: torch.Tensor, params: SamplingParams,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: Generators = None) -> torch.Tensor:
     """Draw one token per row from ``logits`` (B, V) → (B, 1) int64.
+
+    ``generator`` may be a sequence of generators, one per equal block of consecutive rows
+    (one per series): each block's draws then depend only on its own generator.
 
     Filtering follows the reference: top-k keeps logits ≥ the k-th largest; otherwise top-p
     keeps the most likely tokens up to and including the first one whose cumulative
@@ -67,6 +74,9 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams,
         drop[..., 1:] = cum[..., :-1] > params.top_p  # keep the token that crosses top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     probs = torch.softmax(logits, dim=-1)
+    if isinstance(generator, Sequence):
+        blocks = probs.split(probs.shape[0] // len(generator))  # (S, V) per series
+        return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(blocks, generator)])
     return torch.multinomial(probs, 1, generator=generator)
 
 
@@ -187,7 +197,7 @@ def decode_paths(tokenizer: KronosTokenizer, s1_ctx: torch.Tensor, s2_ctx: torch
 @torch.inference_mode()
 def generate(model: Kronos, tokenizer: KronosTokenizer, x: torch.Tensor, x_stamp: torch.Tensor,
              y_stamp: torch.Tensor, *, pred_len: int, max_context: int = 512,
-             sampling: SamplingParams = SamplingParams(), generator: torch.Generator | None = None,
+             sampling: SamplingParams = SamplingParams(), generator: Generators = None,
              slide_block: int = 1, amp_dtype: torch.dtype | None = None,
              verbose: bool = False) -> Generation:
     """Sample ``sampling.sample_count`` paths per series and decode them to bars.
@@ -199,6 +209,9 @@ def generate(model: Kronos, tokenizer: KronosTokenizer, x: torch.Tensor, x_stamp
         time features (B, pred_len, 5), all on the model's device.
     pred_len, max_context
         Bars to generate; the longest window the predictor sees.
+    generator
+        One generator for the batch, or one per series so that a series' paths do not
+        depend on which other series share its batch.
     slide_block
         1 reproduces the reference exactly; k > 1 is the fast sliding mode (module docs).
     amp_dtype
@@ -208,6 +221,8 @@ def generate(model: Kronos, tokenizer: KronosTokenizer, x: torch.Tensor, x_stamp
         raise ValueError(f"pred_len must be in 1..max_context ({max_context}), got {pred_len}")
     if not 1 <= slide_block <= max_context:
         raise ValueError(f"slide_block must be in 1..max_context, got {slide_block}")
+    if isinstance(generator, Sequence) and len(generator) != x.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for {x.shape[0]} series")
     model.eval()
     tokenizer.eval()
     amp = (torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype is not None

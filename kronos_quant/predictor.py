@@ -102,7 +102,7 @@ class KronosPredictor:
 
     # -- the one code path ---------------------------------------------------------------
     def _sample(self, series: list[PreparedSeries], *, pred_len: int, sampling: SamplingParams,
-                seed: int | None, verbose: bool) -> list[np.ndarray]:
+                seed: int | Sequence[int] | None, verbose: bool) -> list[np.ndarray]:
         """Normalised bars (sample_count, pred_len, 6) for each prepared series.
 
         Series of equal length are generated together (different lengths cannot share a
@@ -113,8 +113,12 @@ class KronosPredictor:
             logger.info("context of %d bars exceeds max_context=%d: normalised and tokenised "
                         "over all bars, the predictor attends to the last %d", longest,
                         self.max_context, self.max_context)
-        generator = None
-        if seed is not None:
+        generator: torch.Generator | list[torch.Generator] | None = None
+        if isinstance(seed, Sequence):
+            if len(seed) != len(series):
+                raise ValueError(f"got {len(seed)} seeds for {len(series)} series")
+            generator = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seed]
+        elif seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
         per_chunk = max(1, self.max_batch_rows // sampling.sample_count)
         chunks = []
@@ -127,9 +131,12 @@ class KronosPredictor:
                 arr = np.stack([getattr(series[i], field) for i in members])
                 return torch.from_numpy(arr).to(self.device)
 
+            # Per-series generators travel with their series into whichever chunk it lands in.
+            chunk_generator = ([generator[i] for i in members] if isinstance(generator, list)
+                               else generator)
             result = generate(self.model, self.tokenizer, stack("x"), stack("x_stamp"),
                               stack("y_stamp"), pred_len=pred_len, max_context=self.max_context,
-                              sampling=sampling, generator=generator,
+                              sampling=sampling, generator=chunk_generator,
                               slide_block=self.slide_block, amp_dtype=self.amp_dtype,
                               verbose=verbose)
             bars = result.bars.cpu().numpy()  # (n, S, P, 6)
@@ -205,11 +212,13 @@ class KronosPredictor:
                        pred_len: int, x_timestamps: Sequence[Any] | None = None,
                        y_timestamps: Sequence[Any] | None = None, sample_count: int = 20,
                        T: float = 1.0, top_k: int = 0, top_p: float = 0.9,
-                       seed: int | None = None, verbose: bool = False,
+                       seed: int | Sequence[int] | None = None, verbose: bool = False,
                        names: Sequence[str | None] | None = None):
         """Forecasts for many series: a dict symbol → Forecast for a mapping input, else a list.
 
-        Series may have different lengths. Arguments as in :meth:`forecast`.
+        Series may have different lengths. Arguments as in :meth:`forecast`; ``seed`` may also
+        be one seed per series, giving each its own random stream so that its paths do not
+        depend on which other series share its generation batch.
         """
         keyed = isinstance(series, Mapping)
         labels = list(series.keys()) if keyed else list(names or [None] * len(series))
