@@ -1,0 +1,37 @@
+"""Signal layer: Monte Carlo forecast paths → alpha scores, walk-forward scoring, evaluation.
+
+The signal contract every engine adapter consumes: a score DataFrame (one float column per
+scorer) or Series indexed by ("datetime", "instrument"), where the score at date t uses only
+bars up to and including t. See docs/signals.md.
+"""
+from __future__ import annotations
+
+from .cache import ForecastCache, weights_fingerprint, window_key
+from .calibration import (Calibration, band_coverage, calibrate, central_band, conformal_margin,
+                          crps_ensemble, pit_histogram, pit_values, realised_closes)
+from .evaluation import (Evaluation, baseline_scores, evaluate, hit_rate, per_date_ic,
+                         quantile_returns, topk_turnover)
+from .plots import plot_calibration, plot_ic
+from .scorers import (BUILTIN_SCORERS, PathBatch, describe_scorers, get_scorer, list_scorers,
+                      register_scorer, score_batch, score_forecast, score_forecasts)
+from .transforms import (check_scores, cross_sectional, cs_demean, cs_rank, cs_winsorise,
+                         cs_winsorize, cs_zscore)
+from .walkforward import (PanelForecasts, forecast_panel, iter_panel_forecasts, rebalance_dates,
+                          score_panel, window_seed)
+
+__all__ = [
+    # scorers
+    "BUILTIN_SCORERS", "PathBatch", "register_scorer", "get_scorer", "list_scorers",
+    "describe_scorers", "score_batch", "score_forecast", "score_forecasts",
+    # cross-sectional transforms
+    "check_scores", "cross_sectional", "cs_rank", "cs_zscore", "cs_winsorise", "cs_winsorize",
+    "cs_demean",
+    # walk-forward scoring and its cache
+    "PanelForecasts", "forecast_panel", "iter_panel_forecasts", "rebalance_dates", "score_panel",
+    "window_seed", "ForecastCache", "weights_fingerprint", "window_key",
+    # evaluation and calibration
+    "Evaluation", "evaluate", "baseline_scores", "per_date_ic", "hit_rate", "quantile_returns",
+    "topk_turnover", "Calibration", "calibrate", "central_band", "band_coverage", "pit_values",
+    "pit_histogram", "crps_ensemble", "conformal_margin", "realised_closes",
+    "plot_ic", "plot_calibration",
+]

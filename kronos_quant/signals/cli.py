@@ -1,0 +1,157 @@
+"""``kronos-quant score`` and ``kronos-quant evaluate``.
+
+``score`` runs walk-forward Kronos forecasts over a panel and writes one row per (date,
+instrument) and one column per scorer to Parquet (or CSV). ``evaluate`` compares such scores
+with realised forward returns and the random-walk, momentum and reversal baselines.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from ..data import load_panel
+
+
+def _freq(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def _csv_list(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def write_scores(scores: pd.DataFrame, path: str | Path) -> Path:
+    """Scores to ``.parquet`` (default) or ``.csv``, keeping the (datetime, instrument) index."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        scores.to_csv(path)
+    else:
+        scores.to_parquet(path)
+    return path
+
+
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """Scores written by :func:`write_scores` (or any long table with datetime/instrument)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"scores file {path} does not exist")
+    frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    if isinstance(frame.index, pd.MultiIndex):
+        frame = frame.reset_index()
+    missing = [c for c in ("datetime", "instrument") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: scores need columns 'datetime' and 'instrument'; missing {missing}")
+    frame["datetime"] = pd.to_datetime(frame["datetime"])
+    frame["instrument"] = frame["instrument"].astype(str)
+    return frame.set_index(["datetime", "instrument"]).sort_index()
+
+
+def _score(args: argparse.Namespace) -> int:
+    from ..predictor import KronosPredictor
+    from .calibration import calibrate
+    from .plots import plot_calibration
+    from .scorers import resolve_scorers
+    from .walkforward import forecast_panel
+
+    if args.model is None or args.tokenizer is None:
+        raise ValueError("--model and --tokenizer are required (Hub ids or local directories)")
+    scorers = resolve_scorers(_csv_list(args.scorers))
+    panel = load_panel(args.panel)
+    predictor = KronosPredictor.from_pretrained(args.model, args.tokenizer, device=args.device,
+                                                max_context=args.max_context)
+    forecasts = forecast_panel(predictor, panel, lookback=args.lookback, pred_len=args.pred_len,
+                               sample_count=args.samples, freq=_freq(args.freq), start=args.start,
+                               end=args.end, seed=args.seed, T=args.T, top_k=args.top_k,
+                               top_p=args.top_p, cache_dir=args.cache_dir,
+                               batch_size=args.batch_size, verbose=not args.quiet)
+    scores = forecasts.score(scorers, log=args.log_returns).sort_index()
+    out = write_scores(scores, args.out)
+    dates = scores.index.get_level_values("datetime")
+    print(f"scored {len(scores)} (date, instrument) windows on {dates.nunique()} dates "
+          f"({dates.min()} … {dates.max()}) with {len(scorers)} scorers")
+    print(f"wrote scores: {out}")
+    if args.calibration:
+        try:
+            calib = calibrate(forecasts, panel, log=args.log_returns)
+        except ValueError as err:
+            print(f"calibration skipped: {err}")
+        else:
+            print(calib.table())
+            plot_calibration(calib, args.calibration)
+            print(f"wrote calibration chart: {args.calibration}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+    from .plots import plot_ic
+
+    scores = read_scores(args.scores)
+    signals = _csv_list(args.signals)
+    if signals:
+        unknown = [s for s in signals if s not in scores.columns]
+        if unknown:
+            raise ValueError(f"--signals {unknown} are not columns of {args.scores}: "
+                             f"{list(scores.columns)}")
+        scores = scores[signals]
+    numeric = scores.select_dtypes("number")
+    result = evaluate(numeric, load_panel(args.panel), horizon=args.horizon,
+                      baselines=not args.no_baselines, momentum_window=args.momentum_window,
+                      reversal_window=args.reversal_window, quantiles=args.quantiles,
+                      top_k=args.top_k, log=args.log_returns)
+    print(result.table())
+    if args.out:
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result.summary.to_csv(path)
+        print(f"wrote summary: {path}")
+    if args.plot:
+        plot_ic(result, args.plot)
+        print(f"wrote IC chart: {args.plot}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..cli import add_model_args
+
+    p = subparsers.add_parser("score", help="walk-forward Kronos scores for every instrument",
+                              description=__doc__)
+    add_model_args(p, default_model=None, default_tokenizer=None)
+    p.add_argument("--panel", required=True, help="long CSV/Parquet file or folder of per-symbol files")
+    p.add_argument("--lookback", type=int, default=64, help="context bars per window")
+    p.add_argument("--pred-len", type=int, default=5, help="bars forecast per window")
+    p.add_argument("--samples", type=int, default=16, help="sample paths per window")
+    p.add_argument("--freq", default="1", help="every k-th date (int) or a pandas period such as W, ME")
+    p.add_argument("--start", default=None, help="first rebalance date (inclusive)")
+    p.add_argument("--end", default=None, help="last rebalance date (inclusive)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--T", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--scorers", default=None, help="comma-separated scorer names (default: all built-ins)")
+    p.add_argument("--log-returns", action="store_true", help="score on log returns")
+    p.add_argument("--cache-dir", default=None, help="Parquet forecast cache folder (resumable runs)")
+    p.add_argument("--batch-size", type=int, default=256, help="windows per generation call")
+    p.add_argument("--calibration", default=None, metavar="PNG",
+                   help="also check path calibration against the panel and save a chart here")
+    p.add_argument("--out", default="scores.parquet", help="output .parquet or .csv")
+    p.set_defaults(func=_score)
+
+    e = subparsers.add_parser("evaluate", help="IC, RankIC, quantile returns vs baselines",
+                              description=__doc__)
+    e.add_argument("--scores", required=True, help="scores file written by `kronos-quant score`")
+    e.add_argument("--panel", required=True, help="the panel the scores were computed on")
+    e.add_argument("--horizon", type=int, default=5, help="forward-return horizon in bars")
+    e.add_argument("--signals", default=None, help="comma-separated score columns (default: all)")
+    e.add_argument("--quantiles", type=int, default=5)
+    e.add_argument("--top-k", type=int, default=None, help="top-k set for turnover")
+    e.add_argument("--momentum-window", type=int, default=20)
+    e.add_argument("--reversal-window", type=int, default=5)
+    e.add_argument("--log-returns", action="store_true", help="evaluate on log forward returns")
+    e.add_argument("--no-baselines", action="store_true")
+    e.add_argument("--out", default=None, help="write the summary table to this CSV")
+    e.add_argument("--plot", default=None, metavar="PNG", help="save the IC chart here")
+    e.set_defaults(func=_evaluate)

@@ -1,0 +1,321 @@
+"""Walk-forward scoring of a panel: one forecast per (rebalance date, instrument).
+
+For a rebalance date ``t`` and an instrument with a bar at ``t``, the context window is that
+instrument's last ``lookback`` bars up to and including ``t``; nothing after ``t`` is read
+except, optionally, the *timestamps* of the next ``pred_len`` panel dates (the trading
+calendar is known in advance; future values never are). Windows of every date and instrument
+are batched together into :meth:`KronosPredictor.forecast_batch` calls, and each window gets
+its own seed derived from ``(seed, instrument, date)``, so its paths do not depend on which
+windows share its batch: cached, partly cached and uncached runs agree.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..data import INDEX_NAMES, validate_panel
+from ..generation import SamplingParams
+from ..inputs import MIN_CONTEXT
+from .cache import ForecastCache, window_key, weights_fingerprint
+from .scorers import PathBatch, resolve_scorers, score_batch
+
+logger = logging.getLogger(__name__)
+
+
+def _positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def rebalance_dates(calendar: pd.DatetimeIndex, freq: int | str | None = 1, *,
+                    start: object = None, end: object = None) -> pd.DatetimeIndex:
+    """Panel dates in [start, end] at which to score.
+
+    ``freq`` is an int ``k`` (every k-th panel date, counted from the panel's first date so
+    the grid does not move with ``start``), ``None``/``1`` (every date), or a pandas offset
+    alias such as ``"W"``, ``"W-FRI"``, ``"ME"`` (the last panel date of each period).
+    """
+    lo = pd.Timestamp(start) if start is not None else calendar[0]
+    hi = pd.Timestamp(end) if end is not None else calendar[-1]
+    if lo > hi:
+        raise ValueError(f"start {lo} is after end {hi}")
+    if freq is None or isinstance(freq, (int, np.integer)):
+        step = _positive_int("freq", 1 if freq is None else freq)
+        chosen = calendar[np.arange(len(calendar)) % step == 0]
+    elif isinstance(freq, str):
+        try:
+            last = pd.Series(calendar, index=calendar).resample(freq).last().dropna()
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"unrecognised freq {freq!r}: {err}") from None
+        chosen = pd.DatetimeIndex(last.to_numpy())
+    else:
+        raise TypeError(f"freq must be an int, an offset alias string or None, got {freq!r}")
+    chosen = chosen[(chosen >= lo) & (chosen <= hi)]
+    if len(chosen) == 0:
+        raise ValueError(f"no rebalance dates between {lo} and {hi} at freq={freq!r}; the "
+                         f"panel spans {calendar[0]} to {calendar[-1]}")
+    return pd.DatetimeIndex(chosen, name="datetime")
+
+
+def window_seed(seed: int, instrument: str, date: pd.Timestamp) -> int:
+    """Deterministic 63-bit seed of one window, independent of batching."""
+    text = f"{int(seed)}|{instrument}|{pd.Timestamp(date).value}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+
+
+@dataclass
+class WindowSet:
+    """Every (date, instrument) window to forecast, in (date, instrument) order."""
+
+    keys: pd.MultiIndex  # (N,) ("datetime", "instrument")
+    inst: np.ndarray  # (N,) instrument code
+    end: np.ndarray  # (N,) position of the window's last bar in its instrument's arrays
+    future: list[np.ndarray | None]  # per window: calendar stamps of the next pred_len dates
+    stamps: list[np.ndarray]  # per instrument: datetime64[ns] (n_i,)
+    values: list[np.ndarray]  # per instrument: float64 (n_i, C)
+    columns: list[str]
+    lookback: int
+
+    def __len__(self) -> int:
+        return len(self.inst)
+
+    def window(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """(values (L, C), stamps (L,)) of window ``j``: the last ``lookback`` bars ≤ its date."""
+        i, stop = self.inst[j], self.end[j] + 1
+        return self.values[i][stop - self.lookback:stop], self.stamps[i][stop - self.lookback:stop]
+
+
+def _split_instruments(panel: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    names = panel.index.get_level_values("instrument")
+    codes, uniques = pd.factorize(names, sort=True)
+    order = np.argsort(codes, kind="stable")  # rows of each instrument, still in date order
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    stamps_all = panel.index.get_level_values("datetime").to_numpy("datetime64[ns]")
+    values_all = panel.to_numpy(np.float64)
+    rows = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return [str(u) for u in uniques], [stamps_all[r] for r in rows], [values_all[r] for r in rows]
+
+
+def plan_windows(panel: pd.DataFrame, *, lookback: int, pred_len: int, dates: pd.DatetimeIndex,
+                 use_calendar: bool = True) -> WindowSet:
+    """Windows for every rebalance date and instrument that has a bar at the date and at least
+    ``lookback`` bars up to it (others are skipped and logged)."""
+    names, stamps, values = _split_instruments(panel)
+    calendar = pd.DatetimeIndex(panel.index.get_level_values("datetime").unique()).sort_values()
+    cal = calendar.to_numpy("datetime64[ns]")
+    when = dates.to_numpy("datetime64[ns]")
+    parts, short = [], {}
+    for code, own in enumerate(stamps):
+        pos = np.minimum(np.searchsorted(own, when), len(own) - 1)
+        present = own[pos] == when
+        ok = present & (pos + 1 >= lookback)
+        parts.append((np.flatnonzero(ok), np.full(int(ok.sum()), code), pos[ok]))
+        if (present & ~ok).any():
+            short[names[code]] = int((present & ~ok).sum())
+    d_idx, inst, end = (np.concatenate(col) for col in zip(*parts))
+    if len(d_idx) == 0:
+        longest = max(int(np.searchsorted(own, when[-1], side="right")) for own in stamps)
+        raise ValueError(f"too few bars for lookback={lookback}: the longest instrument history "
+                         f"up to {dates[-1]} is {longest} bars; lower lookback or start later")
+    if short:
+        logger.info("skipped %d (date, instrument) pairs with fewer than %d bars of history: %s",
+                    sum(short.values()), lookback, short)
+    order = np.lexsort((inst, d_idx))  # date-major, then instrument: the panel's order
+    d_idx, inst, end = d_idx[order], inst[order], end[order]
+    cal_pos = np.searchsorted(cal, when[d_idx])
+    future = [cal[c + 1:c + 1 + pred_len] if use_calendar and c + pred_len < len(cal) else None
+              for c in cal_pos]
+    keys = pd.MultiIndex.from_arrays([dates[d_idx], np.asarray(names, dtype=object)[inst]],
+                                     names=list(INDEX_NAMES))
+    return WindowSet(keys, inst, end, future, stamps, values, list(panel.columns), lookback)
+
+
+@dataclass
+class PanelForecasts:
+    """Sample paths of many (date, instrument) windows.
+
+    ``keys`` (N,) MultiIndex ("datetime", "instrument"); ``batch`` the paths and context
+    statistics (see :class:`PathBatch`); ``future`` (N, P) datetime64[ns] forecast stamps.
+    """
+
+    keys: pd.MultiIndex
+    batch: PathBatch
+    future: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def score(self, scorers: str | Iterable[str] | None = None, *, log: bool = False) -> pd.DataFrame:
+        """Scores of every window: DataFrame indexed like ``keys``, one column per scorer."""
+        batch = self.batch if self.batch.log == log else replace(self.batch, log=log)
+        return pd.DataFrame(score_batch(batch, scorers), index=self.keys)
+
+    @classmethod
+    def concat(cls, parts: list["PanelForecasts"]) -> "PanelForecasts":
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        cat = lambda f: np.concatenate([getattr(p.batch, f) for p in parts])  # noqa: E731
+        batch = PathBatch(cat("paths"), cat("last_close"), cat("close_mean"), cat("close_std"),
+                          log=parts[0].batch.log, clip=parts[0].batch.clip)
+        keys = parts[0].keys.append([p.keys for p in parts[1:]]) if len(parts) > 1 else parts[0].keys
+        return cls(keys, batch, np.concatenate([p.future for p in parts]))
+
+
+@dataclass
+class _Job:
+    """Everything :func:`_run_windows` needs besides the windows themselves."""
+
+    predictor: object
+    pred_len: int
+    sampling: SamplingParams
+    seed: int
+    cache: ForecastCache | None
+    fingerprint: str | None
+
+
+def _generate(job: _Job, ws: WindowSet, idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Run the model on windows ``idx`` → paths (n, S, P, 6) and stamps (n, P)."""
+    frames, x_ts, y_ts, seeds = [], [], [], []
+    for j in idx:
+        values, stamps = ws.window(j)
+        index = pd.DatetimeIndex(stamps)
+        frames.append(pd.DataFrame(values, columns=ws.columns, index=index))
+        x_ts.append(index)
+        y_ts.append(None if ws.future[j] is None else pd.DatetimeIndex(ws.future[j]))
+        seeds.append(window_seed(job.seed, ws.keys[j][1], ws.keys[j][0]))
+    s = job.sampling
+    out = job.predictor.forecast_batch(frames, pred_len=job.pred_len, x_timestamps=x_ts,
+                                       y_timestamps=y_ts, sample_count=s.sample_count, T=s.T,
+                                       top_k=s.top_k, top_p=s.top_p, seed=seeds, verbose=False)
+    paths = np.stack([fc.paths for fc in out]).astype(np.float32)
+    stamps = np.stack([pd.DatetimeIndex(fc.index).to_numpy("datetime64[ns]") for fc in out])
+    return paths, stamps
+
+
+def _run_windows(job: _Job, ws: WindowSet, idx: list[int]) -> PanelForecasts:
+    """Paths of windows ``idx`` (in order), from the cache where possible."""
+    keys = None
+    if job.cache is not None:
+        keys = [window_key(job.fingerprint, ws.columns, *ws.window(j), ws.future[j],
+                           pred_len=job.pred_len, sampling=job.sampling,
+                           seed=window_seed(job.seed, ws.keys[j][1], ws.keys[j][0])) for j in idx]
+    hits = job.cache.get_many(keys) if keys is not None else {}
+    misses = [n for n in range(len(idx)) if keys is None or keys[n] not in hits]
+    n_samples, close = job.sampling.sample_count, ws.columns.index("close")
+    paths = np.empty((len(idx), n_samples, job.pred_len, 6), np.float32)
+    stamps = np.empty((len(idx), job.pred_len), "datetime64[ns]")
+    if misses:
+        paths[misses], stamps[misses] = _generate(job, ws, [idx[n] for n in misses])
+        if job.cache is not None:
+            job.cache.put_many([keys[n] for n in misses], paths[misses], stamps[misses])
+    for n, key in enumerate(keys or []):
+        if key in hits:
+            paths[n], stamps[n] = hits[key].paths, hits[key].stamps
+    # Context statistics as the predictor sees them (float32 inputs).
+    ctx = np.stack([ws.window(j)[0][:, close] for j in idx]).astype(np.float32).astype(np.float64)
+    batch = PathBatch(paths, ctx[:, -1], ctx.mean(axis=1), ctx.std(axis=1),
+                      clip=float(job.predictor.clip))
+    return PanelForecasts(ws.keys[idx], batch, stamps)
+
+
+def iter_panel_forecasts(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int,
+                         sample_count: int, freq: int | str | None = 1, start: object = None,
+                         end: object = None, seed: int | None = None, T: float = 1.0,
+                         top_k: int = 0, top_p: float = 0.9, cache_dir: str | None = None,
+                         batch_size: int = 256, use_calendar: bool = True,
+                         verbose: bool = True) -> Iterator[PanelForecasts]:
+    """Yield :class:`PanelForecasts` chunks of at most ``batch_size`` windows, in
+    (date, instrument) order. Arguments as in :func:`score_panel`."""
+    if not hasattr(predictor, "forecast_batch"):
+        raise TypeError(f"predictor must be a KronosPredictor, got {type(predictor).__name__}")
+    lookback = _positive_int("lookback", lookback, MIN_CONTEXT)
+    pred_len = _positive_int("pred_len", pred_len)
+    batch_size = _positive_int("batch_size", batch_size)
+    sampling = SamplingParams(T=T, top_k=top_k, top_p=top_p,
+                              sample_count=_positive_int("sample_count", sample_count))
+    panel = validate_panel(panel)
+    if getattr(panel.index.levels[0], "tz", None) is not None:
+        raise ValueError("panel datetimes are timezone-aware; convert them to naive local time "
+                         "first (e.g. `.tz_localize(None)` on the datetime level)")
+    calendar = pd.DatetimeIndex(panel.index.get_level_values("datetime").unique()).sort_values()
+    dates = rebalance_dates(calendar, freq, start=start, end=end)
+    ws = plan_windows(panel, lookback=lookback, pred_len=pred_len, dates=dates,
+                      use_calendar=use_calendar)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2**63))
+        logger.info("no seed given: using random seed %d (pass seed= to reproduce)", seed)
+    cache = ForecastCache(cache_dir) if cache_dir is not None else None
+    job = _Job(predictor, pred_len, sampling, int(seed), cache,
+               weights_fingerprint(predictor) if cache is not None else None)
+    logger.info("scoring %d windows (%d dates × up to %d instruments)", len(ws), len(dates),
+                len(ws.stamps))
+    with tqdm(total=len(ws), disable=not verbose, desc="scoring windows", unit="window") as bar:
+        for a in range(0, len(ws), batch_size):
+            chunk = _run_windows(job, ws, list(range(a, min(a + batch_size, len(ws)))))
+            bar.update(len(chunk))
+            yield chunk
+
+
+def forecast_panel(predictor, panel: pd.DataFrame, **options) -> PanelForecasts:
+    """Every window's sample paths (for calibration or custom scoring); options as in
+    :func:`score_panel` except ``scorers`` and ``log``."""
+    return PanelForecasts.concat(list(iter_panel_forecasts(predictor, panel, **options)))
+
+
+def score_panel(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int,
+                sample_count: int, scorers: str | Iterable[str] | None = None,
+                freq: int | str | None = 1, start: object = None, end: object = None,
+                seed: int | None = None, log: bool = False, T: float = 1.0, top_k: int = 0,
+                top_p: float = 0.9, cache_dir: str | None = None, batch_size: int = 256,
+                use_calendar: bool = True, verbose: bool = True) -> pd.DataFrame:
+    """Walk-forward Kronos scores of every instrument at every rebalance date.
+
+    Parameters
+    ----------
+    predictor
+        A :class:`~kronos_quant.predictor.KronosPredictor`.
+    panel
+        Canonical panel (see :mod:`kronos_quant.data`).
+    lookback, pred_len, sample_count
+        Context bars per window, bars forecast, sample paths per window.
+    scorers
+        Scorer names (default: every built-in, see :mod:`.scorers`).
+    freq
+        Rebalance grid: every k-th panel date (int) or the last date of each pandas period
+        (``"W"``, ``"ME"``, ...); see :func:`rebalance_dates`. ``start``/``end`` bound it.
+    seed
+        Base seed; each window's seed is derived from it, its instrument and its date.
+        ``None`` draws a fresh random seed (so the cache never serves stale draws).
+    log
+        Score on log instead of simple returns.
+    T, top_k, top_p
+        Sampling parameters, as in :meth:`KronosPredictor.forecast`.
+    cache_dir
+        Folder of the Parquet forecast cache; a rerun with the same inputs reads it and does
+        not run the model.
+    batch_size
+        Windows per ``forecast_batch`` call (the predictor splits them further to respect its
+        ``max_batch_rows``); also the cache file granularity.
+    use_calendar
+        Give the model the panel's next ``pred_len`` dates as future timestamps (False:
+        infer them from each window, so nothing after the date is read at all).
+    verbose
+        Progress bar over windows.
+
+    Returns
+    -------
+    DataFrame indexed by ("datetime", "instrument"), one float64 column per scorer.
+    """
+    names = resolve_scorers(scorers)
+    parts = [chunk.score(names, log=log) for chunk in iter_panel_forecasts(
+        predictor, panel, lookback=lookback, pred_len=pred_len, sample_count=sample_count,
+        freq=freq, start=start, end=end, seed=seed, cache_dir=cache_dir, batch_size=batch_size,
+        T=T, top_k=top_k, top_p=top_p, use_calendar=use_calendar, verbose=verbose)]
+    return pd.concat(parts).sort_index()

@@ -1,0 +1,236 @@
+"""Walk-forward scoring: no look-ahead, batching-independent seeds, the Parquet cache, errors."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import kronos_quant.predictor as predictor_module
+from kronos_quant.data import synthetic_ohlcv, synthetic_panel
+from kronos_quant.signals import (PanelForecasts, forecast_panel, rebalance_dates, score_forecast,
+                                  score_panel, window_seed)
+
+LOOKBACK, PRED_LEN, SAMPLES = 16, 3, 4
+OPTS = dict(lookback=LOOKBACK, pred_len=PRED_LEN, sample_count=SAMPLES, seed=7, verbose=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models on a shared 2-core machine: extra OpenMP threads only spin against each other.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return synthetic_panel(6, 40, seed=11, predictable=0.3)
+
+
+def _perturb_after(panel: pd.DataFrame, t: pd.Timestamp, seed: int = 0) -> pd.DataFrame:
+    """Every bar after ``t`` (to the far end) gets new prices and volumes; bars ≤ t are kept."""
+    out = panel.copy()
+    later = out.index.get_level_values("datetime") > t
+    rng = np.random.default_rng(seed)
+    factor = np.exp(rng.normal(0.0, 0.3, size=int(later.sum())))
+    for col in ("open", "high", "low", "close", "amount"):
+        out.loc[later, col] = out.loc[later, col].to_numpy() * factor
+    out.loc[later, "volume"] = out.loc[later, "volume"].to_numpy() * 3.0
+    return out
+
+
+def _count_series(monkeypatch, predictor) -> list[int]:
+    """Record how many series each forecast_batch call generates."""
+    calls: list[int] = []
+    original = predictor.forecast_batch
+
+    def counting(series, **kwargs):
+        calls.append(len(series))
+        return original(series, **kwargs)
+
+    monkeypatch.setattr(predictor, "forecast_batch", counting)
+    return calls
+
+
+def test_scores_follow_the_signal_contract(predictor, panel):
+    scores = score_panel(predictor, panel, **OPTS)
+    assert list(scores.index.names) == ["datetime", "instrument"]
+    assert scores.index.is_monotonic_increasing and scores.index.is_unique
+    assert (scores.dtypes == np.float64).all()
+    # Every instrument has a bar on every date: windows start at the lookback-th date.
+    dates = panel.index.get_level_values("datetime").unique()
+    assert scores.index.get_level_values("datetime").unique().equals(
+        pd.DatetimeIndex(dates[LOOKBACK - 1:], name="datetime"))
+    assert len(scores) == 6 * (40 - LOOKBACK + 1)
+    assert scores.drop(columns="sharpe").notna().all().all()
+
+
+def test_no_look_ahead_perturbing_the_future_leaves_past_scores_bit_identical(predictor, panel):
+    dates = panel.index.get_level_values("datetime").unique()
+    t = dates[25]
+    base = score_panel(predictor, panel, **OPTS)
+    moved = score_panel(predictor, _perturb_after(panel, t), **OPTS)
+    past, future = base.loc[:t], base.loc[dates[26]:]
+    assert len(past) == 6 * (26 - LOOKBACK + 1)
+    assert np.array_equal(past.to_numpy(), moved.loc[:t].to_numpy(), equal_nan=True)
+    # The perturbation is real: scores after t move.
+    assert not np.allclose(future.to_numpy(), moved.loc[dates[26]:].to_numpy(), equal_nan=True)
+
+
+def test_no_look_ahead_truncating_the_panel(predictor, panel):
+    """Without calendar stamps a score at t is the same whether or not later dates exist."""
+    dates = panel.index.get_level_values("datetime").unique()
+    t = dates[30]
+    opts = dict(OPTS, use_calendar=False, batch_size=6, start=dates[26])  # one date per call
+    full = score_panel(predictor, panel, end=dates[34], **opts)
+    cut = score_panel(predictor, panel.loc[:t], **opts)
+    assert len(cut) == 6 * 5
+    assert np.array_equal(full.loc[:t].to_numpy(), cut.to_numpy(), equal_nan=True)
+
+
+def test_same_seed_same_scores_and_other_seed_differs(predictor, panel):
+    opts = dict(OPTS, end=panel.index.get_level_values("datetime").unique()[20])
+    a = score_panel(predictor, panel, **opts)
+    b = score_panel(predictor, panel, **opts)
+    c = score_panel(predictor, panel, **dict(opts, seed=8))
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a["expected_return"], c["expected_return"])
+
+
+def test_a_window_score_equals_forecasting_that_window_alone(predictor, panel):
+    """Batching many windows gives the same paths as forecasting one with its derived seed."""
+    scores = score_panel(predictor, panel, **OPTS)
+    dates = panel.index.get_level_values("datetime").unique()
+    t, inst = dates[22], "SYN003"
+    history = panel.xs(inst, level="instrument").loc[:t].iloc[-LOOKBACK:]
+    fc = predictor.forecast(history, pred_len=PRED_LEN, sample_count=SAMPLES,
+                            y_timestamp=dates[23:23 + PRED_LEN], seed=window_seed(7, inst, t))
+    alone = score_forecast(fc, list(scores.columns), clip=predictor.clip)
+    np.testing.assert_allclose(scores.loc[(t, inst)].to_numpy(), alone.to_numpy(),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_per_series_seeds_make_paths_independent_of_batch_mates(predictor):
+    frames = [synthetic_ohlcv(24, freq="D", seed=i) for i in range(4)]
+    together = predictor.forecast_batch(frames, pred_len=3, sample_count=4, seed=[5, 6, 7, 8])
+    alone = predictor.forecast_batch(frames[2:3], pred_len=3, sample_count=4, seed=[7])
+    np.testing.assert_allclose(together[2].paths[..., :4], alone[0].paths[..., :4], rtol=1e-5)
+    with pytest.raises(ValueError, match="2 seeds for 4 series"):
+        predictor.forecast_batch(frames, pred_len=3, sample_count=4, seed=[1, 2])
+
+
+def test_rerun_reads_the_cache_without_calling_the_model(predictor, panel, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = score_panel(predictor, panel, cache_dir=cache, **OPTS)
+    files = sorted(cache.glob("forecasts-*.parquet"))
+    assert files and pd.read_parquet(files[0]).columns.tolist()[:4] == ["key", "sample", "step",
+                                                                        "timestamp"]
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was called although every window is cached")
+
+    monkeypatch.setattr(predictor_module, "generate", no_model)
+    again = score_panel(predictor, panel, cache_dir=cache, **OPTS)
+    pd.testing.assert_frame_equal(first, again)
+    # Other scorer settings work from the cached paths too: mean log return < mean return.
+    logged = score_panel(predictor, panel, cache_dir=cache, scorers=["expected_return"],
+                         log=True, **OPTS)
+    assert (logged["expected_return"] < first["expected_return"]).all()
+
+
+def test_partly_cached_run_matches_an_uncached_one(predictor, panel, tmp_path, monkeypatch):
+    dates = panel.index.get_level_values("datetime").unique()
+    cache = tmp_path / "cache"
+    score_panel(predictor, panel, cache_dir=cache, end=dates[27], **OPTS)
+    calls = _count_series(monkeypatch, predictor)
+    resumed = score_panel(predictor, panel, cache_dir=cache, **OPTS)
+    assert sum(calls) == 6 * (40 - 28)  # only the windows after the cached range ran
+    fresh = score_panel(predictor, panel, **OPTS)
+    np.testing.assert_allclose(resumed.to_numpy(), fresh.to_numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_cache_misses_when_weights_or_sampling_change(predictor, panel, tmp_path, monkeypatch):
+    opts = dict(OPTS, end=panel.index.get_level_values("datetime").unique()[18])
+    cache = tmp_path / "cache"
+    score_panel(predictor, panel, cache_dir=cache, **opts)
+    calls = _count_series(monkeypatch, predictor)
+    score_panel(predictor, panel, cache_dir=cache, T=0.7, **opts)
+    assert sum(calls) == 6 * 4  # dates 15..18, all six instruments
+    with torch.no_grad():
+        next(predictor.model.parameters()).add_(0.01)  # in-place edit: fingerprint must change
+    score_panel(predictor, panel, cache_dir=cache, **opts)
+    assert sum(calls) == 2 * 6 * 4
+
+
+def test_forecast_panel_keeps_every_path(predictor, panel):
+    fp = forecast_panel(predictor, panel, batch_size=10, **OPTS)
+    assert isinstance(fp, PanelForecasts) and len(fp) == 6 * 25
+    assert fp.batch.paths.shape == (150, SAMPLES, PRED_LEN, 6)
+    assert fp.future.shape == (150, PRED_LEN)
+    # Future stamps are the panel's next dates where the panel has them.
+    dates = panel.index.get_level_values("datetime").unique()
+    assert pd.DatetimeIndex(fp.future[0]).equals(pd.DatetimeIndex(dates[LOOKBACK:LOOKBACK + PRED_LEN]))
+    # Other batch shapes change float rounding only, not the sampled tokens.
+    np.testing.assert_allclose(fp.score().to_numpy(), score_panel(predictor, panel, **OPTS).to_numpy(),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_rebalance_dates():
+    cal = pd.bdate_range("2024-01-01", periods=15)
+    assert rebalance_dates(cal).equals(pd.DatetimeIndex(cal, name="datetime"))
+    every3 = rebalance_dates(cal, 3, start=cal[4])
+    assert list(every3) == [cal[6], cal[9], cal[12]]  # grid anchored at the first panel date
+    weekly = rebalance_dates(cal, "W")
+    assert list(weekly) == [cal[4], cal[9], cal[14]]  # the Fridays
+    with pytest.raises(ValueError, match="unrecognised freq"):
+        rebalance_dates(cal, "fortnightly")
+    with pytest.raises(ValueError, match="no rebalance dates"):
+        rebalance_dates(cal, start="2024-01-06", end="2024-01-07")  # a weekend
+    with pytest.raises(ValueError, match="is after end"):
+        rebalance_dates(cal, start="2030-01-01")
+    with pytest.raises(ValueError, match="freq must be an integer"):
+        rebalance_dates(cal, 0)
+
+
+def test_short_histories_are_skipped_and_logged(predictor, panel, caplog):
+    late = panel.drop(index=panel.index[(panel.index.get_level_values("instrument") == "SYN005")
+                                        & (panel.index.get_level_values("datetime")
+                                           < panel.index[0][0] + pd.Timedelta(days=30))])
+    with caplog.at_level(logging.INFO, logger="kronos_quant.signals.walkforward"):
+        scores = score_panel(predictor, late, **OPTS)
+    assert "SYN005" in caplog.text and "fewer than 16 bars" in caplog.text
+    own = late.xs("SYN005", level="instrument").index
+    scored = scores.xs("SYN005", level="instrument").index
+    assert scored[0] == own[LOOKBACK - 1]
+
+
+@pytest.mark.parametrize("breaker, error, match", [
+    (lambda p: pd.concat([p, p.iloc[:1]]), ValueError, "duplicate"),
+    (lambda p: p.drop(columns="close"), ValueError, "missing required columns"),
+    (lambda p: p.iloc[::-1], ValueError, "not sorted"),
+    (lambda p: p.reset_index(level="instrument"), TypeError, "MultiIndex"),
+    (lambda p: p.iloc[:6 * 10], ValueError, "too few bars for lookback=16"),
+])
+def test_bad_panels_raise_one_clear_error(predictor, panel, breaker, error, match, monkeypatch):
+    calls = _count_series(monkeypatch, predictor)
+    with pytest.raises(error, match=match):
+        score_panel(predictor, breaker(panel), **OPTS)
+    assert calls == []
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(scorers=["expected_return", "no_such_scorer"]), "unknown scorer 'no_such_scorer'"),
+    (dict(lookback=1), "lookback must be an integer >= 2"),
+    (dict(sample_count=0), "sample_count must be an integer >= 1"),
+    (dict(freq=2.5), "freq must be an int"),
+    (dict(start="2030-01-01"), "is after end"),
+])
+def test_bad_arguments_fail_before_the_model_runs(predictor, panel, kwargs, match, monkeypatch):
+    calls = _count_series(monkeypatch, predictor)
+    with pytest.raises((ValueError, TypeError), match=match):
+        score_panel(predictor, panel, **{**OPTS, **kwargs})
+    assert calls == []
