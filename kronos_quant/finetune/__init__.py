@@ -1,0 +1,13 @@
+"""Finetuning of the tokenizer and the predictor (``kronos-quant finetune ...``).
+
+One pipeline for both models: :class:`FinetuneConfig` (YAML + overrides), look-ahead-free
+training windows from a canonical panel (:mod:`.dataset`), and one :class:`Trainer` that runs
+on a CPU, a GPU, or many GPUs/nodes under ``torchrun``. See docs/finetune.md.
+"""
+from .config import FinetuneConfig
+from .dataset import WindowSet, build_windows, load_training_panel
+from .runtime import read_metrics
+from .train import FitResult, Trainer, run_finetune
+
+__all__ = ["FinetuneConfig", "FitResult", "Trainer", "WindowSet", "build_windows",
+           "load_training_panel", "read_metrics", "run_finetune"]
