@@ -11,6 +11,7 @@ from kronos_quant.signals import (BUILTIN_SCORERS, PathBatch, cross_sectional, c
                                   cs_rank, cs_winsorise, cs_zscore, get_scorer, list_scorers,
                                   register_scorer, score_batch, score_forecast, score_forecasts)
 from kronos_quant.signals import scorers as scorers_module
+from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 
 def _batch(close: np.ndarray, last: np.ndarray, *, log: bool = False) -> PathBatch:

@@ -12,18 +12,10 @@ import kronos_quant.predictor as predictor_module
 from kronos_quant.data import synthetic_ohlcv, synthetic_panel
 from kronos_quant.signals import (PanelForecasts, forecast_panel, rebalance_dates, score_forecast,
                                   score_panel, window_seed)
+from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 LOOKBACK, PRED_LEN, SAMPLES = 16, 3, 4
 OPTS = dict(lookback=LOOKBACK, pred_len=PRED_LEN, sample_count=SAMPLES, seed=7, verbose=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core machine: extra OpenMP threads only spin against each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,139 @@
+"""Evaluation: IC/RankIC against an independent pandas computation, baselines, portfolios."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kronos_quant.data import forward_returns, planted_signal, synthetic_panel
+from kronos_quant.signals import (baseline_scores, evaluate, hit_rate, per_date_ic,
+                                  quantile_returns, topk_turnover)
+
+
+def _panel_from_closes(closes: pd.DataFrame) -> pd.DataFrame:
+    """Canonical panel whose bars are flat at the given closes (dates × instruments)."""
+    long = closes.stack().rename("close").rename_axis(["datetime", "instrument"]).to_frame()
+    long = long.sort_index()
+    for col in ("open", "high", "low"):
+        long[col] = long["close"]
+    long["volume"] = 1.0
+    return long[["open", "high", "low", "close", "volume"]]
+
+
+@pytest.fixture()
+def hand_case():
+    """6 dates × 5 instruments with known closes, and scores with ties and gaps."""
+    rng = np.random.default_rng(3)
+    dates = pd.bdate_range("2024-01-01", periods=6)
+    names = list("ABCDE")
+    closes = pd.DataFrame(np.exp(np.cumsum(rng.normal(0, 0.05, (6, 5)), axis=0)) * 10,
+                          index=dates, columns=names)
+    panel = _panel_from_closes(closes)
+    scores = pd.Series(rng.normal(size=len(panel)), index=panel.index, name="alpha")
+    scores.loc[(dates[1], "A")] = scores.loc[(dates[1], "B")]  # a tie for the ranks
+    scores.loc[(dates[2], ["A", "B", "C"])] = np.nan  # only 2 scored instruments: skipped
+    return panel, scores
+
+
+def test_ic_and_rank_ic_equal_an_independent_pandas_computation(hand_case):
+    panel, scores = hand_case
+    result = evaluate(scores, panel, horizon=2, baselines=False)
+    fwd = forward_returns(panel, horizon=2)
+    both = pd.DataFrame({"s": scores, "f": fwd}).dropna()
+    both = both[both.groupby(level="datetime")["s"].transform("size") >= 3]
+    by_date = both.groupby(level="datetime")
+    expected_ic = by_date.apply(lambda g: g["s"].corr(g["f"]))
+    # Spearman = Pearson of average ranks (pandas' method="spearman" needs scipy).
+    expected_ric = by_date.apply(lambda g: g["s"].rank().corr(g["f"].rank()))
+    assert len(expected_ic) == 3  # 6 dates − 2 without a 2-bar future − 1 too thin
+    pd.testing.assert_series_equal(result.ic["alpha"].dropna(), expected_ic, check_names=False)
+    pd.testing.assert_series_equal(result.rank_ic["alpha"].dropna(), expected_ric,
+                                   check_names=False)
+    row = result.summary.loc["alpha"]
+    assert row["ic_mean"] == pytest.approx(expected_ic.mean())
+    assert row["rank_ic_std"] == pytest.approx(expected_ric.std(ddof=1))
+    assert row["rank_icir"] == pytest.approx(expected_ric.mean() / expected_ric.std(ddof=1))
+    assert row["rank_ic_t"] == pytest.approx(row["rank_icir"] * np.sqrt(3))
+    assert any("no forward 2-bar return" in n for n in result.notes)
+
+
+def test_scores_aligned_with_the_future_return_are_perfect(hand_case):
+    """Score at t = return from t to t+h must give IC 1 (alignment check); the return from
+    t−h to t (already known at t) must not."""
+    panel, _ = hand_case
+    fwd = forward_returns(panel, horizon=1)
+    perfect = evaluate(fwd.rename("oracle"), panel, horizon=1, baselines=False)
+    assert perfect.ic["oracle"].dropna().to_numpy() == pytest.approx(1.0)
+    past = fwd.groupby(level="instrument").shift(1).rename("past")
+    lagged = evaluate(past, panel, horizon=1, baselines=False)
+    assert lagged.summary.loc["past", "ic_mean"] < 0.9
+
+
+def test_baselines_are_present_and_scored_on_the_same_rows(hand_case):
+    panel, scores = hand_case
+    result = evaluate(scores, panel, horizon=1, momentum_window=2, reversal_window=1)
+    assert list(result.summary.index) == ["alpha", "random_walk", "momentum_2", "reversal_1"]
+    assert result.summary["kind"].tolist() == ["model", "baseline", "baseline", "baseline"]
+    base = baseline_scores(panel, scores.index, momentum_window=2, reversal_window=1)
+    close = panel["close"].unstack()
+    np.testing.assert_allclose(base["momentum_2"].unstack().to_numpy(),
+                               (close / close.shift(2) - 1).to_numpy(), equal_nan=True)
+    np.testing.assert_allclose(base["reversal_1"].unstack().to_numpy(),
+                               -(close / close.shift(1) - 1).to_numpy(), equal_nan=True)
+    # A random walk predicts no difference between instruments: zero IC, no position.
+    assert result.summary.loc["random_walk", "rank_ic_mean"] == 0.0
+    assert result.summary.loc["random_walk", "long_short"] == 0.0
+
+
+def test_planted_signal_is_found_and_beats_the_random_walk():
+    panel = synthetic_panel(10, 160, seed=5, predictable=0.5)
+    result = evaluate(planted_signal(panel), panel, horizon=1, momentum_window=10)
+    row = result.summary.loc["planted_signal"]
+    assert row["rank_ic_mean"] > 0.05 and row["rank_ic_t"] > 3
+    assert row["long_short"] > 0
+    assert row["rank_ic_mean"] > result.summary.loc["random_walk", "rank_ic_mean"]
+
+
+def test_per_date_ic_conventions():
+    idx = pd.MultiIndex.from_product([pd.bdate_range("2024-01-01", periods=2), list("ABCD")],
+                                     names=["datetime", "instrument"])
+    flat_x = pd.Series([1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 4.0], index=idx)
+    y = pd.Series([0.1, 0.2, 0.3, 0.4, 0.0, 0.0, 0.0, 0.0], index=idx)
+    ic = per_date_ic(flat_x, y)
+    assert ic.iloc[0] == 0.0  # no view on a date: zero, not missing
+    assert len(ic) == 1  # all-equal returns: the date is skipped
+    with pytest.raises(ValueError, match="method"):
+        per_date_ic(flat_x, y, method="kendall")
+
+
+def test_quantile_returns_hit_rate_and_turnover_by_hand():
+    d = pd.bdate_range("2024-01-01", periods=3)
+    names = list("ABCDEFGHIJ")
+    idx = pd.MultiIndex.from_product([d[:1], names], names=["datetime", "instrument"])
+    x = pd.Series(np.arange(10.0), index=idx)
+    y = pd.Series(np.arange(10.0) * 0.01, index=idx)
+    table = quantile_returns(x, y, quantiles=5)
+    np.testing.assert_allclose(table.iloc[0].to_numpy(), [0.005, 0.025, 0.045, 0.065, 0.085])
+    assert hit_rate(x, y) == 1.0 and hit_rate(x, -y) == 0.0
+    tops = [["A", "B"], ["A", "C"], ["C", "D"]]
+    rows = [(day, n, 2.0 if n in top else 0.0) for day, top in zip(d, tops) for n in "ABCD"]
+    frame = pd.DataFrame(rows, columns=["datetime", "instrument", "s"])
+    s = frame.set_index(["datetime", "instrument"])["s"]
+    np.testing.assert_allclose(topk_turnover(s, k=2).to_numpy(), [0.5, 0.5])
+
+
+def test_table_and_errors(hand_case):
+    panel, scores = hand_case
+    result = evaluate(scores.to_frame(), panel, horizon=1)
+    text = result.table()
+    assert "RankIC" in text and "momentum_20" in text and "alpha" in text
+    with pytest.raises(ValueError, match="not in the panel"):
+        evaluate(scores.rename(index={"A": "ZZZ"}, level="instrument"), panel, horizon=1)
+    with pytest.raises(ValueError, match="MultiIndex"):
+        evaluate(scores.reset_index(drop=True), panel, horizon=1)
+    with pytest.raises(ValueError, match="horizon must be >= 1"):
+        evaluate(scores, panel, horizon=0)
+    with pytest.raises(ValueError, match="clash with baseline"):
+        evaluate(scores.rename("random_walk"), panel, horizon=1)
+    with pytest.raises(ValueError, match="quantiles"):
+        evaluate(scores, panel, horizon=1, quantiles=1)
