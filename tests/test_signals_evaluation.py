@@ -137,3 +137,17 @@ def test_table_and_errors(hand_case):
         evaluate(scores.rename("random_walk"), panel, horizon=1)
     with pytest.raises(ValueError, match="quantiles"):
         evaluate(scores, panel, horizon=1, quantiles=1)
+
+
+def test_long_short_with_tied_scores_uses_the_extreme_non_empty_buckets():
+    dates = pd.bdate_range("2024-01-01", periods=2)
+    names = [f"N{i}" for i in range(10)]
+    nxt = 10.0 + np.arange(10.0)
+    panel = _panel_from_closes(pd.DataFrame([np.full(10, 10.0), nxt], index=dates, columns=names))
+    # Eight instruments tie at the top (like prob_up = 1 on many paths), two at the bottom.
+    scores = pd.Series([0.0, 0.0] + [1.0] * 8, name="s",
+                       index=pd.MultiIndex.from_product([dates[:1], names],
+                                                        names=["datetime", "instrument"]))
+    result = evaluate(scores, panel, horizon=1, baselines=False)
+    ret = nxt / 10.0 - 1.0
+    assert result.long_short["s"].iloc[0] == pytest.approx(ret[2:].mean() - ret[:2].mean())

@@ -189,15 +189,22 @@ def test_rebalance_dates():
 
 
 def test_short_histories_are_skipped_and_logged(predictor, panel, caplog):
-    late = panel.drop(index=panel.index[(panel.index.get_level_values("instrument") == "SYN005")
-                                        & (panel.index.get_level_values("datetime")
-                                           < panel.index[0][0] + pd.Timedelta(days=30))])
+    when = panel.index.get_level_values("datetime")
+    who = panel.index.get_level_values("instrument")
+    # SYN005 lists 30 calendar days late; SYN004 keeps only its bars of the last 13 days.
+    late = (who == "SYN005") & (when < when[0] + pd.Timedelta(days=30))
+    gone = (who == "SYN004") & (when < when[-1] - pd.Timedelta(days=13))
+    thin = panel[~(late | gone)]
     with caplog.at_level(logging.INFO, logger="kronos_quant.signals.walkforward"):
-        scores = score_panel(predictor, late, **OPTS)
-    assert "SYN005" in caplog.text and "fewer than 16 bars" in caplog.text
-    own = late.xs("SYN005", level="instrument").index
-    scored = scores.xs("SYN005", level="instrument").index
-    assert scored[0] == own[LOOKBACK - 1]
+        scores = score_panel(predictor, thin, **OPTS)
+    n_late = len(thin.xs("SYN004", level="instrument"))
+    assert n_late < LOOKBACK
+    skipped = 4 * (LOOKBACK - 1) + (LOOKBACK - 1) + n_late
+    assert f"skipped {skipped} (date, instrument) pairs with fewer than 16 bars" in caplog.text
+    assert "never scored: ['SYN004']" in caplog.text
+    own = thin.xs("SYN005", level="instrument").index
+    assert scores.xs("SYN005", level="instrument").index[0] == own[LOOKBACK - 1]
+    assert "SYN004" not in scores.index.get_level_values("instrument")
 
 
 @pytest.mark.parametrize("breaker, error, match", [

@@ -13,9 +13,11 @@ Every statistic is computed per date across instruments, then summarised over da
   t-stat overstates significance (a note says so).
 * hit rate: share of (date, instrument) pairs where the score and the return are on the same
   side of their date's medians (pairs on a median are left out).
-* quantile portfolios: per date, instruments are bucketed by score percentile rank into
-  ``quantiles`` groups (q1 lowest); the equal-weight forward return of each bucket, averaged
-  over dates, and the long-short spread top − bottom (0 on dates without a view).
+* quantile portfolios: per date, instruments are bucketed by score percentile rank (ties
+  share their average rank, so they land in one bucket) into ``quantiles`` groups (q1
+  lowest); the equal-weight forward return of each bucket, averaged over dates, and the
+  long-short spread top − bottom bucket (the highest and lowest non-empty buckets when ties
+  leave an end empty; 0 on dates where every score is equal).
 * turnover: share of the top-k set (highest scores) replaced from one rebalance date to the
   next, averaged over dates.
 
@@ -160,7 +162,9 @@ def _signal_summary(x: pd.Series, y: pd.Series, *, quantiles: int, top_k: int,
     # Dates where the signal has no view hold no position: long-short 0, not missing.
     pairs = pd.DataFrame({"x": x, "y": y}).dropna().groupby(level="datetime")["x"]
     flat = pairs.nunique()[(pairs.nunique() == 1) & (pairs.size() >= quantiles)].index
-    ls = pd.concat([qret[f"q{quantiles}"] - qret["q1"], pd.Series(0.0, index=flat)]).sort_index()
+    # With tied scores the extreme buckets can be empty: use the extreme non-empty ones.
+    spread = qret.ffill(axis=1).iloc[:, -1] - qret.bfill(axis=1).iloc[:, 0]
+    ls = pd.concat([spread, pd.Series(0.0, index=flat)]).sort_index()
     turnover = topk_turnover(x, k=top_k)
     row = {"n_dates": len(ric)}
     for name, series in (("ic", ic), ("rank_ic", ric)):

@@ -125,8 +125,11 @@ def plan_windows(panel: pd.DataFrame, *, lookback: int, pred_len: int, dates: pd
         raise ValueError(f"too few bars for lookback={lookback}: the longest instrument history "
                          f"up to {dates[-1]} is {longest} bars; lower lookback or start later")
     if short:
-        logger.info("skipped %d (date, instrument) pairs with fewer than %d bars of history: %s",
-                    sum(short.values()), lookback, short)
+        never = sorted(set(names) - {names[c] for c in np.unique(inst)})
+        logger.info("skipped %d (date, instrument) pairs with fewer than %d bars of history%s",
+                    sum(short.values()), lookback,
+                    f"; never scored: {never}" if never else "")
+        logger.debug("skipped pairs per instrument: %s", short)
     order = np.lexsort((inst, d_idx))  # date-major, then instrument: the panel's order
     d_idx, inst, end = d_idx[order], inst[order], end[order]
     cal_pos = np.searchsorted(cal, when[d_idx])
