@@ -49,9 +49,12 @@ def weights_fingerprint(predictor) -> str:
     storage changed), so fine-tuning the same predictor object invalidates it.
     """
     named = _tensors(predictor)
-    state = tuple((name, t._version, t.data_ptr()) for name, t in named)
+    try:
+        state: tuple | None = tuple((name, t._version, t.data_ptr()) for name, t in named)
+    except RuntimeError:  # inference-mode tensors keep no version counter: always re-hash
+        state = None
     known = _FINGERPRINTS.get(predictor)
-    if known is not None and known[0] == state:
+    if state is not None and known is not None and known[0] == state:
         return known[1]
     digest = hashlib.sha256()
     settings = {"max_context": predictor.max_context, "clip": predictor.clip,
@@ -99,6 +102,7 @@ class ForecastCache:
             raise ValueError(f"cache_dir {self.directory} exists and is not a directory")
         self.directory.mkdir(parents=True, exist_ok=True)
         self._where: dict[str, Path] = {}
+        self._last: tuple[Path, dict[str, CachedPaths]] | None = None
         for file in sorted(self.directory.glob("forecasts-*.parquet")):
             try:
                 keys = pd.read_parquet(file, columns=["key"])["key"].unique()
@@ -127,6 +131,14 @@ class ForecastCache:
         return found
 
     def _read(self, file: Path) -> dict[str, CachedPaths]:
+        # Consecutive chunks usually hit the same file when batch sizes differ between runs.
+        if self._last is not None and self._last[0] == file:
+            return self._last[1]
+        entries = self._parse(file)
+        self._last = (file, entries)
+        return entries
+
+    def _parse(self, file: Path) -> dict[str, CachedPaths]:
         frame = pd.read_parquet(file)
         n_samples, n_steps = int(frame["sample"].max()) + 1, int(frame["step"].max()) + 1
         block = n_samples * n_steps
