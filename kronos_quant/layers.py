@@ -79,20 +79,29 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class KVCache:
     """Preallocated keys/values for a stack of attention layers.
 
-    ``k`` and ``v`` are (n_layers, B, H, max_len, hd); positions ``0 … length-1`` are valid.
+    ``k`` and ``v`` are (n_layers, B, H, max_len, hd); slots ``0 … length-1`` are valid.
     Writing is in place, so a decode step allocates nothing that grows with the window.
+
+    ``prefix`` optionally holds keys/values that come *before* slot 0 in every row's window
+    and are shared by each group of ``B // prefix.batch`` consecutive rows (series-major: the
+    sample paths of one series share its context). Window position ``p`` then lives in slot
+    ``p - prefix.length``; the shared part is never copied per row.
     """
 
     k: torch.Tensor
     v: torch.Tensor
     length: int = 0
+    prefix: "KVCache | None" = None
 
     @classmethod
     def empty(cls, n_layers: int, batch: int, n_heads: int, max_len: int, head_dim: int,
-              *, device: torch.device | str, dtype: torch.dtype) -> "KVCache":
+              *, device: torch.device | str, dtype: torch.dtype,
+              prefix: "KVCache | None" = None) -> "KVCache":
         shape = (n_layers, batch, n_heads, max_len, head_dim)
+        if prefix is not None and batch % prefix.batch:
+            raise ValueError(f"{batch} rows cannot share a prefix of {prefix.batch} rows")
         return cls(torch.empty(shape, device=device, dtype=dtype),
-                   torch.empty(shape, device=device, dtype=dtype))
+                   torch.empty(shape, device=device, dtype=dtype), prefix=prefix)
 
     @property
     def batch(self) -> int:
@@ -102,15 +111,49 @@ class KVCache:
     def capacity(self) -> int:
         return self.k.shape[3]
 
-    def copy_prefix_from(self, other: "KVCache", repeats: int) -> None:
-        """Fill positions ``0 … other.length-1`` with ``other``'s rows, each repeated ``repeats``
-        times (series-major), so a context computed once per series serves all its paths."""
-        n = other.length
-        src_k = other.k[:, :, :, :n]  # (nl, Bs, H, n, hd)
-        src_v = other.v[:, :, :, :n]
-        self.k[:, :, :, :n] = src_k.repeat_interleave(repeats, dim=1)
-        self.v[:, :, :, :n] = src_v.repeat_interleave(repeats, dim=1)
-        self.length = n
+    @property
+    def offset(self) -> int:
+        """Window position of slot 0 (the shared prefix's length)."""
+        return 0 if self.prefix is None else self.prefix.length
+
+
+def _prepend_shared(shared: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """Concatenate group-shared (G, H, Ls, hd) and per-row (R, H, Lo, hd) keys → (R, H, Ls+Lo, hd)."""
+    groups, heads, s_len, hd = shared.shape
+    rows = own.shape[0]
+    out = own.new_empty(rows, heads, s_len + own.shape[2], hd)
+    out[:, :, :s_len].view(groups, rows // groups, heads, s_len, hd).copy_(shared[:, None])
+    out[:, :, s_len:] = own
+    return out
+
+
+def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            k_shared: torch.Tensor, v_shared: torch.Tensor, *,
+                            start: int) -> torch.Tensor:
+    """Causal attention over a key prefix shared by groups of rows, then each row's own keys.
+
+    ``q`` (R, H, Lq, hd) sits at own slots ``start … start+Lq-1``; ``k``/``v`` (R, H, Lo, hd)
+    are the rows' own keys; ``k_shared``/``v_shared`` (G, H, Ls, hd) precede them and are shared
+    by R/G consecutive rows (series-major). Every query sees the whole prefix.
+
+    One query per row (a decode step, memory-bound): the prefix is read once per group, its
+    scores are one matrix product per group, and nothing is copied; equal to SDPA over the
+    concatenated keys up to float rounding. Several queries (a re-prefill, compute-bound): the
+    prefix is copied next to the own keys and the fused SDPA kernel runs as without sharing.
+    """
+    rows, heads, q_len, hd = q.shape
+    groups, s_len = k_shared.shape[0], k_shared.shape[2]
+    if q_len > 1:
+        return attention(q, _prepend_shared(k_shared, k), _prepend_shared(v_shared, v),
+                         causal=True, start=s_len + start)
+    per, o_len = rows // groups, k.shape[2]
+    q = q * hd ** -0.5
+    s_shared = q.view(groups, per, heads, hd).transpose(1, 2) @ k_shared.transpose(-1, -2)
+    s_own = (q @ k.transpose(-1, -2)).view(groups, per, heads, o_len).transpose(1, 2)
+    probs = torch.cat([s_shared, s_own], dim=-1).softmax(dim=-1)  # (G, H, S, Ls+Lo)
+    out = (probs[..., :s_len] @ v_shared).transpose(1, 2)  # (G, S, H, hd)
+    p_own = probs[..., s_len:].transpose(1, 2).reshape(rows, heads, 1, o_len)
+    return out.reshape(rows, heads, 1, hd) + p_own @ v  # (R, H, 1, hd)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, start: int = 0,
@@ -133,6 +176,26 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     if key_padding_mask is not None:
         keep = keep[None, None] & ~key_padding_mask[:, None, None, :k_len].bool()  # (B, 1, Lq, Lk)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout_p)
+
+
+def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache, *,
+                     layer: int, start: int,
+                     key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Write this call's rotated ``k``/``v`` (B, H, L, hd) for window positions ``start …``
+    into ``cache`` layer ``layer`` and attend causally over everything cached before them."""
+    l = q.shape[2]
+    slot = start - cache.offset  # the shared prefix occupies no slots of its own
+    cache.k[layer, :, :, slot:slot + l] = k
+    cache.v[layer, :, :, slot:slot + l] = v
+    k = cache.k[layer, :, :, :slot + l]  # (B, H, slot+L, hd)
+    v = cache.v[layer, :, :, :slot + l]
+    if not cache.offset:
+        return attention(q, k, v, causal=True, start=slot, key_padding_mask=key_padding_mask)
+    if key_padding_mask is not None:
+        raise ValueError("key_padding_mask is not supported with a shared prefix")
+    pre, n = cache.prefix, cache.offset
+    return shared_prefix_attention(q, k, v, pre.k[layer, :, :, :n], pre.v[layer, :, :, :n],
+                                   start=slot)
 
 
 class MultiHeadAttention(nn.Module):
@@ -164,15 +227,14 @@ class MultiHeadAttention(nn.Module):
         cos, sin = cos[start:], sin[start:]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, H, L, hd)
         if cache is not None:
-            cache.k[layer, :, :, start:start + l] = k
-            cache.v[layer, :, :, start:start + l] = v
-            k = cache.k[layer, :, :, :start + l]  # (B, H, start+L, hd)
-            v = cache.v[layer, :, :, :start + l]
+            out = cached_attention(q, k, v, cache, layer=layer, start=start,
+                                   key_padding_mask=key_padding_mask)
         elif start:
             raise ValueError("start > 0 needs a cache holding the earlier positions")
-        dropout = self.attn_dropout_p if self.training else 0.0
-        out = attention(q, k, v, causal=True, start=start, key_padding_mask=key_padding_mask,
-                        dropout_p=dropout)  # (B, H, L, hd)
+        else:
+            dropout = self.attn_dropout_p if self.training else 0.0
+            out = attention(q, k, v, causal=True, key_padding_mask=key_padding_mask,
+                            dropout_p=dropout)  # (B, H, L, hd)
         out = out.transpose(1, 2).reshape(b, l, self.d_model)
         return self.resid_dropout(self.out_proj(out))
 
@@ -204,10 +266,18 @@ class CrossAttention(nn.Module):
         """Unrotated keys/values of hidden states ``h`` (B, L, d) → each (B, H, L, hd)."""
         return self._heads(self.k_proj(h)), self._heads(self.v_proj(h))
 
-    def attend_one(self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """One query per row (B, 1, d) over unrotated ``k``/``v`` (B, H, L, hd) → (B, 1, d)."""
+    def attend_one(self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   shared: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """One query per row (B, 1, d) over unrotated ``k``/``v`` (B, H, L, hd) → (B, 1, d).
+
+        ``shared`` optionally holds (k, v) (G, H, Ls, hd) that precede ``k``/``v`` and are
+        shared by groups of B/G consecutive rows (see :func:`shared_prefix_attention`).
+        """
         q = self._heads(self.q_proj(query))  # (B, H, 1, hd)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, 1, hd)
+        if shared is not None and shared[0].shape[2]:
+            out = shared_prefix_attention(q, k, v, *shared, start=k.shape[2] - 1)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, H, 1, hd)
         return self.out_proj(out.transpose(1, 2).reshape(query.shape[0], 1, self.d_model))
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -250,9 +320,10 @@ class TransformerBlock(nn.Module):
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *, cache: KVCache | None = None,
                start: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply a stack of blocks; with a cache, layer i uses slot i and the cache grows by L."""
+    """Apply a stack of blocks to window positions ``start …``; with a cache, layer i uses
+    cache layer i and the cache then holds everything up to the last of these positions."""
     for i, block in enumerate(blocks):
         x = block(x, cache=cache, layer=i, start=start, key_padding_mask=key_padding_mask)
     if cache is not None:
-        cache.length = start + x.shape[1]
+        cache.length = start - cache.offset + x.shape[1]
     return x
