@@ -134,26 +134,32 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     ``q`` (R, H, Lq, hd) sits at own slots ``start … start+Lq-1``; ``k``/``v`` (R, H, Lo, hd)
     are the rows' own keys; ``k_shared``/``v_shared`` (G, H, Ls, hd) precede them and are shared
-    by R/G consecutive rows (series-major). Every query sees the whole prefix.
+    by R/G consecutive rows (series-major). Every query sees the whole prefix. Equal to SDPA
+    over the concatenated keys up to float rounding.
 
-    One query per row (a decode step, memory-bound): the prefix is read once per group, its
-    scores are one matrix product per group, and nothing is copied; equal to SDPA over the
-    concatenated keys up to float rounding. Several queries (a re-prefill, compute-bound): the
-    prefix is copied next to the own keys and the fused SDPA kernel runs as without sharing.
+    Few queries per row (decode steps, short re-prefills): the prefix is read in place, once
+    per group, and its scores are one matrix product per group. Many queries: the fused SDPA
+    kernel over keys copied per row is faster than the unfused softmax here.
     """
     rows, heads, q_len, hd = q.shape
     groups, s_len = k_shared.shape[0], k_shared.shape[2]
-    if q_len > 1:
+    if q_len > max(1, s_len // 8):  # crossover measured on CPU at Ls ≈ 400-500
         return attention(q, _prepend_shared(k_shared, k), _prepend_shared(v_shared, v),
                          causal=True, start=s_len + start)
     per, o_len = rows // groups, k.shape[2]
     q = q * hd ** -0.5
-    s_shared = q.view(groups, per, heads, hd).transpose(1, 2) @ k_shared.transpose(-1, -2)
-    s_own = (q @ k.transpose(-1, -2)).view(groups, per, heads, o_len).transpose(1, 2)
-    probs = torch.cat([s_shared, s_own], dim=-1).softmax(dim=-1)  # (G, H, S, Ls+Lo)
-    out = (probs[..., :s_len] @ v_shared).transpose(1, 2)  # (G, S, H, hd)
-    p_own = probs[..., s_len:].transpose(1, 2).reshape(rows, heads, 1, o_len)
-    return out.reshape(rows, heads, 1, hd) + p_own @ v  # (R, H, 1, hd)
+    qg = q.view(groups, per, heads, q_len, hd).transpose(1, 2)  # (G, H, S, Lq, hd)
+    s_shared = qg.reshape(groups, heads, per * q_len, hd) @ k_shared.transpose(-1, -2)
+    s_own = (q @ k.transpose(-1, -2)).view(groups, per, heads, q_len, o_len).transpose(1, 2)
+    if q_len > 1:  # causal among the own keys
+        q_pos = torch.arange(start, start + q_len, device=q.device)[:, None]
+        s_own = s_own.masked_fill(torch.arange(o_len, device=q.device) > q_pos, float("-inf"))
+    scores = [s_shared.view(groups, heads, per, q_len, s_len), s_own]
+    probs = torch.cat(scores, dim=-1).softmax(dim=-1)  # (G, H, S, Lq, Ls+Lo)
+    out = probs[..., :s_len].reshape(groups, heads, per * q_len, s_len) @ v_shared
+    out = out.view(groups, heads, per, q_len, hd).transpose(1, 2).reshape(rows, heads, q_len, hd)
+    p_own = probs[..., s_len:].transpose(1, 2).reshape(rows, heads, q_len, o_len)
+    return out + p_own @ v  # (R, H, Lq, hd)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, start: int = 0,

@@ -209,8 +209,11 @@ def test_caches_are_preallocated_and_written_in_place(pair):
     assert dec.window_start == ctx_len + pred_len - 1 - max_context
 
 
-@pytest.mark.parametrize("groups, per, q_len, s_len, own", [(2, 3, 1, 7, 4), (1, 4, 1, 5, 0),
-                                                             (2, 2, 5, 6, 5), (3, 1, 3, 4, 8)])
+# One query (decode step), a few queries over a long prefix (grouped math path, causal among
+# the own keys), many queries (fused kernel over copied keys), and an empty own part.
+@pytest.mark.parametrize("groups, per, q_len, s_len, own", [
+    (2, 3, 1, 7, 4), (1, 4, 1, 5, 1), (1, 3, 4, 64, 6), (2, 2, 2, 24, 9), (2, 2, 5, 6, 5),
+    (3, 1, 3, 4, 8)])
 def test_shared_prefix_attention_equals_sdpa_over_copied_keys(groups, per, q_len, s_len, own):
     gen = torch.Generator().manual_seed(0)
     rows, heads, hd = groups * per, 2, 8

@@ -1,0 +1,394 @@
+"""Cached generation engine vs the full-window recompute reference (issue 3).
+
+Builds Kronos-small-sized random weights (seeded: d_model 512, 8 layers, 24.7M parameters;
+tokenizer at its default size), then for each case runs the reference
+(:func:`kronos_quant.testing.recompute_generate`, which re-runs the whole window for every bar)
+and the cached engine on the same inputs and the same random stream, alternating, in one
+process. Prints a markdown table and, for the non-exact modes (fast sliding, autocast), their
+measured effect on forecasts.
+
+    python benchmarks/bench_generate.py                      # everything (minutes)
+    python benchmarks/bench_generate.py --cases ctx128 --repeats 3
+    python benchmarks/bench_generate.py --skip-reference --cases universe
+    python benchmarks/bench_generate.py --device cuda --amp bf16
+
+Random weights give near-uniform token distributions, so the forecast-effect numbers show how
+much fast mode moves Monte Carlo summaries of *this* model, not of a trained checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import platform
+import resource
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kronos_quant import generation
+from kronos_quant.config import KronosConfig, KronosTokenizerConfig
+from kronos_quant.data import synthetic_ohlcv
+from kronos_quant.generation import SamplingParams, generate
+from kronos_quant.inputs import prepare_series
+from kronos_quant.model import Kronos
+from kronos_quant.predictor import KronosPredictor
+from kronos_quant.testing import recompute_generate
+from kronos_quant.tokenizer import KronosTokenizer
+
+DEFAULT_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "a_share_5min_sample.csv"
+MAX_CONTEXT = 512
+AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    ctx: int
+    pred: int
+    paths: int
+    series: int = 1
+    fast: bool = False  # also time the fast sliding mode (the window slides in this case)
+
+    @property
+    def label(self) -> str:
+        who = f"{self.series} series × " if self.series > 1 else ""
+        return f"ctx {self.ctx} / pred {self.pred} / {who}{self.paths} paths"
+
+
+CASES = {c.name: c for c in [
+    Case("ctx400", 400, 120, 8, fast=True),
+    Case("ctx128", 128, 16, 4),
+    Case("slide512", 512, 48, 8, fast=True),
+    Case("universe", 90, 10, 8, series=64),
+]}
+
+
+class PeakMemory:
+    """Peak memory during a block: CUDA allocator peak, else resident set size sampled from
+    /proc/self/statm every 5 ms (falls back to the process-lifetime ru_maxrss)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.start_mb, self.peak_mb = device, 0.0, 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss_mb() -> float:
+        try:
+            pages = int(Path("/proc/self/statm").read_text().split()[1])
+        except OSError:  # not Linux: lifetime peak (KiB on Linux/BSD, bytes on macOS)
+            scale = 1 if platform.system() == "Darwin" else 1024
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start_mb = torch.cuda.memory_allocated(self.device) / 2**20
+        else:
+            self.start_mb = self.peak_mb = self._rss_mb()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+
+class SlideTimer:
+    """Time spent in the engine's window re-prefills (every prefill after the first)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self.count = device, 0.0, 0
+
+    def __enter__(self) -> "SlideTimer":
+        self._original = original = generation._Decoder.prefill
+        calls = {"n": 0}
+
+        def timed(dec, start):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return original(dec, start)
+            t0 = _now(self.device)
+            out = original(dec, start)
+            self.seconds += _now(self.device) - t0
+            self.count += 1
+            return out
+
+        generation._Decoder.prefill = timed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        generation._Decoder.prefill = self._original
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def build_models(seed: int, device: torch.device) -> tuple[KronosTokenizer, Kronos]:
+    """Kronos-small-sized tokenizer and predictor with seeded random weights."""
+    torch.manual_seed(seed)  # the modules' own initialisers draw from the global stream
+    tok = KronosTokenizer.from_config(KronosTokenizerConfig()).eval().to(device)
+    model = Kronos.from_config(KronosConfig()).eval().to(device)
+    return tok, model
+
+
+def case_inputs(case: Case, seed: int, device: torch.device):
+    """Normalised synthetic 5-minute bars for every series: x (B, L, 6), stamps (B, ·, 5)."""
+    prepared = [prepare_series(synthetic_ohlcv(case.ctx, seed=seed + i), pred_len=case.pred)
+                for i in range(case.series)]
+
+    def stack(field: str) -> torch.Tensor:
+        return torch.from_numpy(np.stack([getattr(p, field) for p in prepared])).to(device)
+
+    return stack("x"), stack("x_stamp"), stack("y_stamp")
+
+
+def window_sum(ctx: int, pred: int) -> int:
+    """Tokens the reference runs per path over a whole generation (its cost model)."""
+    return sum(min(MAX_CONTEXT, ctx + i) for i in range(pred))
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by earlier runs back to the OS (glibc), so that each run's RSS
+    increase is its own working set rather than reuse of what an earlier run left mapped."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def timed_run(fn, device: torch.device) -> tuple[float, tuple[float, float], object]:
+    """Seconds, (peak MiB, peak increase over the start MiB) and the result of ``fn()``."""
+    release_freed_memory()
+    with PeakMemory(device) as mem:
+        t0 = _now(device)
+        out = fn()
+        seconds = _now(device) - t0
+    return seconds, (mem.peak_mb, mem.peak_mb - mem.start_mb), out
+
+
+def case_runners(case: Case, args, models, inputs) -> dict[str, tuple]:
+    """Name → (callable(generator), note, bars-per-path factor) for every timed mode."""
+    tok, model = models
+    x, xs, ys = inputs
+    sampling = SamplingParams(sample_count=case.paths)
+    amp = AMP[args.amp]
+    tag = "" if amp is None else f" +{args.amp}"
+
+    def engine(slide_block: int, amp_dtype):
+        return lambda g: generate(model, tok, x, xs, ys, pred_len=case.pred,
+                                  max_context=MAX_CONTEXT, sampling=sampling, generator=g,
+                                  slide_block=slide_block, amp_dtype=amp_dtype).bars
+
+    runners = {}
+    if not args.skip_reference:
+        ref_pred = args.estimate_reference_bars if case.name == "ctx400" else None
+        ref_pred = ref_pred if ref_pred and ref_pred < case.pred else case.pred
+        runners["reference"] = (lambda g: recompute_generate(
+            model, tok, x, xs, ys[:, :ref_pred], pred_len=ref_pred, max_context=MAX_CONTEXT,
+            sampling=sampling, generator=g), ref_pred)
+    runners["exact" + tag] = (engine(1, amp), case.pred)
+    if case.fast:
+        for k in args.slide_blocks:
+            runners[f"fast k={k}{tag}"] = (engine(k, amp), case.pred)
+    return runners
+
+
+def run_case(case: Case, args, models, device) -> list[dict]:
+    """Alternate the modes ``args.repeats`` times; median seconds and max peak per mode."""
+    inputs = case_inputs(case, args.seed, device)
+    runners = case_runners(case, args, models, inputs)
+    times = {m: [] for m in runners}
+    peaks = {m: (0.0, 0.0) for m in runners}
+    slides = {m: (0.0, 0) for m in runners}
+    outputs = {}
+    for _ in range(args.repeats):
+        for mode, (fn, _) in runners.items():
+            gen = torch.Generator(device=device).manual_seed(args.seed)
+            with SlideTimer(device) as st:
+                seconds, peak, outputs[mode] = timed_run(lambda: fn(gen), device)
+            times[mode].append(seconds)
+            peaks[mode] = max(peaks[mode], peak)  # the run with the highest peak
+            slides[mode] = (st.seconds, st.count)
+    rows = []
+    ref = outputs.get("reference")
+    for mode, (fn, pred) in runners.items():
+        seconds = float(np.median(times[mode]))
+        estimate = pred < case.pred
+        if estimate:  # scale by the tokens the reference would have run for all bars
+            seconds *= window_sum(case.ctx, case.pred) / window_sum(case.ctx, pred)
+        diff = None
+        if mode != "reference" and ref is not None and ref.shape == outputs[mode].shape:
+            diff = float((outputs[mode].float() - ref.float()).abs().max())
+        rows.append(dict(case=case, mode=mode, seconds=seconds, peak=peaks[mode],
+                         estimate=estimate, slide=slides[mode], diff=diff))
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    head = ("| case | mode | seconds | bars/s | speed-up | series/min | in re-prefills "
+            "| peak RSS MiB (+run) | max abs Δ vs ref |")
+    lines = [head, "|" + "---|" * 9]
+    ref = {r["case"].name: r["seconds"] for r in rows if r["mode"] == "reference"}
+    for r in rows:
+        c, s = r["case"], r["seconds"]
+        bars = c.pred * c.paths * c.series / s
+        speed = f"{ref[c.name] / s:.1f}×" if c.name in ref and r["mode"] != "reference" else ""
+        slide_s, n_slides = r["slide"]
+        slide = f"{slide_s / s:.0%} ({n_slides})" if n_slides else "–"
+        per_min = f"{c.series * 60 / s:,.0f}" if c.series > 1 else ""
+        secs = f"{s:.2f}" + (" (estimate)" if r["estimate"] else "")
+        diff = "" if r["diff"] is None else f"{r['diff']:.1e}"
+        lines.append(f"| {c.label} | {r['mode']} | {secs} | {bars:,.0f} | {speed} | {per_min} "
+                     f"| {slide if r['mode'] != 'reference' else '–'} "
+                     f"| {r['peak'][0]:,.0f} (+{r['peak'][1]:,.0f}) "
+                     f"| {diff} |")
+    return "\n".join(lines)
+
+
+# -- effect of the non-exact modes on forecasts -----------------------------------------------
+def effect_datasets(args) -> list[tuple[str, pd.DataFrame]]:
+    """The shared A-share 5-minute sample (when present) and a synthetic series."""
+    out = []
+    if args.sample_csv.is_file():
+        df = pd.read_csv(args.sample_csv, parse_dates=["timestamps"]).set_index("timestamps")
+        out.append(("A-share 5min sample", df))
+    else:
+        print(f"(A-share sample {args.sample_csv} not found: skipped)")
+    out.append(("synthetic 5min", synthetic_ohlcv(2500, seed=args.seed + 100)))
+    return out
+
+
+def close_summary(predictor: KronosPredictor, df: pd.DataFrame, case: Case, paths: int,
+                  seed: int) -> np.ndarray:
+    """Mean and 10/50/90% quantiles of the forecast close path relative to the last close,
+    (4, P)."""
+    fc = predictor.forecast(df, pred_len=case.pred, sample_count=paths, seed=seed)
+    close = fc.column_paths("close") / float(fc.last["close"])  # (S, P)
+    return np.vstack([close.mean(axis=0), np.quantile(close, [0.1, 0.5, 0.9], axis=0)])
+
+
+def effect_rows(args, models, device) -> list[dict]:
+    """Per dataset, case and mode: |Δ| of mean/quantiles vs exact mode, in basis points of
+    the price level, averaged over horizon bars and windows; plus the same numbers for exact
+    mode with another seed (the Monte Carlo noise floor)."""
+    tok, model = models
+    modes = {"exact, other seed": dict(slide_block=1, seed_shift=1)}
+    modes |= {f"fast k={k}": dict(slide_block=k, seed_shift=0) for k in args.slide_blocks}
+    if AMP[args.amp] is not None:
+        modes[f"exact +{args.amp}"] = dict(slide_block=1, seed_shift=0, amp=AMP[args.amp])
+    rows = []
+    for data_name, df in effect_datasets(args):
+        for case in (c for c in args.cases if c.fast):
+            ends = np.linspace(case.ctx, len(df), args.effect_windows + 1)[1:].astype(int)
+            windows = [df.iloc[e - case.ctx:e] for e in ends]
+            exact_pred = KronosPredictor(model, tok, device=device, max_context=MAX_CONTEXT)
+            exact = [close_summary(exact_pred, w, case, args.effect_paths, args.seed)
+                     for w in windows]
+            for mode, cfg in modes.items():
+                pred = KronosPredictor(model, tok, device=device, max_context=MAX_CONTEXT,
+                                       slide_block=cfg["slide_block"], amp_dtype=cfg.get("amp"))
+                diffs = np.stack([np.abs(close_summary(pred, w, case, args.effect_paths,
+                                                       args.seed + cfg["seed_shift"]) - e)
+                                  for w, e in zip(windows, exact)]) * 1e4  # (W, 4, P) bp
+                rows.append(dict(data=data_name, case=case, mode=mode, windows=len(windows),
+                                 mean=diffs.mean(axis=(0, 2)), max=diffs.max()))
+    return rows
+
+
+def format_effects(rows: list[dict], paths: int) -> str:
+    lines = [f"| data | case | mode vs exact ({paths} paths) | Δ mean bp | Δ q10 bp | Δ q50 bp "
+             "| Δ q90 bp | max Δ bp |", "|" + "---|" * 8]
+    for r in rows:
+        m = " | ".join(f"{v:.1f}" for v in r["mean"])
+        lines.append(f"| {r['data']} ({r['windows']} windows) | {r['case'].label} | {r['mode']} "
+                     f"| {m} | {r['max']:.1f} |")
+    return "\n".join(lines)
+
+
+# -- command line -------------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", default=",".join(CASES),
+                   help=f"comma-separated subset of {', '.join(CASES)}")
+    p.add_argument("--repeats", type=int, default=1, help="alternating rounds (median taken)")
+    p.add_argument("--skip-reference", action="store_true", help="time the engine only")
+    p.add_argument("--estimate-reference-bars", type=int, default=0, metavar="N",
+                   help="ctx400 only: time the reference for N bars and scale to all bars by "
+                        "tokens run (labelled an estimate); 0 measures it for real")
+    p.add_argument("--slide-blocks", default="16", help="fast-mode k values, comma-separated")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", choices=sorted(AMP), default="none",
+                   help="autocast dtype for the engine (not exact; effect is reported)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-effect", action="store_true", help="skip the forecast-effect study")
+    p.add_argument("--effect-windows", type=int, default=3, help="context windows per dataset")
+    p.add_argument("--effect-paths", type=int, default=16, help="sample paths per forecast")
+    p.add_argument("--sample-csv", type=Path, default=DEFAULT_SAMPLE)
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.cases.split(",")) - set(CASES))
+    if unknown:
+        p.error(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
+    args.cases = [CASES[c] for c in args.cases.split(",")]
+    args.slide_blocks = [int(k) for k in args.slide_blocks.split(",")]
+    return args
+
+
+def machine_line(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"device {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                 .splitlines() if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return (f"CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} intra-op threads")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    models = build_models(args.seed, device)
+    n_params = sum(p.numel() for p in models[1].parameters())
+    print(f"{machine_line(device)}; predictor {n_params / 1e6:.1f}M parameters (random, seed "
+          f"{args.seed}); max_context {MAX_CONTEXT}; top_p 0.9, T 1")
+    rows = []
+    for case in args.cases:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        case_rows = run_case(case, args, models, device)
+        rows += case_rows
+        print(f"  {case.label}: done (load average at start {load:.2f})", flush=True)
+    print()
+    print(format_table(rows))
+    if not args.skip_effect and any(c.fast for c in args.cases):
+        print()
+        print(format_effects(effect_rows(args, models, device), args.effect_paths))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
