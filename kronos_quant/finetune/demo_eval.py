@@ -7,7 +7,7 @@ Used for the demo model's card, and usable on any finetuned pair:
 * predictor: next-token cross-entropy (nats) on validation windows vs a uniform distribution
   over the vocabulary and vs the unigram frequencies of the training tokens;
 * forecasts: sampled paths from held-out contexts vs the random walk (no change): MAE of the
-  close log-return at several horizons, direction accuracy vs the best constant direction,
+  close return at several horizons, direction accuracy vs the best constant direction,
   and the share of outcomes inside the 10–90% band of the sampled returns.
 """
 from __future__ import annotations
@@ -117,12 +117,15 @@ def forecast_skill(predictor: KronosPredictor, panel: pd.DataFrame, instruments:
     forecasts = predictor.forecast_batch(contexts, pred_len=pred_len, sample_count=samples,
                                          y_timestamps=[f.index for f in futures], seed=seed)
     last = np.array([c["close"].iloc[-1] for c in contexts])  # (N,)
-    real = np.log(np.stack([f["close"].to_numpy() for f in futures]) / last[:, None])  # (N, P)
-    paths = np.log(np.stack([fc.column_paths("close") for fc in forecasts])
-                   / last[:, None, None])  # (N, S, P)
+    # Simple returns: a sampled path may decode to a non-positive price, which a log return
+    # would turn into NaN; such paths stay in (and are counted), not silently dropped.
+    real = np.stack([f["close"].to_numpy() for f in futures]) / last[:, None] - 1.0  # (N, P)
+    closes = np.stack([fc.column_paths("close") for fc in forecasts])  # (N, S, P)
+    paths = closes / last[:, None, None] - 1.0
     point = paths.mean(axis=1)  # (N, P)
     low, high = np.quantile(paths, [0.1, 0.9], axis=1)  # (N, P) each
-    out: dict[str, Any] = {"windows": len(contexts), "samples": samples}
+    out: dict[str, Any] = {"windows": len(contexts), "samples": samples,
+                           "nonpositive_close_share": float((closes <= 0).mean())}
     for h in sorted(set(horizons) | {pred_len}):
         r, p = real[:, h - 1], point[:, h - 1]
         up = float((r > 0).mean())
@@ -144,7 +147,7 @@ def evaluate_pair(tokenizer: KronosTokenizer, model: Kronos, panel: pd.DataFrame
     _, val_from = split_dates(panel_dates(panel), config)
     predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=config.max_context,
                                 clip=config.clip)
-    limit, samples = (64, 4) if quick else (2048, 16)
+    limit, samples = (64, 4) if quick else (2048, 32)
     is_real = np.isin(val.instrument, real_instruments)
     names = sorted(set(panel.index.get_level_values("instrument")))
     groups = {"real": (is_real, real_instruments, 5),

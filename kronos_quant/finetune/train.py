@@ -131,7 +131,7 @@ class Trainer:
 
     def _steps_per_epoch(self) -> int:
         cfg, env = self.config, self.env
-        n = len(epoch_order(len(self.train_set), epoch=0, seed=cfg.seed, count=cfg.train_windows))
+        n = min(len(self.train_set), cfg.train_windows or len(self.train_set))
         per_rank = n // env.world_size
         per_step = cfg.batch_size * cfg.accum_steps
         if per_rank < per_step:
