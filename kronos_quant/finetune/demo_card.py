@@ -54,6 +54,24 @@ def _nonpositive_note(ev: dict[str, Any]) -> list[str]:
     return [f"Share of sampled closes at or below zero (a decoding failure mode): {text}."]
 
 
+def _verdict(ev: dict[str, Any]) -> list[str]:
+    """One measured sentence per data group: where the model beats the baselines."""
+    lines = []
+    for group in ("real", "synthetic"):
+        f = ev.get(group, {}).get("forecast", {})
+        hs = [f[k] for k in f if k.startswith("h")]
+        if not hs:
+            continue
+        mae = sum(m["model_mae"] < m["random_walk_mae"] for m in hs)
+        hit = sum(m["direction_accuracy"] > m["best_constant_direction"] for m in hs)
+        cov = [m["band_10_90_coverage"] for m in hs]
+        lines.append(f"* Measured, {group}: lower MAE than the random walk at {mae} of {len(hs)} "
+                     f"horizons; direction accuracy above the best constant guess at {hit} of "
+                     f"{len(hs)}; 10–90% band coverage {min(cov):.2f}–{max(cov):.2f} "
+                     "(nominal 0.80).")
+    return lines
+
+
 def _training_table(report: dict[str, Any]) -> list[str]:
     rows = ["| model | preset | steps | epochs | batch | peak lr | CPU seconds | validation "
             "metric by step | shipped |", "|---|---|---|---|---|---|---|---|---|"]
@@ -84,6 +102,8 @@ def write_model_card(path: Path, report: dict[str, Any], meta: dict[str, Any]) -
         "`python -m kronos_quant.finetune.demo_model --out kronos_quant/assets/demo`). It exists",
         "so that `kronos-quant demo` runs offline with a model that has seen market data. It is",
         "far smaller and less trained than the published Kronos checkpoints; do not trade on it.",
+        "Every number below is read from `metrics.json`, written by that build; "
+        "`python -m kronos_quant.finetune.demo_card <folder>` re-renders this card from it.",
         "", "## Data", "",
         f"* Real: daily bars of {real}, {data['first_date']} … 2013-03-01, from the",
         f"  `{data['package']}` package (`bokeh_sampledata.stocks`; Quandl WIKI prices, public",
@@ -116,7 +136,7 @@ def write_model_card(path: Path, report: dict[str, Any], meta: dict[str, Any]) -
         "forecast = mean of the sampled paths, random walk = no change. Direction accuracy is "
         "compared with always guessing the more frequent direction of the same windows:", "",
         *_forecast_table(ev), "", *_nonpositive_note(ev),
-        "", "## Honest reading", "",
+        "", "## Honest reading", "", *_verdict(ev),
         "* The cross-entropy tables show what the model learned about the token sequence; the "
         "forecast table shows whether that turns into return skill. On real daily stock returns "
         "a random walk is very hard to beat, and this small model should not be expected to.",
@@ -128,3 +148,21 @@ def write_model_card(path: Path, report: dict[str, Any], meta: dict[str, Any]) -
         "bokeh-sampledata, BSD-3-Clause package) and generated synthetic data.", ""]
     path.write_text("\n".join(lines))
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render MODEL_CARD.md of a built demo folder from its metrics.json and demo.json."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", help="demo model folder, e.g. kronos_quant/assets/demo")
+    folder = Path(parser.parse_args(argv).folder)
+    report = json.loads((folder / "metrics.json").read_text())
+    meta = json.loads((folder / "demo.json").read_text())
+    print(write_model_card(folder / "MODEL_CARD.md", report, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
