@@ -98,8 +98,9 @@ def _load_qlib(config: FinetuneConfig) -> pd.DataFrame:
         adapter = importlib.import_module("kronos_quant.adapters.qlib")
     except ImportError as err:
         raise ValueError(
-            f"data_format: qlib needs the Qlib adapter (kronos_quant.adapters.qlib) and pyqlib: "
-            f"pip install 'kronos-quant[qlib]' ({err}). Alternatively export the data to "
+            f"data_format: qlib needs the Qlib adapter kronos_quant.adapters.qlib, which this "
+            f"installation does not have ({err}); it also needs pyqlib: pip install "
+            "'kronos-quant[qlib]'. Alternatively export the Qlib data to "
             "CSV/Parquet and point `data` at it.") from None
     loader = getattr(adapter, "load_qlib_panel", None)
     if loader is None:
