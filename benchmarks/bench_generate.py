@@ -186,7 +186,7 @@ def timed_run(fn, device: torch.device) -> tuple[float, tuple[float, float], obj
 
 
 def case_runners(case: Case, args, models, inputs) -> dict[str, tuple]:
-    """Name → (callable(generator), note, bars-per-path factor) for every timed mode."""
+    """Mode name → (callable(generator) returning bars, bars it generates) per timed mode."""
     tok, model = models
     x, xs, ys = inputs
     sampling = SamplingParams(sample_count=case.paths)
@@ -200,8 +200,7 @@ def case_runners(case: Case, args, models, inputs) -> dict[str, tuple]:
 
     runners = {}
     if not args.skip_reference:
-        ref_pred = args.estimate_reference_bars if case.name == "ctx400" else None
-        ref_pred = ref_pred if ref_pred and ref_pred < case.pred else case.pred
+        ref_pred = min(args.estimate_reference_bars or case.pred, case.pred)
         runners["reference"] = (lambda g: recompute_generate(
             model, tok, x, xs, ys[:, :ref_pred], pred_len=ref_pred, max_context=MAX_CONTEXT,
             sampling=sampling, generator=g), ref_pred)
@@ -248,10 +247,12 @@ def format_table(rows: list[dict]) -> str:
             "| peak RSS MiB (+run) | max abs Δ vs ref |")
     lines = [head, "|" + "---|" * 9]
     ref = {r["case"].name: r["seconds"] for r in rows if r["mode"] == "reference"}
+    estimated = {r["case"].name: r["estimate"] for r in rows if r["mode"] == "reference"}
     for r in rows:
         c, s = r["case"], r["seconds"]
         bars = c.pred * c.paths * c.series / s
         speed = f"{ref[c.name] / s:.1f}×" if c.name in ref and r["mode"] != "reference" else ""
+        speed += " (est.)" if speed and estimated.get(c.name) else ""
         slide_s, n_slides = r["slide"]
         slide = f"{slide_s / s:.0%} ({n_slides})" if n_slides else "–"
         per_min = f"{c.series * 60 / s:,.0f}" if c.series > 1 else ""
@@ -291,10 +292,13 @@ def effect_rows(args, models, device) -> list[dict]:
     the price level, averaged over horizon bars and windows; plus the same numbers for exact
     mode with another seed (the Monte Carlo noise floor)."""
     tok, model = models
+    amp = AMP[args.amp]
+    tag = "" if amp is None else f" +{args.amp}"
     modes = {"exact, other seed": dict(slide_block=1, seed_shift=1)}
-    modes |= {f"fast k={k}": dict(slide_block=k, seed_shift=0) for k in args.slide_blocks}
-    if AMP[args.amp] is not None:
-        modes[f"exact +{args.amp}"] = dict(slide_block=1, seed_shift=0, amp=AMP[args.amp])
+    if amp is not None:
+        modes["exact" + tag] = dict(slide_block=1, seed_shift=0, amp=amp)
+    modes |= {f"fast k={k}{tag}": dict(slide_block=k, seed_shift=0, amp=amp)
+              for k in args.slide_blocks}
     rows = []
     for data_name, df in effect_datasets(args):
         for case in (c for c in args.cases if c.fast):
@@ -315,11 +319,12 @@ def effect_rows(args, models, device) -> list[dict]:
 
 
 def format_effects(rows: list[dict], paths: int) -> str:
-    lines = [f"| data | case | mode vs exact ({paths} paths) | Δ mean bp | Δ q10 bp | Δ q50 bp "
-             "| Δ q90 bp | max Δ bp |", "|" + "---|" * 8]
+    lines = [f"| data | window | mode vs exact fp32 ({paths} paths) | Δ mean bp | Δ q10 bp "
+             "| Δ q50 bp | Δ q90 bp | max Δ bp |", "|" + "---|" * 8]
     for r in rows:
         m = " | ".join(f"{v:.1f}" for v in r["mean"])
-        lines.append(f"| {r['data']} ({r['windows']} windows) | {r['case'].label} | {r['mode']} "
+        case = f"ctx {r['case'].ctx} / pred {r['case'].pred}"
+        lines.append(f"| {r['data']} ({r['windows']} windows) | {case} | {r['mode']} "
                      f"| {m} | {r['max']:.1f} |")
     return "\n".join(lines)
 
@@ -332,8 +337,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1, help="alternating rounds (median taken)")
     p.add_argument("--skip-reference", action="store_true", help="time the engine only")
     p.add_argument("--estimate-reference-bars", type=int, default=0, metavar="N",
-                   help="ctx400 only: time the reference for N bars and scale to all bars by "
-                        "tokens run (labelled an estimate); 0 measures it for real")
+                   help="time the reference for only N bars and scale to all bars by the "
+                        "tokens it runs (labelled an estimate); 0 measures it for real")
     p.add_argument("--slide-blocks", default="16", help="fast-mode k values, comma-separated")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", choices=sorted(AMP), default="none",

@@ -118,7 +118,7 @@ class KVCache:
 
 
 def _prepend_shared(shared: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
-    """Concatenate group-shared (G, H, Ls, hd) and per-row (R, H, Lo, hd) keys → (R, H, Ls+Lo, hd)."""
+    """Group-shared (G, H, Ls, hd) then per-row (R, H, Lo, hd) keys → (R, H, Ls+Lo, hd)."""
     groups, heads, s_len, hd = shared.shape
     rows = own.shape[0]
     out = own.new_empty(rows, heads, s_len + own.shape[2], hd)
@@ -149,8 +149,10 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     per, o_len = rows // groups, k.shape[2]
     q = q * hd ** -0.5
     qg = q.view(groups, per, heads, q_len, hd).transpose(1, 2)  # (G, H, S, Lq, hd)
+    # (G, H, S·Lq, Ls): one product per group and head reads the prefix once for all rows
     s_shared = qg.reshape(groups, heads, per * q_len, hd) @ k_shared.transpose(-1, -2)
-    s_own = (q @ k.transpose(-1, -2)).view(groups, per, heads, q_len, o_len).transpose(1, 2)
+    s_own = (q @ k.transpose(-1, -2)).view(groups, per, heads, q_len, o_len)  # (G, S, H, Lq, Lo)
+    s_own = s_own.transpose(1, 2)  # (G, H, S, Lq, Lo)
     if q_len > 1:  # causal among the own keys
         q_pos = torch.arange(start, start + q_len, device=q.device)[:, None]
         s_own = s_own.masked_fill(torch.arange(o_len, device=q.device) > q_pos, float("-inf"))
