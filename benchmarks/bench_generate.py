@@ -34,6 +34,7 @@ import torch
 from kronos_quant import generation
 from kronos_quant.config import KronosConfig, KronosTokenizerConfig
 from kronos_quant.data import synthetic_ohlcv
+from kronos_quant.demo import embedded_demo
 from kronos_quant.generation import SamplingParams, generate
 from kronos_quant.inputs import prepare_series
 from kronos_quant.model import Kronos
@@ -287,11 +288,8 @@ def close_summary(predictor: KronosPredictor, df: pd.DataFrame, case: Case, path
     return np.vstack([close.mean(axis=0), np.quantile(close, [0.1, 0.5, 0.9], axis=0)])
 
 
-def effect_rows(args, models, device) -> list[dict]:
-    """Per dataset, case and mode: |Δ| of mean/quantiles vs exact mode, in basis points of
-    the price level, averaged over horizon bars and windows; plus the same numbers for exact
-    mode with another seed (the Monte Carlo noise floor)."""
-    tok, model = models
+def effect_modes(args) -> dict[str, dict]:
+    """The non-exact modes timed above, plus exact mode with another seed (noise floor)."""
     amp = AMP[args.amp]
     tag = "" if amp is None else f" +{args.amp}"
     modes = {"exact, other seed": dict(slide_block=1, seed_shift=1)}
@@ -299,16 +297,23 @@ def effect_rows(args, models, device) -> list[dict]:
         modes["exact" + tag] = dict(slide_block=1, seed_shift=0, amp=amp)
     modes |= {f"fast k={k}{tag}": dict(slide_block=k, seed_shift=0, amp=amp)
               for k in args.slide_blocks}
+    return modes
+
+
+def effect_rows(args, models, device, *, datasets, cases, max_context) -> list[dict]:
+    """Per dataset, case and mode: |Δ| of mean/quantiles vs exact mode, in basis points of
+    the price level, averaged over horizon bars and windows."""
+    tok, model = models
     rows = []
-    for data_name, df in effect_datasets(args):
-        for case in (c for c in args.cases if c.fast):
+    for data_name, df in datasets:
+        for case in cases:
             ends = np.linspace(case.ctx, len(df), args.effect_windows + 1)[1:].astype(int)
             windows = [df.iloc[e - case.ctx:e] for e in ends]
-            exact_pred = KronosPredictor(model, tok, device=device, max_context=MAX_CONTEXT)
+            exact_pred = KronosPredictor(model, tok, device=device, max_context=max_context)
             exact = [close_summary(exact_pred, w, case, args.effect_paths, args.seed)
                      for w in windows]
-            for mode, cfg in modes.items():
-                pred = KronosPredictor(model, tok, device=device, max_context=MAX_CONTEXT,
+            for mode, cfg in effect_modes(args).items():
+                pred = KronosPredictor(model, tok, device=device, max_context=max_context,
                                        slide_block=cfg["slide_block"], amp_dtype=cfg.get("amp"))
                 diffs = np.stack([np.abs(close_summary(pred, w, case, args.effect_paths,
                                                        args.seed + cfg["seed_shift"]) - e)
@@ -316,6 +321,23 @@ def effect_rows(args, models, device) -> list[dict]:
                 rows.append(dict(data=data_name, case=case, mode=mode, windows=len(windows),
                                  mean=diffs.mean(axis=(0, 2)), max=diffs.max()))
     return rows
+
+
+def demo_effect_rows(args, device) -> list[dict]:
+    """The same study with the embedded *trained* demo pair (mini preset, trained on 120-bar
+    windows), max_context = its training window, on its own daily series and the datasets
+    above; skipped when the assets are absent."""
+    assets = embedded_demo()
+    if assets is None:
+        print("(embedded demo model not found: trained-model effect study skipped)")
+        return []
+    models = (KronosTokenizer.from_pretrained(str(assets.tokenizer_dir)).to(device),
+              Kronos.from_pretrained(str(assets.model_dir)).to(device))
+    series = pd.read_csv(assets.series_path, index_col="timestamps", parse_dates=True)
+    datasets = [(assets.series_name, series)] + effect_datasets(args)
+    case = Case("demo", assets.lookback, 24, args.effect_paths, fast=True)
+    return effect_rows(args, models, device, datasets=datasets, cases=[case],
+                       max_context=assets.lookback)
 
 
 def format_effects(rows: list[dict], paths: int) -> str:
@@ -346,6 +368,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-effect", action="store_true", help="skip the forecast-effect study")
+    p.add_argument("--skip-demo", action="store_true",
+                   help="skip the effect study with the embedded trained demo model")
     p.add_argument("--effect-windows", type=int, default=3, help="context windows per dataset")
     p.add_argument("--effect-paths", type=int, default=16, help="sample paths per forecast")
     p.add_argument("--sample-csv", type=Path, default=DEFAULT_SAMPLE)
@@ -390,8 +414,13 @@ def main(argv=None) -> int:
     print()
     print(format_table(rows))
     if not args.skip_effect and any(c.fast for c in args.cases):
-        print()
-        print(format_effects(effect_rows(args, models, device), args.effect_paths))
+        rows = effect_rows(args, models, device, datasets=effect_datasets(args),
+                           cases=[c for c in args.cases if c.fast], max_context=MAX_CONTEXT)
+        print(f"\nForecast effect, random Kronos-small weights, max_context {MAX_CONTEXT}:")
+        print(format_effects(rows, args.effect_paths))
+    if not args.skip_effect and not args.skip_demo:
+        print("\nForecast effect, embedded trained demo model (kronos_quant/assets/demo):")
+        print(format_effects(demo_effect_rows(args, device), args.effect_paths))
     return 0
 
 
