@@ -206,8 +206,8 @@ def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: K
                                    start=slot)
 
 
-class MultiHeadAttention(nn.Module):
-    """Causal self-attention with rotary q/k (parameter names as in the checkpoints)."""
+class _Projections(nn.Module):
+    """q/k/v/out projections, rotary table and dropouts shared by both attention kinds."""
 
     def __init__(self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0,
                  resid_dropout_p: float = 0.0):
@@ -226,6 +226,10 @@ class MultiHeadAttention(nn.Module):
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         b, l, _ = t.shape
         return t.view(b, l, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
+
+
+class MultiHeadAttention(_Projections):
+    """Causal self-attention with rotary q/k (parameter names as in the checkpoints)."""
 
     def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, layer: int = 0,
                 start: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -247,28 +251,12 @@ class MultiHeadAttention(nn.Module):
         return self.resid_dropout(self.out_proj(out))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Projections):
     """Attention from sibling (s1) embeddings to the predictor's hidden states.
 
     Rotary positions follow the query length, as the checkpoints were trained: with one query
     the table has length 1, so neither q nor k is rotated.
     """
-
-    def __init__(self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0,
-                 resid_dropout_p: float = 0.0):
-        super().__init__()
-        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
-        self.rotary = RotaryEmbedding(self.head_dim)
-        self.attn_dropout_p = attn_dropout_p
-        self.resid_dropout = nn.Dropout(resid_dropout_p)
-
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        b, l, _ = t.shape
-        return t.view(b, l, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
 
     def project_kv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unrotated keys/values of hidden states ``h`` (B, L, d) → each (B, H, L, hd)."""
