@@ -161,12 +161,16 @@ class _Decoder:
             self.h_last = h[:, -1:]
         return self.model.head(self.h_last)[:, 0]  # (rows, V1)
 
+    def record(self, s1: torch.Tensor, s2: torch.Tensor) -> None:
+        """Store the sampled bar (rows, 1) of every path."""
+        self.gen_s1[:, self.n_gen] = s1[:, 0]
+        self.gen_s2[:, self.n_gen] = s2[:, 0]
+        self.n_gen += 1
+
     def append(self, s1: torch.Tensor, s2: torch.Tensor, slide_block: int) -> torch.Tensor:
         """Add the sampled bar of every path; return the next step's s1 logits (rows, V1)."""
         i = self.n_gen
-        self.gen_s1[:, i] = s1[:, 0]
-        self.gen_s2[:, i] = s2[:, 0]
-        self.n_gen += 1
+        self.record(s1, s2)
         if self.end - self.window_start > self.max_context:
             # Positions restart at 0 for the new window: cached keys are stale, recompute.
             return self.prefill(self.end - (self.max_context - slide_block + 1))
@@ -273,8 +277,8 @@ def generate(model: Kronos, tokenizer: KronosTokenizer, x: torch.Tensor, x_stamp
             s2 = sample_tokens(dec.s2_logits(s1).float(), sampling, generator)
             if step + 1 < pred_len:
                 logits = dec.append(s1, s2, slide_block)
-            else:
-                dec.gen_s1[:, step], dec.gen_s2[:, step] = s1[:, 0], s2[:, 0]
+            else:  # the last bar needs no forward pass of its own
+                dec.record(s1, s2)
         bars = decode_paths(tokenizer, s1_ctx, s2_ctx, dec.gen_s1, dec.gen_s2,
                             max_context=max_context)  # (rows, P, d_in)
     shape = (dec.n_series, sampling.sample_count, pred_len)
