@@ -146,7 +146,7 @@ def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
         y_index = pd.Index(y_timestamp) if not isinstance(y_timestamp, pd.Index) else y_timestamp
         if len(y_index) != pred_len:
             raise ValueError(f"y_timestamp has {len(y_index)} entries but pred_len is {pred_len}")
-    y_ts = as_timestamps(y_timestamp if y_timestamp is not None else y_index, what="y_timestamp")
+    y_ts = as_timestamps(y_index, what="y_timestamp")
     mean = raw.mean(axis=0)
     std = raw.std(axis=0) + np.float32(1e-5)
     x = np.clip((raw - mean) / std, -clip, clip)
