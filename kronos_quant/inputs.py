@@ -14,6 +14,8 @@ PRICE_COLUMNS = ("open", "high", "low", "close")
 BAR_COLUMNS = ("open", "high", "low", "close", "volume", "amount")
 TIMESTAMP_COLUMNS = ("timestamps", "date", "datetime")
 MIN_CONTEXT = 2
+# Normalisation: x = (x - mean) / (std + NORM_EPS), population std over the context (spec).
+NORM_EPS = 1e-5
 
 
 def _describe_row(timestamps: pd.DatetimeIndex | None, pos: int) -> str:
@@ -118,7 +120,7 @@ class PreparedSeries:
     x_stamp: np.ndarray  # (L, 5)
     y_stamp: np.ndarray  # (P, 5)
     mean: np.ndarray  # (6,)
-    std: np.ndarray  # (6,) population std + 1e-5
+    std: np.ndarray  # (6,) population std + NORM_EPS
     x_index: pd.DatetimeIndex
     y_index: pd.Index
     raw: np.ndarray  # (L, 6) float32 in price units
@@ -148,7 +150,7 @@ def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
             raise ValueError(f"y_timestamp has {len(y_index)} entries but pred_len is {pred_len}")
     y_ts = as_timestamps(y_index, what="y_timestamp")
     mean = raw.mean(axis=0)
-    std = raw.std(axis=0) + np.float32(1e-5)
+    std = raw.std(axis=0) + np.float32(NORM_EPS)
     x = np.clip((raw - mean) / std, -clip, clip)
     return PreparedSeries(x=x, x_stamp=time_features(x_ts), y_stamp=time_features(y_ts),
                           mean=mean, std=std, x_index=x_ts, y_index=y_index, raw=raw)

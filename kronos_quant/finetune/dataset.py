@@ -18,12 +18,11 @@ import torch
 
 from ..data import dates as panel_dates
 from ..data import load_panel, panel_to_frames, resample_panel, validate_panel
-from ..inputs import bar_matrix, time_features
+from ..inputs import NORM_EPS, bar_matrix, time_features
 from .config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 
-STD_EPS = 1e-5  # as in the forecast pipeline: x = (x - mean) / (std + 1e-5)
 
 
 @dataclass
@@ -57,7 +56,7 @@ class WindowSet:
         x = self.bars[rows]  # (B, W, 6)
         past = x[:, :self.lookback]  # statistics from the lookback part only: no look-ahead
         mean = past.mean(axis=1, keepdims=True)
-        std = past.std(axis=1, keepdims=True) + np.float32(STD_EPS)
+        std = past.std(axis=1, keepdims=True) + np.float32(NORM_EPS)
         x = np.clip((x - mean) / std, -self.clip, self.clip).astype(np.float32)
         return torch.from_numpy(x), torch.from_numpy(self.stamps[rows])
 

@@ -39,10 +39,9 @@ import numpy as np
 import pandas as pd
 
 from ..forecast import Forecast
-from ..inputs import BAR_COLUMNS
+from ..inputs import BAR_COLUMNS, NORM_EPS
 
 CLOSE = BAR_COLUMNS.index("close")
-NORM_EPS = 1e-5  # the predictor's normalisation adds this to the context std
 
 
 @dataclass(frozen=True)
