@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .calendars import CalendarLike, future_timestamps
+
 logger = logging.getLogger(__name__)
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -93,25 +95,6 @@ def time_features(ts: pd.DatetimeIndex) -> np.ndarray:
     return np.stack([ts.minute, ts.hour, ts.day_of_week, ts.day, ts.month], axis=1).astype(np.float32)
 
 
-def infer_future_timestamps(ts: pd.DatetimeIndex, pred_len: int) -> pd.DatetimeIndex:
-    """Timestamps of the next ``pred_len`` bars after ``ts``.
-
-    Daily bars that never fall on a weekend continue on business days; anything else
-    continues at the most common spacing (intraday session breaks are not modelled: pass
-    ``y_timestamp`` explicitly for exchange-calendar stamps).
-    """
-    if len(ts) < 2:
-        raise ValueError("cannot infer future timestamps from fewer than 2 bars; "
-                         "pass y_timestamp")
-    step = pd.Series(ts[1:] - ts[:-1]).mode().iloc[0]
-    midnight = bool((ts == ts.normalize()).all())
-    if midnight and step == pd.Timedelta(days=1) and bool((ts.day_of_week < 5).all()):
-        future = pd.bdate_range(start=ts[-1] + pd.offsets.BDay(1), periods=pred_len)
-    else:
-        future = ts[-1] + pd.to_timedelta(np.arange(1, pred_len + 1) * step)
-    return future.rename(ts.name)
-
-
 @dataclass
 class PreparedSeries:
     """One series ready for the model: normalised bars, stamps and the scaling to undo."""
@@ -130,7 +113,8 @@ class PreparedSeries:
 
 
 def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
-                   y_timestamp: Any = None, clip: float = 5.0) -> PreparedSeries:
+                   y_timestamp: Any = None, clip: float = 5.0,
+                   calendar: CalendarLike = None) -> PreparedSeries:
     """Validate one context frame and normalise it per column over the context."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
@@ -143,7 +127,7 @@ def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
     if len(raw) < MIN_CONTEXT:
         raise ValueError(f"context has {len(raw)} bar(s); at least {MIN_CONTEXT} are needed")
     if y_timestamp is None:
-        y_index: pd.Index = infer_future_timestamps(x_ts, pred_len)
+        y_index: pd.Index = future_timestamps(x_ts, pred_len, calendar=calendar)
     else:
         y_index = pd.Index(y_timestamp) if not isinstance(y_timestamp, pd.Index) else y_timestamp
         if len(y_index) != pred_len:
