@@ -1,0 +1,311 @@
+"""Kronos inside Qlib: a workflow model and data handler, TopkDropout backtests, scorer tables.
+
+* ``KronosModel`` (a ``qlib.model.base.Model``) and ``KronosDataHandler`` (raw OHLCV fields
+  plus the label ``Ref($close, -2) / Ref($close, -1) - 1``) for ``qrun`` workflows; see
+  examples/qlib_workflow.yaml. Both subclass Qlib classes, so they are built on first access
+  (module ``__getattr__``) and this module imports without Qlib.
+* :func:`run_topk_dropout`: Qlib's ``TopkDropoutStrategy`` on a score panel, with the
+  benchmark and every region convention stated explicitly.
+* :func:`compare_scorers`: several score columns side by side, one table and one plot.
+
+Timing. Qlib's strategy decides at trading day ``d`` with the score of the previous calendar
+day and deals at ``d``'s ``deal_price``: a score stamped ``t`` trades at bar ``t+1``. That is our
+``next_open`` (deal price ``$open``) or ``next_close`` (``$close``) convention of
+:mod:`kronos_quant.execution`; ``same_close`` has no Qlib equivalent and is refused.
+
+Provider directories are written and read by :mod:`kronos_quant.adapters.qlib_data`.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..execution import DEFAULT_EXECUTION, check_execution, execution_lag, execution_price
+from ..signals.transforms import check_scores
+from .qlib_data import (ALL_MARKET, DAY_FREQ, REGION_DEFAULTS, check_region, init_qlib,
+                        quiet_qlib, read_calendar, read_instruments, read_provider)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HANDLER_FIELDS", "LABEL", "DEFAULT_COSTS", "TopkResult", "run_topk_dropout",
+           "compare_scorers", "plot_cumulative", "handler_panel", "read_provider",
+           "KronosModel", "KronosDataHandler"]
+
+HANDLER_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "amount")
+# Return from the close after the signal day's next bar to the one after: what a score at t
+# earns when bought at t+1 (Qlib's convention for SignalRecord/SigAnaRecord labels).
+LABEL = "Ref($close, -2) / Ref($close, -1) - 1"
+# Qlib's benchmark-workflow costs (ratios of the deal amount; min_cost in currency).
+DEFAULT_COSTS: dict[str, float] = {"open_cost": 0.0005, "close_cost": 0.0015, "min_cost": 5.0}
+_UNSET = object()
+
+
+# ----------------------------------------------------------------------------- backtest
+
+
+@dataclass
+class TopkResult:
+    """What :func:`run_topk_dropout` returns.
+
+    ``report``: Qlib's daily report (return, bench, cost, turnover, …); ``risk``: Qlib's
+    ``risk_analysis`` of the excess return without and with cost (rows mean, std,
+    annualized_return, information_ratio, max_drawdown); ``holdings``: shares held after
+    each day's trades (day × instrument, 0 = not held); ``settings``: every convention used.
+    """
+
+    report: pd.DataFrame
+    risk: pd.DataFrame
+    holdings: pd.DataFrame
+    settings: dict
+    figure: Path | None = None
+    tearsheet: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def excess_return(self) -> float:
+        """Annualised excess return with cost (Qlib's summed-returns convention)."""
+        return float(self.risk.loc["annualized_return", "excess_return_with_cost"])
+
+
+def _score_series(scores: pd.Series | pd.DataFrame, column: str | None) -> pd.Series:
+    check_scores(scores)
+    if isinstance(scores, pd.DataFrame):
+        if column is None and scores.shape[1] != 1:
+            raise ValueError(f"scores have {scores.shape[1]} columns {list(scores.columns)}; "
+                             "pass column= to pick one (or use compare_scorers)")
+        scores = scores[column if column is not None else scores.columns[0]]
+    return scores.astype(np.float64).dropna().rename("score")
+
+
+def _check_universe(scores: pd.Series, root: Path, calendar: pd.DatetimeIndex) -> None:
+    known = set(read_instruments(root).index)
+    names = scores.index.get_level_values("instrument").unique()
+    unknown = sorted(n for n in names if n not in known)
+    if unknown:
+        case = [n for n in unknown if n.upper() in known]
+        hint = f" (Qlib symbols are upper-case: {case[0]!r} is stored as {case[0].upper()!r})" \
+            if case else ""
+        raise ValueError(f"scores hold instruments that are not in {root}: {unknown[:5]}"
+                         f"{' …' if len(unknown) > 5 else ''}{hint}")
+    stamps = scores.index.get_level_values("datetime").unique()
+    outside = stamps[~stamps.isin(calendar)]
+    if len(outside):
+        raise ValueError(f"score date {outside[0]} is not in the provider calendar "
+                         f"({calendar[0]:%Y-%m-%d} … {calendar[-1]:%Y-%m-%d}, "
+                         f"{len(calendar)} dates); {len(outside)} score dates are outside it")
+
+
+def _trade_window(scores: pd.Series, calendar: pd.DatetimeIndex, start: object,
+                  end: object) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last trading day: a score at t trades on the next calendar day."""
+    stamps = scores.index.get_level_values("datetime")
+    pos = calendar.get_indexer(pd.DatetimeIndex([stamps.min(), stamps.max()]))
+    # Qlib needs the day after the last trading day to close its final step.
+    lo, hi = calendar[min(pos[0] + 1, len(calendar) - 1)], calendar[min(pos[1] + 1, len(calendar) - 2)]
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not calendar[0] <= pd.Timestamp(value) <= calendar[-1]:
+            raise ValueError(f"{name} {value} is outside the provider calendar "
+                             f"({calendar[0]:%Y-%m-%d} … {calendar[-1]:%Y-%m-%d})")
+    lo = max(lo, pd.Timestamp(start)) if start is not None else lo
+    hi = min(hi, pd.Timestamp(end)) if end is not None else hi
+    if lo >= hi:
+        raise ValueError(f"no trading days: the scores span {stamps.min()} … {stamps.max()} "
+                         f"and trades run from {lo} to {hi} (a score at t trades at t+1)")
+    return lo, hi
+
+
+def _benchmark(benchmark: str | pd.Series | None, root: Path, calendar: pd.DatetimeIndex,
+               lo: pd.Timestamp, hi: pd.Timestamp) -> str | pd.Series:
+    if benchmark is None:
+        raise ValueError("benchmark is required: an instrument of the provider (e.g. an index "
+                         "you wrote with the data) or a pd.Series of daily returns; Qlib would "
+                         "otherwise fall back to SH000300, which user data rarely holds")
+    if isinstance(benchmark, str):
+        spans = read_instruments(root)
+        if benchmark not in spans.index:
+            raise ValueError(f"benchmark {benchmark!r} is not an instrument of {root} "
+                             f"(e.g. {list(spans.index[:5])}); pass a returns Series instead")
+        start, stop = spans.loc[benchmark, "start"], spans.loc[benchmark, "end"]
+        if start > lo or stop < hi:
+            raise ValueError(f"benchmark {benchmark!r} has data {start:%Y-%m-%d} … "
+                             f"{stop:%Y-%m-%d}, which does not cover the backtest {lo:%Y-%m-%d} "
+                             f"… {hi:%Y-%m-%d}")
+        return benchmark
+    if not isinstance(benchmark, pd.Series) or not isinstance(benchmark.index, pd.DatetimeIndex):
+        raise TypeError("benchmark must be an instrument name or a pd.Series of returns indexed "
+                        f"by dates, got {type(benchmark).__name__}")
+    days = calendar[(calendar >= lo) & (calendar <= hi)]
+    missing = days[~days.isin(benchmark.dropna().index)]
+    if len(missing):
+        raise ValueError(f"benchmark returns have no value for {missing[0]:%Y-%m-%d} "
+                         f"({len(missing)} backtest days missing)")
+    return benchmark.reindex(days).astype(np.float64)
+
+
+def _risk_table(report: pd.DataFrame) -> pd.DataFrame:
+    from qlib.contrib.evaluate import risk_analysis
+
+    excess = report["return"] - report["bench"]
+    with quiet_qlib():
+        tables = {"excess_return_without_cost": risk_analysis(excess, freq=DAY_FREQ)["risk"],
+                  "excess_return_with_cost": risk_analysis(excess - report["cost"],
+                                                           freq=DAY_FREQ)["risk"]}
+    return pd.DataFrame(tables)
+
+
+def _holdings(positions: Mapping) -> pd.DataFrame:
+    rows = {pd.Timestamp(day): {code: pos.get_stock_amount(code) for code in pos.get_stock_list()}
+            for day, pos in positions.items()}
+    frame = pd.DataFrame.from_dict(rows, orient="index").sort_index().fillna(0.0)
+    return frame.rename_axis(index="datetime", columns="instrument").sort_index(axis=1)
+
+
+def _region_settings(region: str, trade_unit, limit_threshold) -> dict:
+    defaults = REGION_DEFAULTS[check_region(region)]
+    return {"trade_unit": defaults["trade_unit"] if trade_unit is _UNSET else trade_unit,
+            "limit_threshold": (defaults["limit_threshold"] if limit_threshold is _UNSET
+                                else limit_threshold)}
+
+
+def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path, *, topk: int,
+                     n_drop: int, benchmark: str | pd.Series | None, column: str | None = None,
+                     account: float = 1e8, costs: Mapping[str, float] | None = None,
+                     execution: str = DEFAULT_EXECUTION, trade_unit=_UNSET,
+                     limit_threshold=_UNSET, start: object = None, end: object = None,
+                     region: str = "cn", out_dir: str | Path | None = None,
+                     risk_degree: float = 0.95, verbose: bool = True) -> TopkResult:
+    """Backtest Qlib's ``TopkDropoutStrategy`` on ``scores`` over a provider directory.
+
+    Parameters
+    ----------
+    scores
+        Series (or one ``column`` of a DataFrame) indexed by ("datetime", "instrument").
+    provider_uri
+        Qlib provider directory (see :func:`~kronos_quant.adapters.qlib_data.write_provider`).
+    topk, n_drop
+        Names held, and the most replaced per day.
+    benchmark
+        Required: an instrument of the provider or a Series of daily returns.
+    account
+        Initial cash.
+    costs
+        ``open_cost``, ``close_cost`` (ratios) and ``min_cost``; default :data:`DEFAULT_COSTS`.
+    execution
+        ``"next_open"`` (deal at ``$open`` of t+1) or ``"next_close"`` (``$close`` of t+1).
+    trade_unit, limit_threshold
+        Lot size and daily limit (None disables); default from ``region``
+        (CN: 100 and 9.5 %; US: 1 and none).
+    start, end
+        Bounds of the trading days (default: the day after the first score to the day after
+        the last one).
+    out_dir
+        Where to write ``cumulative_return.png`` (and the tear sheet); None writes nothing.
+    risk_degree
+        Share of the portfolio value invested (Qlib's default 0.95).
+    verbose
+        Qlib's backtest progress bar.
+    """
+    execution = check_execution(execution)
+    if execution_lag(execution) != 1:
+        raise ValueError(f"execution {execution!r} cannot run in Qlib, which trades a score at "
+                         "t on bar t+1; use 'next_open' or 'next_close'")
+    series = _score_series(scores, column)
+    if series.empty:
+        raise ValueError("scores are empty (or all NaN)")
+    root = init_qlib(provider_uri, region=region)
+    calendar = read_calendar(root)
+    _check_universe(series, root, calendar)
+    lo, hi = _trade_window(series, calendar, start, end)
+    bench = _benchmark(benchmark, root, calendar, lo, hi)
+    settings = {"topk": topk, "n_drop": n_drop, "execution": execution,
+                "deal_price": execution_price(execution), "account": account,
+                **(dict(DEFAULT_COSTS) if costs is None else dict(costs)),
+                **_region_settings(region, trade_unit, limit_threshold), "region": region,
+                "start": lo, "end": hi, "risk_degree": risk_degree,
+                "benchmark": benchmark if isinstance(benchmark, str) else "series"}
+    report, positions = _qlib_backtest(series, bench, settings, verbose)
+    result = TopkResult(report, _risk_table(report), _holdings(positions), settings)
+    if out_dir is not None:
+        out = Path(out_dir)
+        result.figure = plot_cumulative({"strategy": report}, out / "cumulative_return.png")
+    return result
+
+
+def _qlib_backtest(scores: pd.Series, bench, s: dict, verbose: bool) -> tuple[pd.DataFrame, dict]:
+    from qlib.backtest import backtest
+    from qlib.backtest.executor import SimulatorExecutor
+    from qlib.contrib.strategy.signal_strategy import TopkDropoutStrategy
+
+    exchange = {"freq": DAY_FREQ, "codes": sorted(scores.index.get_level_values(1).unique()),
+                "deal_price": s["deal_price"], "open_cost": s["open_cost"],
+                "close_cost": s["close_cost"], "min_cost": s["min_cost"],
+                "trade_unit": s["trade_unit"], "limit_threshold": s["limit_threshold"]}
+    with quiet_qlib(progress=verbose):
+        strategy = TopkDropoutStrategy(signal=scores, topk=s["topk"], n_drop=s["n_drop"],
+                                       risk_degree=s["risk_degree"])
+        executor = SimulatorExecutor(time_per_step=DAY_FREQ, generate_portfolio_metrics=True,
+                                     verbose=False)
+        metrics, _ = backtest(s["start"], s["end"], strategy, executor, benchmark=bench,
+                              account=s["account"], exchange_kwargs=exchange)
+    report, positions = metrics[f"1{DAY_FREQ}"]
+    return report, positions
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def plot_cumulative(reports: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
+    """One PNG of cumulative returns (summed, as Qlib's risk tables): each report's strategy
+    return after cost, the benchmark, and each excess return after cost."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, rep in reports.items():
+        net = rep["return"] - rep["cost"]
+        ax.plot(net.index, net.cumsum(), label=f"{name} (after cost)")
+        ax.plot(net.index, (net - rep["bench"]).cumsum(), linestyle="--", label=f"{name} excess")
+    bench = next(iter(reports.values()))["bench"]
+    ax.plot(bench.index, bench.cumsum(), color="black", linewidth=1.2, label="benchmark")
+    ax.axhline(0.0, color="grey", linewidth=0.6)
+    ax.set_ylabel("cumulative return (sum of daily returns)")
+    ax.legend(fontsize=8, loc="best")
+    fig.autofmt_xdate()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def compare_scorers(scores: pd.DataFrame, provider_uri: str | Path, *,
+                    out_dir: str | Path | None = None, **options) -> tuple[pd.DataFrame, Path | None]:
+    """:func:`run_topk_dropout` for every column of ``scores`` (ours and baselines side by
+    side) → one table (row per scorer) and one cumulative-return plot in ``out_dir``."""
+    check_scores(scores)
+    if not isinstance(scores, pd.DataFrame) or scores.shape[1] < 1:
+        raise TypeError("compare_scorers needs a DataFrame with one column per scorer")
+    rows, reports = {}, {}
+    for name in scores.columns:
+        result = run_topk_dropout(scores, provider_uri, column=name, **options)
+        risk, rep = result.risk, result.report
+        rows[name] = {
+            "excess_annualized": risk.loc["annualized_return", "excess_return_without_cost"],
+            "excess_annualized_after_cost": result.excess_return,
+            "information_ratio_after_cost": risk.loc["information_ratio", "excess_return_with_cost"],
+            "max_drawdown_after_cost": risk.loc["max_drawdown", "excess_return_with_cost"],
+            "mean_turnover": float(rep["turnover"].mean()),
+        }
+        reports[str(name)] = rep
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("scorer")
+    figure = None
+    if out_dir is not None:
+        figure = plot_cumulative(reports, Path(out_dir) / "scorers_cumulative_return.png")
+        table.to_csv(Path(out_dir) / "scorers.csv")
+    return table, figure
