@@ -1,0 +1,241 @@
+"""A local stand-in for Binance's public REST API, for tests of the ccxt feed and the live loop.
+
+It listens on 127.0.0.1 only and answers the three public calls the real ``ccxt.binance``
+client makes for market data: exchange info (spot ``/api/v3``, plus empty USD-M ``/fapi/v1`` and
+COIN-M ``/dapi/v1`` lists, which ``load_markets`` also asks for), server time and klines, in
+Binance's own JSON layout. Point a client at it with ``--api-host http://127.0.0.1:PORT``
+(only the host of each ``urls['api']`` entry changes; the paths stay Binance's).
+
+Candles are a deterministic function of their open time (seeded per bar), so any history up to
+the mock's clock exists and a restart sees the same bars. The forming candle (open time + period
+> now) is served too, as Binance does, with values that depend on ``now`` — a client that keeps
+it sees prices change under it. Faults are queued per path and consumed in order.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+
+INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
+               "30m": 1_800_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
+FAULT_KINDS = ("500", "429", "timeout", "truncated", "duplicate", "late")
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour, consumed by the next request whose path ends with ``path``.
+
+    kinds: ``500`` (server error), ``429`` (rate limited, with ``Retry-After: retry_after``),
+    ``timeout`` (answer after ``delay`` seconds, longer than the client's timeout),
+    ``truncated`` (HTTP 200 with half a JSON body), ``duplicate`` (klines with one row twice),
+    ``late`` (klines without the newest closed candle, as when the exchange is slow to close it).
+    """
+
+    kind: str
+    path: str = "/klines"
+    retry_after: float = 0.05
+    delay: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}; choose one of {FAULT_KINDS}")
+
+
+class ManualClock:
+    """A settable clock in milliseconds; ``sleep`` advances it instead of waiting."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = int(now_ms)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now_ms / 1000.0
+
+    def ms(self) -> int:
+        return self.now_ms
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now_ms += int(round(seconds * 1000))
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(max(0.0, seconds))
+
+
+@dataclass
+class MockExchange:
+    """Market state and fault queue behind the HTTP server (see the module docstring)."""
+
+    symbols: dict[str, tuple[str, str]] = field(
+        default_factory=lambda: {"BTCUSDT": ("BTC", "USDT"), "ETHUSDT": ("ETH", "USDT")})
+    clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)
+    missing: set[int] = field(default_factory=set)  # open times (ms) the exchange never had
+    seed: int = 0
+    faults: list[Fault] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def inject(self, *faults: Fault) -> None:
+        with self._lock:
+            self.faults.extend(faults)
+
+    def take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for i, fault in enumerate(self.faults):
+                if path.endswith(fault.path):
+                    return self.faults.pop(i)
+        return None
+
+    def candle(self, symbol: str, open_ms: int, step_ms: int, now_ms: int) -> list:
+        """Binance's 12-field kline row; prices as strings, as Binance sends them."""
+        base = 100.0 + 50.0 * (sum(map(ord, symbol)) % 7)
+        n = open_ms // step_ms
+        rng = np.random.default_rng([self.seed, n, sum(map(ord, symbol))])
+        drift = 0.002 * np.sin(n / 11.0)  # a smooth, slightly predictable component
+        open_ = base * float(np.exp(drift + 0.01 * rng.standard_normal()))
+        close = open_ * float(np.exp(0.004 * rng.standard_normal()))
+        if open_ms + step_ms > now_ms:  # forming: moves with the clock
+            close = open_ * (1.0 + 1e-4 * ((now_ms - open_ms) % 997))
+        high = max(open_, close) * (1 + 0.002 * abs(rng.standard_normal()))
+        low = min(open_, close) * (1 - 0.002 * abs(rng.standard_normal()))
+        volume = 10.0 + 5.0 * abs(rng.standard_normal())
+        return [open_ms, f"{open_:.4f}", f"{high:.4f}", f"{low:.4f}", f"{close:.4f}",
+                f"{volume:.5f}", open_ms + step_ms - 1, f"{volume * close:.4f}", 10,
+                "0", "0", "0"]
+
+    def klines(self, query: dict[str, str], fault: Fault | None) -> list[list]:
+        symbol, interval = query["symbol"], query["interval"]
+        if symbol not in self.symbols:
+            raise KeyError(symbol)
+        step = INTERVAL_MS[interval]
+        now = self.clock_ms()
+        limit = min(int(query.get("limit", 500)), 1000)
+        start = int(query.get("startTime", now - limit * step))
+        end = int(query.get("endTime", now))
+        first = -(-start // step) * step
+        last_open = min(end, now) // step * step
+        if fault is not None and fault.kind == "late":
+            last_open = min(last_open, (now // step - 2) * step)
+        rows = [self.candle(symbol, t, step, now) for t in range(first, last_open + 1, step)
+                if t not in self.missing][:limit]
+        if fault is not None and fault.kind == "duplicate" and len(rows) > 1:
+            rows.insert(len(rows) // 2, list(rows[len(rows) // 2]))
+            rows = rows[:limit]
+        return rows
+
+    def exchange_info(self, path: str) -> dict:
+        info = {"timezone": "UTC", "serverTime": self.clock_ms(), "rateLimits": [], "symbols": []}
+        if not path.startswith("/api/"):
+            return info  # derivatives: no contracts listed
+        for symbol, (base, quote) in self.symbols.items():
+            info["symbols"].append({
+                "symbol": symbol, "status": "TRADING", "baseAsset": base, "quoteAsset": quote,
+                "baseAssetPrecision": 8, "quotePrecision": 8, "quoteAssetPrecision": 8,
+                "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": True,
+                "isMarginTradingAllowed": False, "permissions": ["SPOT"],
+                "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.01",
+                             "maxPrice": "1000000", "tickSize": "0.01"},
+                            {"filterType": "LOT_SIZE", "minQty": "0.00001", "maxQty": "9000",
+                             "stepSize": "0.00001"}]})
+        return info
+
+
+def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # quiet: tests read mock.requests instead
+            pass
+
+        def _send(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            url = urlparse(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            mock.requests.append(url.path)
+            fault = mock.take_fault(url.path)
+            if fault is not None and fault.kind == "500":
+                # a load balancer's page, not Binance's JSON: ccxt maps the status itself
+                return self._send(500, "<html>500 Internal Server Error</html>")
+            if fault is not None and fault.kind == "429":
+                return self._send(429, '{"code":-1003,"msg":"Too many requests"}',
+                                  {"Retry-After": f"{fault.retry_after:g}"})
+            if fault is not None and fault.kind == "timeout":
+                time.sleep(fault.delay)
+            try:
+                if url.path.endswith("/exchangeInfo"):
+                    payload: object = mock.exchange_info(url.path)
+                elif url.path.endswith("/time"):
+                    payload = {"serverTime": mock.clock_ms()}
+                elif url.path.endswith("/klines"):
+                    payload = mock.klines(query, fault)
+                else:
+                    return self._send(404, '{"code":-1,"msg":"unknown path"}')
+            except KeyError:
+                return self._send(400, '{"code":-1121,"msg":"Invalid symbol."}')
+            body = json.dumps(payload)
+            if fault is not None and fault.kind == "truncated":
+                body = body[: len(body) // 2]
+            try:
+                self._send(200, body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout fault)
+
+    return Handler
+
+
+class MockServer:
+    """Run a :class:`MockExchange` on 127.0.0.1 in a daemon thread (a context manager)."""
+
+    def __init__(self, mock: MockExchange | None = None) -> None:
+        self.mock = mock or MockExchange()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.mock))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> "MockServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+if __name__ == "__main__":  # a standalone server for the subprocess tests and manual runs
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port-file", required=True, help="write the chosen port here")
+    parser.add_argument("--missing", default="", help="comma-separated open times (ms) to omit")
+    args = parser.parse_args()
+    mock = MockExchange(missing={int(t) for t in args.missing.split(",") if t})
+    with MockServer(mock) as server:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(server.url)
+        import os
+        os.replace(tmp, args.port_file)
+        print(server.url, flush=True)
+        try:
+            server.thread.join()
+        except KeyboardInterrupt:
+            sys.exit(0)
