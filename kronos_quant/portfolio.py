@@ -1,0 +1,366 @@
+"""Scores → target weights → the per-bar weights every engine trades.
+
+The one place that turns a score panel into positions, so that vectorbt, backtrader, Qlib
+and the live loop hold the same names in the same sizes:
+
+* :func:`target_weights`: one row per rebalance date (the score's own stamps), one column
+  per instrument, 0 for names not held.
+* :func:`align`: puts each rebalance row on its execution bar
+  (:mod:`kronos_quant.execution`) and, with ``fill=True``, holds it until the next one.
+* :func:`turnover` and :func:`exposure` summarise a weight frame.
+
+Ordering rule used everywhere: higher score first; equal scores are broken by instrument
+name, ascending ("AAA" before "BBB"), so every engine picks the same names. Names whose
+score is NaN or missing, or filtered out (``min_score``, ``threshold``), are not candidates.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .execution import (DEFAULT_EXECUTION, EXECUTIONS, check_execution, execution_lag,
+                        execution_price, execution_returns)
+from .signals.transforms import check_scores
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["METHODS", "target_weights", "align", "turnover", "exposure", "EXECUTIONS",
+           "DEFAULT_EXECUTION", "check_execution", "execution_lag", "execution_price",
+           "execution_returns"]
+
+METHODS: tuple[str, ...] = ("topk", "rank", "proportional", "threshold", "long_short")
+_EQUAL_WEIGHT = ("topk", "threshold", "long_short")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    method: str
+    topk: int | None
+    n_drop: int | None
+    long_short: bool
+    max_weight: float | None
+    gross: float
+    min_score: float | None
+    low: float
+    high: float
+
+
+def _number(name: str, value, *, positive: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or (positive and value <= 0):
+        kind = "a positive finite number" if positive else "a finite number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value, low: int) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _spec(method, topk, n_drop, long_short, max_weight, gross, min_score, threshold) -> _Spec:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    long_short = bool(long_short) or method == "long_short"
+    if topk is not None:
+        topk = _count("topk", topk, 1)
+    elif method in ("topk", "long_short") or n_drop is not None:
+        raise ValueError(f"method={method!r}{' with n_drop' if n_drop is not None else ''} "
+                         f"needs topk (an integer >= 1)")
+    if n_drop is not None:
+        n_drop = _count("n_drop", n_drop, 0)
+        if n_drop > topk:
+            raise ValueError(f"n_drop must be in 0..topk={topk}, got {n_drop}")
+        if method != "topk" or long_short:
+            raise ValueError("n_drop (Qlib TopkDropout) works with method='topk', long only")
+    low = high = np.nan
+    if method == "threshold":
+        if threshold is None:
+            raise ValueError("method='threshold' needs threshold=t (or a (low, high) pair)")
+        pair = threshold if isinstance(threshold, (tuple, list)) else (-threshold, threshold)
+        if len(pair) != 2:
+            raise ValueError(f"threshold must be a number or a (low, high) pair, got {threshold!r}")
+        low, high = (_number("threshold", v) for v in pair)
+        if low > high:
+            raise ValueError(f"threshold low {low} is above high {high}")
+    elif threshold is not None:
+        raise ValueError(f"threshold only applies to method='threshold', not {method!r}")
+    return _Spec(method, topk, n_drop, long_short,
+                 None if max_weight is None else _number("max_weight", max_weight, positive=True),
+                 _number("gross", gross, positive=True),
+                 None if min_score is None else _number("min_score", min_score), low, high)
+
+
+def _score_matrix(scores: pd.Series | pd.DataFrame, column: str | None) -> pd.DataFrame:
+    """Validated scores as a dates × instruments float matrix (NaN = no score)."""
+    check_scores(scores)
+    if isinstance(scores, pd.DataFrame):
+        if column is None:
+            if scores.shape[1] != 1:
+                raise ValueError(f"scores have {scores.shape[1]} columns {list(scores.columns)}; "
+                                 f"pick one with column=")
+            column = scores.columns[0]
+        elif column not in scores.columns:
+            raise ValueError(f"column {column!r} is not a score column: {list(scores.columns)}")
+        scores = scores[column]
+    elif column is not None and column != scores.name:
+        raise ValueError(f"column {column!r} given but the scores are a Series named {scores.name!r}")
+    values = scores.astype("float64")
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        row = int(np.argmax(infinite))
+        raise ValueError(f"scores have an infinite value at {values.index[row]}")
+    if len(values) == 0:
+        raise ValueError("scores are empty")
+    wide = values.unstack("instrument").sort_index().sort_index(axis=1)
+    wide.index = pd.DatetimeIndex(wide.index.to_numpy(), name="datetime")  # no freq: rows are dates
+    wide.columns.name = "instrument"
+    return wide
+
+
+def _strengths(x: np.ndarray, spec: _Spec) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative long and short strength of each name (0 = not a candidate for that leg)."""
+    finite = np.isfinite(x)
+    if spec.method == "threshold":
+        base = np.where(x > spec.high, 1.0, np.where(x < spec.low, -1.0, 0.0))
+    elif spec.method == "proportional":
+        base = x - np.nanmean(x) if spec.long_short and finite.any() else x
+    else:  # topk, rank, long_short: average rank, centred for long-short (ties stay together)
+        ranks = pd.Series(x).rank(method="average").to_numpy()
+        base = ranks - (finite.sum() + 1) / 2.0 if spec.long_short else ranks
+    base = np.where(finite, base, 0.0)
+    long = np.clip(base, 0.0, None)
+    short = np.clip(-base, 0.0, None) if spec.long_short else np.zeros_like(base)
+    if spec.min_score is not None:
+        long = np.where(x >= spec.min_score, long, 0.0)
+    if spec.method in _EQUAL_WEIGHT:
+        long, short = (long > 0).astype(float), (short > 0).astype(float)
+    return long, short
+
+
+def _ranked(x: np.ndarray, members: np.ndarray, *, descending: bool = True) -> np.ndarray:
+    """Positions of ``members`` ordered by score (desc or asc), ties by column (= name) order."""
+    idx = np.flatnonzero(members)
+    key = -x[idx] if descending else x[idx]
+    return idx[np.lexsort((idx, key))]
+
+
+def _cap(w: np.ndarray, cap: float | None) -> tuple[np.ndarray, bool]:
+    """Cap weights at ``cap``, handing the excess to uncapped names pro rata, repeatedly.
+
+    Returns the weights and whether the leg's total was kept (False: every name sits at the
+    cap and the leg sums to less)."""
+    if cap is None or w.size == 0 or w.max() <= cap:
+        return w, True
+    total, capped = w.sum(), w > cap
+    while not capped.all():
+        rest = w[~capped]
+        scaled = rest * (total - cap * capped.sum()) / rest.sum()
+        over = scaled > cap * (1 + 1e-12)
+        if not over.any():
+            out = np.full(w.size, cap)
+            out[~capped] = scaled
+            return out, True
+        capped[np.flatnonzero(~capped)[over]] = True
+    return np.full(w.size, cap), False
+
+
+def _leg(strength: np.ndarray, chosen: np.ndarray, leg_gross: float,
+         spec: _Spec) -> tuple[np.ndarray, bool]:
+    w = np.zeros(strength.size)
+    if chosen.size:
+        s = strength[chosen]
+        w[chosen], ok = _cap(s / s.sum() * leg_gross, spec.max_weight)
+        return w, ok
+    return w, True
+
+
+def _dropout(x: np.ndarray, eligible: np.ndarray, held: np.ndarray, spec: _Spec) -> np.ndarray:
+    """Qlib TopkDropout (method_sell="bottom", method_buy="top"): the new held set (bool)."""
+    scored = _ranked(x, eligible)
+    order = np.concatenate([scored, np.flatnonzero(~eligible)])  # unscored rank last, by name
+    position = np.empty(x.size, dtype=int)
+    position[order] = np.arange(x.size)
+    n_held = int(held.sum())
+    candidates = scored[~held[scored]]
+    today = candidates[:max(spec.n_drop + spec.topk - n_held, 0)]
+    comb = np.concatenate([np.flatnonzero(held), today])
+    comb = comb[np.argsort(position[comb], kind="stable")]
+    bottom = comb[max(len(comb) - spec.n_drop, 0):] if spec.n_drop else comb[:0]
+    sell = bottom[held[bottom]]
+    buy = today[:max(len(sell) + spec.topk - n_held, 0)]
+    new = held.copy()
+    new[sell], new[buy] = False, True
+    return new
+
+
+def _row(x: np.ndarray, held: np.ndarray, spec: _Spec) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Weights of one rebalance date, the held set, and whether the caps kept the gross."""
+    long, short = _strengths(x, spec)
+    if spec.n_drop is not None:
+        held = _dropout(x, long > 0, held, spec)
+        w, ok = _leg(np.ones(x.size), np.flatnonzero(held), spec.gross, spec)
+        return w, held, ok
+    k = spec.topk
+    longs = _ranked(x, long > 0)[:k]
+    if not spec.long_short:
+        w, ok = _leg(long, longs, spec.gross, spec)
+        return w, w > 0, ok
+    shorts = _ranked(x, short > 0, descending=False)[:k]
+    if not (longs.size and shorts.size):  # one leg alone is not neutral: hold nothing
+        return np.zeros(x.size), np.zeros(x.size, dtype=bool), True
+    wl, ok_l = _leg(long, longs, spec.gross / 2, spec)
+    ws, ok_s = _leg(short, shorts, spec.gross / 2, spec)
+    if not (ok_l and ok_s):  # a cap shortened a leg: shrink the other one too, net stays 0
+        both = min(wl.sum(), ws.sum())
+        wl, ws = wl * both / wl.sum(), ws * both / ws.sum()
+    return wl - ws, wl > 0, ok_l and ok_s
+
+
+def target_weights(scores: pd.Series | pd.DataFrame, *, column: str | None = None,
+                   method: str = "topk", topk: int | None = None, n_drop: int | None = None,
+                   long_short: bool = False, max_weight: float | None = None, gross: float = 1.0,
+                   min_score: float | None = None,
+                   threshold: float | tuple[float, float] | None = None) -> pd.DataFrame:
+    """Target weights per rebalance date (rows: the scores' dates; columns: every instrument).
+
+    Each date is built from that date's scores alone (plus, with ``n_drop``, the previous
+    date's holdings). Names with a NaN or missing score are not candidates and hold 0.
+
+    Parameters
+    ----------
+    scores : Series or DataFrame indexed by ("datetime", "instrument").
+    column : the score column when ``scores`` has several.
+    method : ``"topk"`` equal weight on the ``topk`` best; ``"rank"`` weight ∝ average
+        cross-sectional rank (1 = worst); ``"proportional"`` weight ∝ score (long only: positive
+        scores only); ``"threshold"`` equal weight on scores above ``threshold``;
+        ``"long_short"`` = ``"topk"`` with ``long_short=True``.
+    topk : names per leg (required for ``topk``/``long_short``; optional cap on the others).
+    n_drop : Qlib ``TopkDropoutStrategy`` (``method_sell="bottom"``, ``method_buy="top"``,
+        tradability and ``hold_thresh`` ignored); long-only ``method="topk"``. Rank order as the
+        module says; unscored names (NaN, missing, below ``min_score``) rank after every scored
+        one, among themselves by name. With H the names held after the previous date:
+        ``today`` = the first ``n_drop + topk − |H|`` scored names not in H; ``comb`` = H ∪
+        today in rank order; ``sell`` = the names of H among the last ``n_drop`` of ``comb``;
+        ``buy`` = the first ``|sell| + topk − |H|`` of ``today``; new holdings
+        = (H − sell) ∪ buy, equal weight. So at most ``n_drop`` swaps per date, never more than
+        ``topk`` names, exactly ``topk`` once at least ``n_drop`` scored names are not held
+        (with fewer, the rule still sells and the book shrinks, as in Qlib), a held name is never
+        sold for a worse one, and a held
+        name that lost its score is sold first but stays (weighted) while more than ``n_drop``
+        such names are held. ``n_drop=0`` never sells (Qlib's own code then sells every holding,
+        because ``list[-0:]`` is the whole list; we keep the intended meaning). Qlib sizes buys
+        from cash and does not re-equalise held names: compare held names, not sizes. Qlib
+        orders ties with pandas' sort (stable only for small sets): compare on untied scores.
+    long_short : long leg +``gross``/2 and short leg −``gross``/2 (net 0): ``topk``/``rank``
+        sides by centred average rank, ``proportional`` by score minus the date's mean,
+        ``threshold`` by ``score > high`` / ``score < low``. A date where one leg is empty holds
+        nothing.
+    max_weight : cap on each |weight|; the excess goes pro rata to uncapped names of the same
+        leg, repeatedly. If the cap makes the leg's gross unreachable the cap wins (the row
+        sums to less; in long-short the other leg shrinks to match, net 0) and a warning says
+        on how many dates.
+    gross : sum of |weights| per date (> 0).
+    min_score : long-leg names need ``score >= min_score``.
+    threshold : ``t`` (long ``> t``, short ``< −t``) or ``(low, high)``; ``method="threshold"`` only.
+
+    Returns
+    -------
+    DataFrame indexed by rebalance datetime (name ``"datetime"``), columns the instruments
+    (sorted), float weights. A date with no candidate holds nothing (all 0, logged).
+    """
+    spec = _spec(method, topk, n_drop, long_short, max_weight, gross, min_score, threshold)
+    wide = _score_matrix(scores, column)
+    values = wide.to_numpy()
+    out = np.zeros(values.shape)
+    held = np.zeros(values.shape[1], dtype=bool)
+    capped_dates = 0
+    for i, x in enumerate(values):
+        out[i], held, ok = _row(x, held, spec)
+        capped_dates += not ok
+    weights = pd.DataFrame(out, index=wide.index, columns=wide.columns)
+    if capped_dates:
+        logger.warning("max_weight=%g keeps %d of %d dates below gross=%g (too few names); the "
+                       "cap wins", spec.max_weight, capped_dates, len(weights), spec.gross)
+    empty = int((np.abs(out).sum(axis=1) == 0).sum())
+    if empty:
+        logger.info("%d of %d rebalance dates hold nothing (no candidate names)",
+                    empty, len(weights))
+    return weights
+
+
+def _bars(bars_index) -> pd.DatetimeIndex:
+    if isinstance(bars_index, pd.MultiIndex):
+        if "datetime" not in bars_index.names:
+            raise ValueError(f"bars_index MultiIndex has no 'datetime' level: {bars_index.names}")
+        bars_index = bars_index.get_level_values("datetime").unique().sort_values()
+    bars = pd.DatetimeIndex(bars_index)
+    if not bars.is_unique or not bars.is_monotonic_increasing:
+        raise ValueError("bars_index must be sorted and unique (the bar calendar)")
+    return pd.DatetimeIndex(bars.to_numpy(), name="datetime")  # no freq, whatever the input
+
+
+def _check_weights(weights: pd.DataFrame) -> pd.DataFrame:
+    if not isinstance(weights, pd.DataFrame) or not isinstance(weights.index, pd.DatetimeIndex):
+        raise TypeError("weights must be a DataFrame indexed by datetime (target_weights output)")
+    if not weights.index.is_unique or not weights.index.is_monotonic_increasing:
+        raise ValueError("weights index must be sorted and unique")
+    return weights.astype("float64")
+
+
+def align(weights: pd.DataFrame, bars_index: pd.Index, *, execution: str = DEFAULT_EXECUTION,
+          fill: bool = True) -> pd.DataFrame:
+    """Weights on every bar of ``bars_index``: each rebalance row placed at its execution bar.
+
+    The row of rebalance date t goes to bar t (``same_close``) or to the first bar after t
+    (``next_open``/``next_close``) of ``bars_index`` (a DatetimeIndex, or a panel index
+    whose ``datetime`` level is used). ``fill=True``: held from there until the next
+    rebalance (0 before the first); ``fill=False``: NaN on every other bar (the order frame).
+    A rebalance date absent from ``bars_index`` raises ValueError; a rebalance with no bar to
+    execute on (the last bar's, under ``next_*``) is dropped with a log line.
+    """
+    lag = execution_lag(execution)
+    weights, bars = _check_weights(weights), _bars(bars_index)
+    pos = bars.get_indexer(weights.index)
+    if (pos < 0).any():
+        missing = weights.index[pos < 0]
+        raise ValueError(f"{len(missing)} rebalance date(s) are not bars of bars_index, first "
+                         f"{missing[0]}")
+    pos = pos + lag
+    late = pos >= len(bars)
+    if late.any():
+        logger.info("align: %d rebalance(s) from %s on have no later bar to execute on (%s); "
+                    "dropped", int(late.sum()), weights.index[late][0], execution)
+    placed = weights[~late].set_axis(bars[pos[~late]], axis=0)
+    out = placed.reindex(bars)
+    if fill:
+        out = out.ffill().fillna(0.0)
+    out.index.name, out.columns.name = "datetime", weights.columns.name
+    return out
+
+
+def turnover(weights: pd.DataFrame) -> pd.Series:
+    """Two-sided turnover per rebalance: sum over names of |w_t − w_prev| (buys + sells).
+
+    The first row is measured from an empty book; moving the whole book from one name to
+    another at gross 1 counts 2.0 (halve it for one-sided turnover). Rows that are all NaN
+    (non-execution bars of ``align(..., fill=False)``) are skipped. Target weights only: the
+    drift of held weights with prices between rebalances is not counted.
+    """
+    w = _check_weights(weights).dropna(how="all").fillna(0.0)
+    prev = w.shift(1).fillna(0.0)
+    return (w - prev).abs().sum(axis=1).rename("turnover")
+
+
+def exposure(weights: pd.DataFrame) -> pd.DataFrame:
+    """Per row: ``long`` (sum of positive weights), ``short`` (sum of negative weights, ≤ 0),
+    ``gross`` (sum of |w|), ``net`` (sum of w), ``n_long``, ``n_short``."""
+    w = _check_weights(weights).dropna(how="all").fillna(0.0)
+    pos, neg = w.clip(lower=0.0), w.clip(upper=0.0)
+    return pd.DataFrame({"long": pos.sum(axis=1), "short": neg.sum(axis=1),
+                         "gross": w.abs().sum(axis=1), "net": w.sum(axis=1),
+                         "n_long": (w > 0).sum(axis=1), "n_short": (w < 0).sum(axis=1)})
