@@ -1,0 +1,323 @@
+"""The live loop: closed candles → Kronos forecast paths → scores → target positions → broker.
+
+Each cycle (:meth:`LiveLoop.cycle`) updates the candle store from the exchange, finds every
+candle time not yet decided, and decides them in order. A candle time t is *decidable* once
+every symbol either has its candle t or already has a later one (the exchange skipped t: a
+gap); until then (a late candle) the loop polls a little and otherwise leaves t to the next
+cycle. Deciding t (:meth:`LiveLoop.decide`) forecasts each symbol from its last ``lookback``
+candles ≤ t with future stamps from :func:`kronos_quant.calendars.future_timestamps` (the
+same function backtests use), seeded per (symbol, t) with
+:func:`kronos_quant.signals.window_seed`, scores the paths with
+:func:`kronos_quant.signals.score_forecasts`, sizes targets with :func:`target_positions` on
+:func:`kronos_quant.portfolio.target_weights`, and writes everything — fills the candle
+settles, candles, forecasts, scores, orders, equity — in one ledger transaction. A crash before
+the commit leaves no trace of t; after it, t is never decided again.
+
+:meth:`LiveLoop.run` wakes at each candle close (plus ``grace_s``) on the injected clock and
+stops cleanly on SIGINT/SIGTERM or after one cycle with ``once=True``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..calendars import future_timestamps
+from ..portfolio import target_weights
+from ..signals import score_forecasts, window_seed
+from .brokers import OrderRequest
+from .ledger import Ledger, client_order_id, from_ms, to_ms
+
+if TYPE_CHECKING:
+    from ..adapters.ccxt import CandleStore, CcxtFeed
+    from ..predictor import KronosPredictor
+
+logger = logging.getLogger(__name__)
+
+SIZINGS: tuple[str, ...] = ("prob", "threshold")
+DEFAULT_SCORE = {"prob": "prob_up", "threshold": "expected_return"}
+
+
+@dataclass
+class LiveConfig:
+    """What the loop trades and how (see ``docs/live.md`` for every field)."""
+
+    exchange: str
+    symbols: Sequence[str]
+    timeframe: str
+    lookback: int = 120
+    pred_len: int = 1
+    sample_count: int = 32
+    T: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.9
+    seed: int = 0
+    scorers: Sequence[str] = ("expected_return", "prob_up", "median_return", "quantile_spread")
+    sizing: str = "prob"
+    score: str | None = None
+    threshold: float = 0.0
+    dead_band: float = 0.05
+    max_weight: float | None = None
+    gross: float = 1.0
+    long_short: bool = False
+    initial_cash: float = 10_000.0
+    min_trade_value: float = 1.0
+    grace_s: float = 2.0
+    late_timeout_s: float = 30.0
+    late_poll_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        self.symbols = list(self.symbols)
+        if not self.symbols or len(set(self.symbols)) != len(self.symbols):
+            raise ValueError(f"symbols must be distinct and non-empty, got {self.symbols}")
+        if self.sizing not in SIZINGS:
+            raise ValueError(f"sizing must be one of {SIZINGS}, got {self.sizing!r}")
+        self.score = self.score or DEFAULT_SCORE[self.sizing]
+        self.scorers = list(dict.fromkeys([*self.scorers, self.score]))
+        for name in ("lookback", "pred_len", "sample_count"):
+            if getattr(self, name) < (2 if name == "lookback" else 1):
+                raise ValueError(f"{name} must be >= {2 if name == 'lookback' else 1}, "
+                                 f"got {getattr(self, name)}")
+        if not 0 <= self.dead_band < 0.5:
+            raise ValueError(f"dead_band must be in [0, 0.5), got {self.dead_band}")
+
+    def ledger_settings(self) -> dict[str, Any]:
+        """Settings a ledger is tied to: a restart with different ones is refused."""
+        return {"exchange": self.exchange, "timeframe": self.timeframe,
+                "symbols": sorted(self.symbols), "initial_cash": self.initial_cash}
+
+
+def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
+    """Target weight per symbol for one candle time (``scores``: symbols × scorers).
+
+    ``threshold``: ``target_weights(method="threshold")`` on ``config.score`` — equal weight
+    (summing to ``gross``) on symbols whose score is above ``threshold`` (and, with
+    ``long_short``, short below ``−threshold``), each capped at ``max_weight``.
+
+    ``prob`` (probability-weighted): conviction ``c = 2·p − 1`` from ``p = prob_up``, ignored
+    inside the dead band ``|p − 0.5| ≤ dead_band``. ``target_weights(method="proportional")``
+    splits ``gross`` ∝ c (capped at ``max_weight``); the row is then scaled by
+    ``Σ|c| / n_symbols``, so a lone symbol with p = 0.75 holds half of ``gross`` and
+    p = 1 all of it. Long only unless ``long_short`` (then proportional's long-short rule:
+    legs by conviction minus its cross-sectional mean, net 0; needs several symbols).
+    """
+    values = scores[config.score].astype(float)
+    if config.sizing == "prob":
+        conviction = 2.0 * values - 1.0
+        conviction = conviction.where(conviction.abs() > 2 * config.dead_band, 0.0)
+        if not config.long_short:
+            conviction = conviction.clip(lower=0.0)
+        if not (conviction.abs() > 0).any():
+            return pd.Series(0.0, index=scores.index)
+        frame = conviction.rename("conviction")
+        kwargs: dict[str, Any] = dict(method="proportional")
+        scale = float(conviction.abs().sum()) / len(conviction)
+    else:
+        frame, scale = values.rename(config.score), 1.0
+        kwargs = dict(method="threshold", threshold=config.threshold)
+    stamp = pd.Timestamp("1970-01-01")  # one rebalance row; the date itself is irrelevant
+    panel = frame.to_frame()
+    panel.index = pd.MultiIndex.from_product([[stamp], frame.index], names=["datetime", "instrument"])
+    weights = target_weights(panel, method=kwargs.pop("method"), long_short=config.long_short,
+                             max_weight=config.max_weight, gross=config.gross, **kwargs)
+    return (weights.iloc[0] * scale).reindex(scores.index).fillna(0.0)
+
+
+def forecast_summary(fc: Any) -> dict[str, Any]:
+    """What the ledger keeps of a forecast's paths: close quantiles at each step, P(up)."""
+    close = fc.column_paths("close")  # (S, P)
+    last = float(fc.last["close"])
+    q10, q50, q90 = np.quantile(close, [0.1, 0.5, 0.9], axis=0)
+    return {"samples": int(close.shape[0]), "stamps": [str(t) for t in fc.index],
+            "last_close": last, "mean": close.mean(axis=0).round(8).tolist(),
+            "q10": q10.round(8).tolist(), "q50": q50.round(8).tolist(),
+            "q90": q90.round(8).tolist(), "prob_up": float((close[:, -1] > last).mean())}
+
+
+@dataclass
+class CycleResult:
+    decided: list[pd.Timestamp] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)
+    equity: float | None = None
+    latency_s: list[float] = field(default_factory=list)  # candle close → orders committed
+
+
+class LiveLoop:
+    """Closed candles in, decisions out (see the module docstring)."""
+
+    def __init__(self, config: LiveConfig, *, predictor: "KronosPredictor", feed: "CcxtFeed",
+                 store: "CandleStore", ledger: Ledger, broker: Any,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        self.config, self.predictor, self.feed = config, predictor, feed
+        self.store, self.ledger, self.broker = store, ledger, broker
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.sleep = sleep or (lambda s: self.stop_event.wait(max(0.0, s)))
+        for symbol in config.symbols:
+            feed.check(symbol, config.timeframe)
+        self.step = feed.step(config.timeframe)
+        ledger.init_meta(config.ledger_settings())
+        self.frames: dict[str, pd.DataFrame] = {}
+
+    # -- candles -------------------------------------------------------------------------
+
+    def _refresh(self, now_ms: int) -> None:
+        start = from_ms(now_ms) - (self.config.lookback + 2) * self.step
+        for symbol in self.config.symbols:
+            self.frames[symbol], _ = self.store.update(self.feed, symbol, self.config.timeframe,
+                                                       start=start, now_ms=now_ms)
+
+    def _latest_closed(self, now_ms: int) -> pd.Timestamp:
+        step_ms = int(self.step.total_seconds() * 1000)
+        return from_ms((now_ms // step_ms - 1) * step_ms)
+
+    def pending_times(self) -> tuple[list[pd.Timestamp], list[str]]:
+        """Decidable candle times not yet decided, and the symbols holding the next one back."""
+        last = self.ledger.last_decided(self.config.timeframe)
+        ends = {s: (f.index[-1] if len(f) else None) for s, f in self.frames.items()}
+        if any(end is None for end in ends.values()):
+            return [], [s for s, end in ends.items() if end is None]
+        horizon = min(ends.values())
+        stamps = sorted(set().union(*(f.index for f in self.frames.values())))
+        if last is None:  # first start: decide only the newest decidable candle
+            todo = [horizon]
+        else:
+            todo = [t for t in stamps if from_ms(last) < t <= horizon]
+        behind = [s for s, end in ends.items() if end == horizon]
+        return todo, behind
+
+    # -- one decision --------------------------------------------------------------------
+
+    def _forecasts(self, t: pd.Timestamp) -> dict[str, Any]:
+        cfg = self.config
+        contexts, stamps, seeds = {}, [], []
+        for symbol, frame in self.frames.items():
+            if t not in frame.index:
+                continue  # the exchange has no candle t for this symbol (a gap)
+            context = frame.loc[:t].iloc[-cfg.lookback:]
+            if len(context) < 2:
+                continue
+            contexts[symbol] = context
+            stamps.append(future_timestamps(context.index, cfg.pred_len))
+            seeds.append(window_seed(cfg.seed, symbol, t))
+        if not contexts:
+            return {}
+        return self.predictor.forecast_batch(contexts, pred_len=cfg.pred_len, y_timestamps=stamps,
+                                             sample_count=cfg.sample_count, T=cfg.T,
+                                             top_k=cfg.top_k, top_p=cfg.top_p, seed=seeds)
+
+    def decide(self, t: pd.Timestamp) -> float | None:
+        """Forecast, score, size and record candle time t in one transaction (equity back)."""
+        cfg, ts = self.config, to_ms(t)
+        forecasts = self._forecasts(t)
+        if not forecasts:
+            logger.warning("no symbol has enough candles at %s; nothing decided", t)
+            return None
+        scores = score_forecasts(forecasts, cfg.scorers)
+        weights = target_positions(scores, cfg)
+        with self.ledger.transaction() as db:
+            if any(self.ledger.is_decided(s, cfg.timeframe, ts) for s in forecasts):
+                logger.info("candle %s already decided; skipped", t)
+                return None
+            bars = {s: self.frames[s].loc[t] for s in forecasts}
+            for symbol, bar in bars.items():
+                self.broker.on_candle(db, symbol, ts, bar)
+                Ledger.put_candle(db, symbol, cfg.timeframe, ts, bar)
+            marks = {s: float(bar["close"]) for s, bar in bars.items()}
+            cash = float(db.execute("SELECT cash FROM account WHERE id = 0").fetchone()[0])
+            held = {r[0]: r[1] for r in db.execute("SELECT symbol, qty FROM positions")}
+            equity = cash + sum(q * marks.get(s, 0.0) for s, q in held.items())
+            for symbol, fc in forecasts.items():
+                price = marks[symbol]
+                target_qty = float(weights[symbol]) * equity / price
+                delta = target_qty - held.get(symbol, 0.0)
+                Ledger.put_decision(db, symbol, cfg.timeframe, ts, close=price,
+                                    weight=float(weights[symbol]), qty=target_qty,
+                                    forecast=forecast_summary(fc), scores=scores.loc[symbol])
+                if abs(delta) * price >= cfg.min_trade_value:
+                    self.broker.place(db, OrderRequest(
+                        client_order_id(symbol, cfg.timeframe, ts), symbol, cfg.timeframe, ts,
+                        delta, price))
+            equity = Ledger.put_equity(db, cfg.timeframe, ts, marks)
+        self.broker.after_commit(self.ledger)
+        return equity
+
+    # -- cycles --------------------------------------------------------------------------
+
+    def cycle(self) -> CycleResult:
+        """Fetch what is new, wait briefly for late candles, decide every decidable time."""
+        result = CycleResult()
+        deadline = self.clock() + self.config.late_timeout_s
+        while True:
+            now_ms = self.feed.server_time_ms()
+            self._refresh(now_ms)
+            todo, behind = self.pending_times()
+            expected = self._latest_closed(now_ms)
+            late = [s for s in behind if not len(self.frames[s]) or self.frames[s].index[-1] < expected]
+            if not late or self.clock() >= deadline or self.stop_event.is_set():
+                break
+            logger.info("late candle %s for %s; polling again in %.1fs", expected, late,
+                        self.config.late_poll_s)
+            self.sleep(self.config.late_poll_s)
+        result.waiting = late
+        for t in todo:
+            if self.stop_event.is_set():
+                break
+            equity = self.decide(t)
+            if equity is not None:
+                result.decided.append(t)
+                result.equity = equity
+                result.latency_s.append(self.clock() - (t + self.step).timestamp())
+        return result
+
+    def next_wake(self) -> float:
+        """Epoch seconds of the next candle close plus the grace period."""
+        step = self.step.total_seconds()
+        return (math.floor(self.clock() / step) + 1) * step + self.config.grace_s
+
+    def run(self, *, once: bool = False, max_cycles: int | None = None) -> int:
+        """Cycle at every candle close until stopped; returns the number of cycles run."""
+        cycles = 0
+        while not self.stop_event.is_set():
+            started = self.clock()
+            try:
+                result = self.cycle()
+            except Exception as err:  # keep trading through anything the retries did not absorb
+                if once:
+                    raise
+                logger.exception("cycle failed: %s: %s; next try at the next candle close",
+                                 type(err).__name__, err)
+                result = CycleResult()
+            cycles += 1
+            self.heartbeat(result, self.clock() - started)
+            if once or (max_cycles is not None and cycles >= max_cycles):
+                break
+            self.sleep(self.next_wake() - self.clock())
+        return cycles
+
+    def heartbeat(self, result: CycleResult, elapsed: float) -> None:
+        positions = {s: round(p.qty, 8) for s, p in self.ledger.positions().items() if p.qty}
+        logger.info("heartbeat exchange=%s timeframe=%s decided=%d last=%s waiting=%s "
+                    "equity=%s positions=%s latency_s=%s cycle_s=%.3f", self.config.exchange,
+                    self.config.timeframe, len(result.decided),
+                    result.decided[-1] if result.decided else "-", ",".join(result.waiting) or "-",
+                    f"{result.equity:.2f}" if result.equity is not None else "-", positions,
+                    f"{max(result.latency_s):.3f}" if result.latency_s else "-", elapsed)
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM finish the current decision, then stop (main thread only)."""
+        def stop(signum: int, _frame: Any) -> None:
+            logger.info("signal %s: stopping after the current step", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)

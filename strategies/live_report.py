@@ -1,0 +1,97 @@
+"""What a live (or paper) run did, read back from its ledger: equity, PnL, hit rate, tear sheet."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..execution import execution_returns
+from .ledger import Ledger, from_ms
+
+SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades every day of the year
+
+
+def periods_per_year(timeframe_seconds: float) -> int:
+    """Bars per year of a 24/7 market for a bar length in seconds (1h → 8760)."""
+    if timeframe_seconds <= 0:
+        raise ValueError(f"timeframe must be positive, got {timeframe_seconds} s")
+    return max(1, round(SECONDS_PER_YEAR / timeframe_seconds))
+
+
+@dataclass
+class LiveReport:
+    equity: pd.Series  # per decided candle time (naive UTC)
+    initial_cash: float
+    decisions: int
+    orders: int
+    fills: int
+    fees: float
+    hits: int
+    calls: int  # decisions with a non-zero target whose next-bar return is known
+
+    @property
+    def pnl(self) -> float:
+        return float(self.equity.iloc[-1] - self.initial_cash) if len(self.equity) else 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.calls if self.calls else float("nan")
+
+    def lines(self) -> list[str]:
+        last = float(self.equity.iloc[-1]) if len(self.equity) else self.initial_cash
+        span = (f"{self.equity.index[0]} … {self.equity.index[-1]}" if len(self.equity) else "-")
+        rate = f"{self.hit_rate:.1%} ({self.hits}/{self.calls})" if self.calls else "n/a"
+        return [f"decided candles: {self.decisions} ({span})",
+                f"equity: {last:,.2f} (start {self.initial_cash:,.2f})",
+                f"PnL: {self.pnl:+,.2f} ({self.pnl / self.initial_cash:+.2%}), fees {self.fees:,.2f}",
+                f"orders: {self.orders}, fills: {self.fills}",
+                f"hit rate (held direction vs next-open → open return): {rate}"]
+
+
+def hit_counts(decisions: pd.DataFrame, candles: pd.DataFrame) -> tuple[int, int]:
+    """(hits, calls): non-zero targets whose sign matched the next bar's execution return.
+
+    The return is :func:`kronos_quant.execution.execution_returns` with ``next_open`` and a
+    horizon of one bar, the convention the paper broker fills at.
+    """
+    if decisions.empty or candles.empty:
+        return 0, 0
+    panel = candles.assign(datetime=candles["ts"].map(from_ms), instrument=candles["symbol"])
+    panel = panel.set_index(["datetime", "instrument"]).sort_index()
+    panel = panel[["open", "high", "low", "close", "volume", "amount"]].astype(float)
+    fwd = execution_returns(panel, horizon=1, execution="next_open")
+    keys = pd.MultiIndex.from_arrays([decisions["ts"].map(from_ms), decisions["symbol"]],
+                                     names=["datetime", "instrument"])
+    realised = fwd.reindex(keys).to_numpy()
+    weight = decisions["target_weight"].to_numpy()
+    called = (weight != 0) & np.isfinite(realised)
+    return int((np.sign(weight[called]) == np.sign(realised[called])).sum()), int(called.sum())
+
+
+def live_report(ledger: Ledger) -> LiveReport:
+    """Summarise the ledger of one state folder."""
+    meta = ledger.meta()
+    equity = ledger.table("equity")
+    series = pd.Series(equity["equity"].to_numpy(float),
+                       index=pd.DatetimeIndex(equity["ts"].map(from_ms), name="datetime"),
+                       name="equity").sort_index()
+    decisions, fills = ledger.table("decisions"), ledger.table("fills")
+    hits, calls = hit_counts(decisions, ledger.table("candles"))
+    return LiveReport(series, float(meta.get("initial_cash", 0.0)), len(decisions),
+                      len(ledger.table("orders")), len(fills), float(fills["fee"].sum()),
+                      hits, calls)
+
+
+def write_tearsheet(report: LiveReport, path: str | Path, *, timeframe_seconds: float,
+                    title: str) -> Path:
+    """The QuantStats HTML tear sheet of the equity curve's bar returns."""
+    from ..adapters.quantstats import tearsheet
+
+    returns = report.equity.pct_change().dropna()
+    if len(returns) < 2:
+        raise ValueError(f"the ledger has {len(report.equity)} equity marks; a tear sheet needs "
+                         "at least 3 decided candles")
+    return tearsheet(returns, path, periods_per_year=periods_per_year(timeframe_seconds),
+                     title=title)
