@@ -46,6 +46,7 @@ def test_score_then_evaluate(setup, capsys):
                  "--out", str(summary_csv), "--plot", str(ic_png)]) == 0
     printed = capsys.readouterr().out
     assert "RankIC" in printed and "momentum_20" in printed and "random_walk" in printed
+    assert "execution: next_open" in printed and "score metadata" in printed
     summary = pd.read_csv(summary_csv, index_col="signal")
     assert set(BUILTIN_SCORERS) | {"random_walk", "momentum_20", "reversal_5"} == set(summary.index)
     assert np.isfinite(summary.loc["expected_return", "rank_ic_mean"])
@@ -92,3 +93,31 @@ def test_score_needs_a_model_and_evaluate_needs_known_signals(setup, capsys):
                  "--signals", "sharpe"]) == 2
     assert "--signals ['sharpe'] are not columns" in capsys.readouterr().err
     assert main(["evaluate", "--scores", str(tmp / "missing.parquet"), "--panel", str(csv)]) == 2
+
+
+def test_evaluate_prints_the_execution_and_the_score_metadata(tmp_path, capsys):
+    from kronos_quant.data import planted_signal
+
+    panel = synthetic_panel(6, 45, seed=2, predictable=0.5)
+    csv, scores_path = tmp_path / "panel.csv", tmp_path / "scores.parquet"
+    panel.reset_index().to_csv(csv, index=False)
+    scores = planted_signal(panel).to_frame()
+    scores.attrs = {"pred_len": 3, "lookback": 16, "sample_count": 4}
+    scores.to_parquet(scores_path)  # pandas keeps DataFrame.attrs in the Parquet metadata
+    base = ["evaluate", "--scores", str(scores_path), "--panel", str(csv), "--no-baselines"]
+    assert main([*base, "--horizon", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "execution: next_open: score known after the close of bar t, traded at the open" \
+        in printed
+    assert "pred_len: 3" in printed and "lookback: 16" in printed
+    assert "differs from the scores' forecast length" not in printed
+    assert main([*base, "--horizon", "2", "--execution", "same_close"]) == 0
+    printed = capsys.readouterr().out
+    assert "execution: same_close" in printed and "market-on-close" in printed
+    assert "horizon 2 bars differs from the scores' forecast length pred_len=3" in printed
+    # The convention changes the numbers: the table is not the same under another execution.
+    assert main([*base, "--horizon", "2"]) == 0
+    assert capsys.readouterr().out.split("L/S =")[1] != printed.split("L/S =")[1]
+    with pytest.raises(SystemExit):
+        main([*base, "--execution", "tomorrow"])
+    assert "invalid choice: 'tomorrow'" in capsys.readouterr().err

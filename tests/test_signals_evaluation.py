@@ -1,11 +1,15 @@
-"""Evaluation: IC/RankIC against an independent pandas computation, baselines, portfolios."""
+"""Evaluation: IC/RankIC against an independent pandas computation, baselines, portfolios,
+the execution convention and the scores' metadata."""
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from kronos_quant.data import forward_returns, planted_signal, synthetic_panel
+from kronos_quant.execution import execution_returns
 from kronos_quant.signals import (baseline_scores, evaluate, hit_rate, per_date_ic,
                                   quantile_returns, topk_turnover)
 
@@ -37,7 +41,7 @@ def hand_case():
 
 def test_ic_and_rank_ic_equal_an_independent_pandas_computation(hand_case):
     panel, scores = hand_case
-    result = evaluate(scores, panel, horizon=2, baselines=False)
+    result = evaluate(scores, panel, horizon=2, baselines=False, execution="same_close")
     fwd = forward_returns(panel, horizon=2)
     both = pd.DataFrame({"s": scores, "f": fwd}).dropna()
     both = both[both.groupby(level="datetime")["s"].transform("size") >= 3]
@@ -58,14 +62,15 @@ def test_ic_and_rank_ic_equal_an_independent_pandas_computation(hand_case):
 
 
 def test_scores_aligned_with_the_future_return_are_perfect(hand_case):
-    """Score at t = return from t to t+h must give IC 1 (alignment check); the return from
-    t−h to t (already known at t) must not."""
+    """Score at t = close-to-close return from t to t+h must give IC 1 under same_close
+    (alignment check); the return from t−h to t (already known at t) must not."""
     panel, _ = hand_case
     fwd = forward_returns(panel, horizon=1)
-    perfect = evaluate(fwd.rename("oracle"), panel, horizon=1, baselines=False)
+    perfect = evaluate(fwd.rename("oracle"), panel, horizon=1, baselines=False,
+                       execution="same_close")
     assert perfect.ic["oracle"].dropna().to_numpy() == pytest.approx(1.0)
     past = fwd.groupby(level="instrument").shift(1).rename("past")
-    lagged = evaluate(past, panel, horizon=1, baselines=False)
+    lagged = evaluate(past, panel, horizon=1, baselines=False, execution="same_close")
     assert lagged.summary.loc["past", "ic_mean"] < 0.9
 
 
@@ -127,6 +132,10 @@ def test_table_and_errors(hand_case):
     result = evaluate(scores.to_frame(), panel, horizon=1)
     text = result.table()
     assert "RankIC" in text and "momentum_20" in text and "alpha" in text
+    assert "execution next_open: score known after the close of bar t" in text
+    assert result.execution == "next_open" and result.metadata == {}
+    with pytest.raises(ValueError, match="execution must be one of"):
+        evaluate(scores, panel, horizon=1, execution="next-open")
     with pytest.raises(ValueError, match="not in the panel"):
         evaluate(scores.rename(index={"A": "ZZZ"}, level="instrument"), panel, horizon=1)
     with pytest.raises(ValueError, match="MultiIndex"):
@@ -148,6 +157,82 @@ def test_long_short_with_tied_scores_uses_the_extreme_non_empty_buckets():
     scores = pd.Series([0.0, 0.0] + [1.0] * 8, name="s",
                        index=pd.MultiIndex.from_product([dates[:1], names],
                                                         names=["datetime", "instrument"]))
-    result = evaluate(scores, panel, horizon=1, baselines=False)
+    result = evaluate(scores, panel, horizon=1, baselines=False, execution="same_close")
     ret = nxt / 10.0 - 1.0
     assert result.long_short["s"].iloc[0] == pytest.approx(ret[2:].mean() - ret[:2].mean())
+
+
+def _panel_with_gaps(n_dates: int, n_names: int, seed: int) -> pd.DataFrame:
+    """Random bars whose overnight gaps move prices as much as the sessions do."""
+    rng = np.random.default_rng(seed)
+    gap, session = rng.normal(0, 0.02, (2, n_dates, n_names))
+    log_open = np.log(20.0) + np.cumsum(gap + np.vstack([np.zeros(n_names), session[:-1]]), axis=0)
+    opens, closes = np.exp(log_open), np.exp(log_open + session)
+    index = pd.MultiIndex.from_product([pd.bdate_range("2023-01-02", periods=n_dates),
+                                        [f"I{i:02d}" for i in range(n_names)]],
+                                       names=["datetime", "instrument"])
+    frame = pd.DataFrame({"open": opens.ravel(), "close": closes.ravel()}, index=index)
+    frame["high"] = frame.max(axis=1) * 1.001
+    frame["low"] = frame[["open", "close"]].min(axis=1) * 0.999
+    frame["volume"] = 1.0
+    return frame[["open", "high", "low", "close", "volume"]]
+
+
+def test_next_open_measures_open_t_plus_1_to_open_t_plus_1_plus_h_by_hand():
+    panel = _panel_with_gaps(8, 5, seed=1)
+    opens, closes = panel["open"].unstack(), panel["close"].unstack()
+    h = 2
+    by_hand = (opens.shift(-1 - h) / opens.shift(-1) - 1.0).stack().rename("oracle")
+    scores = by_hand.reindex(panel.index)
+    result = evaluate(scores, panel, horizon=h, baselines=False)  # next_open is the default
+    assert result.execution == "next_open"
+    assert len(result.ic) == 8 - 1 - h  # the last 1 + h dates have no exit open yet
+    np.testing.assert_allclose(result.ic["oracle"].to_numpy(), 1.0)
+    # The same oracle judged close-to-close is not perfect: the convention changes the answer.
+    same = evaluate(scores, panel, horizon=h, baselines=False, execution="same_close")
+    assert same.summary.loc["oracle", "ic_mean"] < 0.9
+    noise = pd.Series(np.random.default_rng(2).normal(size=len(panel)), index=panel.index)
+    both = pd.DataFrame({"s": noise, "f": by_hand}).dropna()
+    expected = both.groupby(level="datetime").apply(lambda g: g["s"].corr(g["f"]))
+    got = evaluate(noise.rename("noise"), panel, horizon=h, baselines=False).ic["noise"]
+    pd.testing.assert_series_equal(got, expected, check_names=False)
+    close_oracle = (closes.shift(-1 - h) / closes.shift(-1) - 1.0).stack().reindex(panel.index)
+    nxt = evaluate(close_oracle.rename("c"), panel, horizon=h, baselines=False,
+                   execution="next_close")
+    np.testing.assert_allclose(nxt.ic["c"].to_numpy(), 1.0)
+
+
+def test_a_score_peeking_at_the_next_close_loses_most_of_its_ic_under_next_open():
+    panel = _panel_with_gaps(120, 12, seed=4)
+    close = panel["close"]
+    peek = (close.groupby(level="instrument").shift(-1) / close - 1.0).rename("peek")
+    same = evaluate(peek, panel, horizon=1, baselines=False, execution="same_close")
+    nxt = evaluate(peek, panel, horizon=1, baselines=False)
+    same_ric = same.summary.loc["peek", "rank_ic_mean"]
+    next_ric = nxt.summary.loc["peek", "rank_ic_mean"]
+    assert same_ric > 0.99  # judged from close[t], knowing close[t+1] is a perfect forecast
+    assert next_ric < 0.7 and next_ric < same_ric - 0.3
+
+
+def test_baselines_share_the_score_rows_and_the_execution():
+    panel = synthetic_panel(8, 60, seed=3, predictable=0.5)
+    signal = planted_signal(panel)
+    result = evaluate(signal, panel, horizon=3, momentum_window=5)
+    fwd = execution_returns(panel, horizon=3, execution="next_open")
+    mom = baseline_scores(panel, signal.index, momentum_window=5)["momentum_5"]
+    np.testing.assert_allclose(result.rank_ic["momentum_5"].dropna().to_numpy(),
+                               per_date_ic(mom, fwd, method="spearman").to_numpy())
+
+
+def test_score_metadata_is_kept_and_a_horizon_mismatch_warns(hand_case, caplog):
+    panel, scores = hand_case
+    scores = scores.copy()
+    scores.attrs.update({"pred_len": 3, "lookback": 16, "sample_count": 4})
+    with caplog.at_level(logging.WARNING, logger="kronos_quant.signals.evaluation"):
+        result = evaluate(scores, panel, horizon=1, baselines=False)
+    assert result.metadata == {"pred_len": 3, "lookback": 16, "sample_count": 4}
+    assert "pred_len=3" in caplog.text and "pred_len=3" in result.table()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kronos_quant.signals.evaluation"):
+        matched = evaluate(scores, panel, horizon=3, baselines=False)
+    assert "pred_len" not in caplog.text and "pred_len" not in matched.table()

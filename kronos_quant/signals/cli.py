@@ -86,6 +86,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from ..execution import describe_execution
     from .evaluation import evaluate
     from .plots import plot_ic
 
@@ -98,10 +99,18 @@ def _evaluate(args: argparse.Namespace) -> int:
                              f"{list(scores.columns)}")
         scores = scores[signals]
     numeric = scores.select_dtypes("number")
+    numeric.attrs = dict(scores.attrs)  # the score metadata travels with the chosen columns
     result = evaluate(numeric, load_panel(args.panel), horizon=args.horizon,
                       baselines=not args.no_baselines, momentum_window=args.momentum_window,
                       reversal_window=args.reversal_window, quantiles=args.quantiles,
-                      top_k=args.top_k, log=args.log_returns)
+                      top_k=args.top_k, log=args.log_returns, execution=args.execution)
+    print(f"execution: {describe_execution(result.execution)}")
+    if result.metadata:
+        print(f"score metadata ({args.scores}):")
+        for key, value in result.metadata.items():
+            print(f"  {key}: {value}")
+    else:
+        print(f"score metadata: none stored in {args.scores}")
     print(result.table())
     if args.out:
         path = Path(args.out)
@@ -116,6 +125,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..cli import add_model_args
+    from ..execution import DEFAULT_EXECUTION, EXECUTIONS
 
     p = subparsers.add_parser("score", help="walk-forward Kronos scores for every instrument",
                               description=__doc__)
@@ -145,6 +155,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--scores", required=True, help="scores file written by `kronos-quant score`")
     e.add_argument("--panel", required=True, help="the panel the scores were computed on")
     e.add_argument("--horizon", type=int, default=5, help="forward-return horizon in bars")
+    e.add_argument("--execution", choices=EXECUTIONS, default=DEFAULT_EXECUTION,
+                   help="when a score at bar t trades: next_open (default, open of t+1), "
+                        "next_close (close of t+1) or same_close (close of t: needs "
+                        "market-on-close orders)")
     e.add_argument("--signals", default=None, help="comma-separated score columns (default: all)")
     e.add_argument("--quantiles", type=int, default=5)
     e.add_argument("--top-k", type=int, default=None, help="top-k set for turnover")

@@ -1,8 +1,11 @@
 """Honest evaluation of scores against realised forward returns, next to simple baselines.
 
-The score at rebalance date t is compared with the return of the same instrument from its
-close at t to its close ``horizon`` of its own bars later (:func:`kronos_quant.data.forward_returns`).
-Every statistic is computed per date across instruments, then summarised over dates:
+The score at rebalance date t is known after bar t closes. It is compared with the return a
+trade on it earns under the execution convention (:mod:`kronos_quant.execution`), over
+``horizon`` of the instrument's own bars: ``next_open`` (default) open[t+1] → open[t+1+h],
+``next_close`` close[t+1] → close[t+1+h], ``same_close`` close[t] → close[t+h] (optimistic:
+it needs market-on-close orders). Every statistic is computed per date across instruments,
+then summarised over dates:
 
 * IC: Pearson correlation of score and forward return; RankIC: Spearman (Pearson of the
   per-date average ranks). A date needs ``min_instruments`` (default 3) finite pairs;
@@ -21,20 +24,29 @@ Every statistic is computed per date across instruments, then summarised over da
 * turnover: share of the top-k set (highest scores) replaced from one rebalance date to the
   next, averaged over dates.
 
-Baselines are scored on exactly the score rows: ``random_walk`` (score 0: predicts no
-change), ``momentum_<w>`` (past return over w bars) and ``reversal_<k>`` (minus the past return
-over k bars, short-term reversal).
+Baselines are scored on exactly the score rows and against the same forward returns:
+``random_walk`` (score 0: predicts no change), ``momentum_<w>`` (past return over w bars) and
+``reversal_<k>`` (minus the past return over k bars, short-term reversal), from closes up to t.
+
+Scores written by ``score_panel`` carry their settings in ``attrs`` (lookback, pred_len,
+sample_count, ...); :func:`evaluate` keeps them in ``Evaluation.metadata`` and warns when the
+horizon differs from the forecast length ``pred_len``.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from ..data import forward_returns, validate_panel
+from ..data import validate_panel
+from ..execution import (DEFAULT_EXECUTION, check_execution, describe_execution,
+                         execution_returns)
 from .transforms import check_scores
+
+logger = logging.getLogger(__name__)
 
 
 def baseline_scores(panel: pd.DataFrame, index: pd.MultiIndex | None = None, *,
@@ -126,7 +138,8 @@ def _t_stat(series: pd.Series) -> tuple[float, float, float, float]:
 @dataclass
 class Evaluation:
     """Result of :func:`evaluate`. ``summary`` has one row per signal; the per-date frames
-    (dates × signals) let you plot or resample the statistics."""
+    (dates × signals) let you plot or resample the statistics. ``execution`` is the convention
+    the forward returns were measured under; ``metadata`` the scores' ``attrs`` (may be empty)."""
 
     horizon: int
     summary: pd.DataFrame
@@ -136,6 +149,8 @@ class Evaluation:
     long_short: pd.DataFrame
     turnover: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    execution: str = DEFAULT_EXECUTION
+    metadata: dict = field(default_factory=dict)
 
     TABLE_COLUMNS = {"kind": "kind", "n_dates": "dates", "ic_mean": "IC", "rank_ic_mean": "RankIC",
                      "rank_icir": "RankICIR", "rank_ic_t": "t(RankIC)", "hit_rate": "hit",
@@ -145,8 +160,8 @@ class Evaluation:
         """Compact text table of the main statistics, with the notes underneath."""
         frame = self.summary[list(self.TABLE_COLUMNS)].rename(columns=self.TABLE_COLUMNS)
         text = frame.to_string(float_format=lambda v: f"{v:.{digits}f}")
-        lines = [f"horizon {self.horizon} bars; L/S = mean top-minus-bottom quantile forward return",
-                 text]
+        lines = [f"horizon {self.horizon} bars; execution {describe_execution(self.execution)}",
+                 "L/S = mean top-minus-bottom quantile forward return", text]
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
     def __str__(self) -> str:
@@ -193,13 +208,16 @@ def _overlap_note(index: pd.MultiIndex, panel: pd.DataFrame, horizon: int) -> st
 def evaluate(scores: pd.Series | pd.DataFrame, panel: pd.DataFrame, *, horizon: int,
              baselines: bool = True, momentum_window: int = 20, reversal_window: int = 5,
              quantiles: int = 5, top_k: int | None = None, log: bool = False,
-             min_instruments: int = 3) -> Evaluation:
+             min_instruments: int = 3, execution: str = DEFAULT_EXECUTION) -> Evaluation:
     """IC, RankIC, hit rate, quantile returns and turnover of each score column (see module docs).
 
-    ``top_k`` defaults to the median number of instruments per date / ``quantiles``.
-    ``log=True`` evaluates against log forward returns.
+    ``execution`` (``"next_open"``, ``"next_close"`` or ``"same_close"``) sets the price the
+    forward returns start from. ``top_k`` defaults to the median number of instruments per
+    date / ``quantiles``. ``log=True`` evaluates against log forward returns.
     """
     check_scores(scores)
+    check_execution(execution)
+    metadata = dict(scores.attrs)
     frame = scores.to_frame() if isinstance(scores, pd.Series) else scores
     frame = frame.rename(columns=str).astype("float64")
     panel = validate_panel(panel)
@@ -219,7 +237,8 @@ def evaluate(scores: pd.Series | pd.DataFrame, panel: pd.DataFrame, *, horizon: 
             raise ValueError(f"score columns {sorted(clash)} clash with baseline names")
         frame = frame.join(base)
         kinds.update(dict.fromkeys(base.columns, "baseline"))
-    fwd = forward_returns(panel, horizon=horizon, log=log).reindex(frame.index)
+    fwd = execution_returns(panel, horizon=horizon, execution=execution, log=log)
+    fwd = fwd.reindex(frame.index)
     per_date_n = frame.notna().groupby(level="datetime").sum().max(axis=1)
     k = top_k or max(1, int(round(float(per_date_n.median()) / quantiles)))
     rows, series = {}, {}
@@ -230,10 +249,27 @@ def evaluate(scores: pd.Series | pd.DataFrame, panel: pd.DataFrame, *, horizon: 
     summary.insert(0, "kind", pd.Series(kinds))
     summary.index.name = "signal"
     notes = _notes(frame, fwd, panel, horizon=horizon, min_instruments=min_instruments, k=k)
+    mismatch = _horizon_note(metadata, horizon)
+    if mismatch:
+        logger.warning("evaluate: %s", mismatch)
+        notes.insert(0, mismatch)
     pick = lambda key: pd.DataFrame({n: s[key] for n, s in series.items()})  # noqa: E731
     qret = summary[[f"q{q}" for q in range(1, quantiles + 1)]]
     return Evaluation(int(horizon), summary, pick("ic"), pick("rank_ic"), qret,
-                      pick("long_short"), pick("turnover"), notes)
+                      pick("long_short"), pick("turnover"), notes, execution, metadata)
+
+
+def _horizon_note(metadata: dict, horizon: int) -> str | None:
+    """A warning when the scores forecast ``pred_len`` bars but are judged over another horizon."""
+    pred_len = metadata.get("pred_len")
+    try:
+        pred_len = int(pred_len)
+    except (TypeError, ValueError):
+        return None
+    if pred_len == int(horizon):
+        return None
+    return (f"horizon {horizon} bars differs from the scores' forecast length pred_len={pred_len}: "
+            f"the scores are judged on a horizon they did not forecast")
 
 
 def _notes(frame: pd.DataFrame, fwd: pd.Series, panel: pd.DataFrame, *, horizon: int,

@@ -43,7 +43,8 @@ def plot_ic(evaluation: Evaluation, path: str | Path | None = None, *,
         style = "--" if kinds.get(name) == "baseline" else "-"
         top.plot(rank_ic.index, rank_ic[name].fillna(0.0).cumsum(), style, lw=1.3, label=name)
     top.axhline(0.0, color="grey", lw=0.8)
-    top.set_title(f"cumulative RankIC (horizon {evaluation.horizon} bars)")
+    top.set_title(f"cumulative RankIC (horizon {evaluation.horizon} bars, "
+                  f"{evaluation.execution} execution)")
     top.legend(fontsize=7, ncol=3, loc="upper left")
     first = rank_ic[names[0]].dropna()
     bottom.bar(first.index, first.to_numpy(), color=np.where(first > 0, "tab:green", "tab:red"),
