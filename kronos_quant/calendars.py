@@ -50,14 +50,17 @@ def _exchange_sessions(name: str, year: int) -> pd.DatetimeIndex:
     except ImportError:
         raise ImportError(f"calendar={name!r} needs exchange_calendars: {CALENDARS_EXTRA}, or "
                           "pass a DatetimeIndex of session dates") from None
-    try:
-        # Decade starts keep the number of distinct (cached) calendar objects small.
-        cal = xcals.get_calendar(name, start=f"{year // 10 * 10}-01-01")
-    except xcals.errors.InvalidCalendarName:
-        raise ValueError(f"unknown exchange calendar {name!r} (exchange_calendars names such "
-                         "as 'XNYS', 'XLON', 'XSHG')") from None
-    except ValueError:  # the decade start is before the calendar's first date
-        cal = xcals.get_calendar(name, start=f"{year}-01-01")
+    with warnings.catch_warnings():  # exchange_calendars 4.13 trips pandas 3 deprecations
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            # Decade starts keep the number of distinct (cached) calendar objects small.
+            cal = xcals.get_calendar(name, start=f"{year // 10 * 10}-01-01")
+        except xcals.errors.InvalidCalendarName:
+            raise ValueError(f"unknown exchange calendar {name!r} (exchange_calendars names "
+                             "such as 'XNYS', 'XLON', 'XSHG')") from None
+        except ValueError:  # the decade start is before the calendar's first date
+            cal = xcals.get_calendar(name, start=f"{year}-01-01")
     return pd.DatetimeIndex(cal.sessions, freq=None)
 
 

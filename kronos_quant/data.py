@@ -15,12 +15,15 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
+from .calendars import business_days
+from .inputs import (BAR_COLUMNS, PRICE_COLUMNS, bar_value_problem, clean_bars, frame_timestamps,
+                     match_columns, wall_clock)
+
 logger = logging.getLogger(__name__)
 
-PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
-PANEL_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "amount")
+# A panel's columns are the model's bar columns (one definition, in .inputs).
+PANEL_COLUMNS: tuple[str, ...] = BAR_COLUMNS
 INDEX_NAMES: tuple[str, str] = ("datetime", "instrument")
-DATETIME_ALIASES: tuple[str, ...] = ("datetime", "timestamps", "timestamp", "date", "time")
 INSTRUMENT_ALIASES: tuple[str, ...] = ("instrument", "symbol", "code", "ticker")
 TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".parquet", ".pq")
 # A-share style sessions; bars are labelled by their start time, so every intraday
@@ -86,15 +89,10 @@ def _checked_column(panel: pd.DataFrame, col: str) -> np.ndarray:
     if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
         raise TypeError(f"panel column {col!r} must be numeric, got dtype {series.dtype}")
     values = series.to_numpy(dtype="float64", na_value=np.nan)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise ValueError(f"panel column {col!r} has non-finite value {values[row]} at {_key(panel, row)}")
-    floor_bad = values <= 0 if col in PRICE_COLUMNS else values < 0
-    if floor_bad.any():
-        row = int(np.argmax(floor_bad))
-        kind = "non-positive price" if col in PRICE_COLUMNS else "negative value"
-        raise ValueError(f"panel column {col!r} has {kind} {values[row]} at {_key(panel, row)}")
+    problem = bar_value_problem(col, values)
+    if problem is not None:
+        row, what = problem
+        raise ValueError(f"panel column {col!r} has {what} at {_key(panel, row)}")
     return values
 
 
@@ -103,9 +101,14 @@ def validate_panel(panel: pd.DataFrame, *, require_amount: bool = False) -> pd.D
 
     Returns the panel with the same index and only the canonical columns (extras dropped),
     all float64. ``require_amount=True`` also requires an ``amount`` column. Volume and
-    amount must be >= 0, prices > 0, every value finite.
+    amount must be >= 0, prices > 0, every value finite. tz-aware datetimes become their
+    local wall-clock time, tz dropped (one log line), as everywhere in the package.
     """
     _check_index(panel)
+    stamps = panel.index.levels[0]
+    if getattr(stamps, "tz", None) is not None:
+        panel = panel.set_axis(panel.index.set_levels(wall_clock(stamps, what="panel datetimes"),
+                                                      level=0), axis=0)
     _check_rows(panel)
     required = PANEL_COLUMNS if require_amount else _REQUIRED
     missing = [c for c in required if c not in panel.columns]
@@ -121,75 +124,11 @@ def validate_panel(panel: pd.DataFrame, *, require_amount: bool = False) -> pd.D
     return pd.DataFrame(data, index=panel.index)
 
 
-def _lower_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    lowered = [str(c).strip().lower() for c in frame.columns]
-    dupes = sorted({c for c in lowered if lowered.count(c) > 1})
-    if dupes:
-        raise ValueError(f"{source}: columns {dupes} collide once lower-cased")
-    return frame.set_axis(lowered, axis=1)
-
-
-def _find_column(columns: pd.Index, aliases: tuple[str, ...], what: str, source: str) -> str | None:
-    found = [a for a in aliases if a in columns]
-    if len(found) > 1:
-        raise ValueError(f"{source}: ambiguous {what} columns {found}; pass the one to use explicitly")
-    return found[0] if found else None
-
-
-def _parse_datetimes(values: pd.Series, col: str, source: str) -> pd.DatetimeIndex:
-    fmt = None
-    if pd.api.types.is_integer_dtype(values):
-        # Integer dates such as 20240102 would otherwise be read as nanoseconds since 1970.
-        if not values.between(10_000_101, 99_991_231).all():
-            raise ValueError(f"{source}: numeric timestamps in column {col!r} are ambiguous; convert them first")
-        values, fmt = values.astype("string"), "%Y%m%d"
-    try:
-        parsed = pd.DatetimeIndex(pd.to_datetime(values, format=fmt))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{source}: cannot parse datetime column {col!r}: {exc}") from exc
-    return parsed.rename("datetime")
-
-
-def _frame_datetimes(frame: pd.DataFrame, source: str, datetime_col: str | None) -> pd.DatetimeIndex:
-    if datetime_col is not None:
-        col = datetime_col.lower()
-        if col not in frame.columns:
-            raise ValueError(f"{source}: datetime column {datetime_col!r} not found in {list(frame.columns)}")
-    elif isinstance(frame.index, pd.DatetimeIndex):
-        return frame.index.rename("datetime")
-    else:
-        col = _find_column(frame.columns, DATETIME_ALIASES, "datetime", source)
-        if col is None:
-            wanted = f"(one of {list(DATETIME_ALIASES)}); columns are {list(frame.columns)}"
-            raise ValueError(f"{source}: no DatetimeIndex and no datetime column {wanted}")
-    return _parse_datetimes(frame[col], col, source)
-
-
-def _numeric_column(values: pd.Series, col: str, source: str) -> pd.Series:
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        return values
-    coerced = pd.to_numeric(values, errors="coerce")
-    bad = coerced.isna() & values.notna()
-    if bad.any() or pd.api.types.is_bool_dtype(values):
-        pos = int(np.argmax(bad.to_numpy()))
-        raise TypeError(f"{source}: column {col!r} is not numeric: value {values.iloc[pos]!r} at {values.index[pos]}")
-    return coerced
-
-
 def _normalize_frame(frame: pd.DataFrame, source: str, datetime_col: str | None) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"{source}: expected a DataFrame, got {type(frame).__name__}")
-    frame = _lower_columns(frame, source)
-    stamps = _frame_datetimes(frame, source, datetime_col)
-    missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{source}: missing required columns {missing}; columns are {list(frame.columns)}")
-    keep = [c for c in PANEL_COLUMNS if c in frame.columns]
-    dropped = [c for c in frame.columns if c not in keep]
-    if dropped:
-        logger.debug("%s: dropping columns %s", source, dropped)
-    out = frame[keep].set_axis(stamps, axis=0)
-    out = out.apply(lambda s: _numeric_column(s, s.name, source))
+    stamps = frame_timestamps(frame, source=source, column=datetime_col).rename("datetime")
+    out = clean_bars(frame, timestamps=stamps, source=source)
     if "volume" not in out.columns:
         logger.warning("%s: no volume column; filling volume with 0.0", source)
         out.insert(4, "volume", 0.0)
@@ -239,11 +178,16 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 def _split_long(frame: pd.DataFrame, instrument_col: str, path: Path) -> dict[str, pd.DataFrame]:
     source = f"file {path}"
-    frame = _lower_columns(frame, source)
-    wanted = instrument_col.lower()
+    wanted = instrument_col.strip().lower()
     aliases = INSTRUMENT_ALIASES if wanted == "instrument" else (wanted,)
-    col = wanted if wanted in frame.columns else _find_column(frame.columns, aliases, "instrument", source)
-    if col is None:
+    found = match_columns(frame.columns, aliases, source=source)
+    if wanted in found:
+        col = found[wanted]
+    elif len(found) > 1:
+        raise ValueError(f"{source}: ambiguous instrument columns {list(found.values())}; pass the one to use explicitly")
+    elif found:
+        col = next(iter(found.values()))
+    else:
         raise ValueError(f"{source}: instrument column {instrument_col!r} not found in {list(frame.columns)}")
     labels = frame[col]
     if labels.isna().any():
@@ -378,7 +322,7 @@ def _intraday_stamps(start: pd.Timestamp, n_bars: int, step: pd.Timedelta) -> pd
         lo, hi = pd.Timedelta(f"{open_}:00"), pd.Timedelta(f"{close_}:00")
         offsets.extend(lo + k * step for k in range(int(np.ceil((hi - lo) / step))))
     # +2 days: the first day may be partly before ``start`` or a holiday roll-forward.
-    days = pd.bdate_range(start.normalize(), periods=n_bars // len(offsets) + 2)
+    days = business_days(start, n_bars // len(offsets) + 2)
     stamps = days.repeat(len(offsets)) + pd.TimedeltaIndex(np.tile(np.array(offsets), len(days)))
     return stamps[stamps >= start][:n_bars]
 
@@ -394,7 +338,7 @@ def _timestamps(start: str | pd.Timestamp, n_bars: int, freq: str) -> pd.Datetim
     if isinstance(offset, pd.offsets.Tick) and pd.Timedelta(offset) < pd.Timedelta(days=1):
         stamps = _intraday_stamps(start_ts, int(n_bars), pd.Timedelta(offset))
     elif isinstance(offset, (pd.offsets.Day, pd.offsets.BusinessDay)) and offset.n == 1:
-        stamps = pd.bdate_range(start_ts.normalize(), periods=int(n_bars))
+        stamps = business_days(start_ts, n_bars)
     else:
         stamps = pd.date_range(start_ts.normalize(), periods=int(n_bars), freq=offset)
     return pd.DatetimeIndex(stamps, freq=None)

@@ -143,8 +143,11 @@ def _command(args: argparse.Namespace) -> int:
     predictor, label = demo_predictor(args.model, args.tokenizer, device=args.device,
                                       max_context=args.max_context, assets=assets)
     print(f"model: {label}")
-    lookback = args.lookback or (assets.lookback if assets else FALLBACK_LOOKBACK)
-    pred_len = args.pred_len or (assets.pred_len if assets else FALLBACK_PRED_LEN)
+    # `is None`, not `or`: an explicit value is always honoured (0 is refused by argparse).
+    lookback = args.lookback if args.lookback is not None else (
+        assets.lookback if assets else FALLBACK_LOOKBACK)
+    pred_len = args.pred_len if args.pred_len is not None else (
+        assets.pred_len if assets else FALLBACK_PRED_LEN)
     result = run_demo(args.out, predictor=predictor, model_label=label, pred_len=pred_len,
                       sample_count=args.samples, lookback=lookback, seed=args.seed,
                       verbose=not args.quiet, assets=assets)
@@ -162,15 +165,16 @@ def _command(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from .cli import add_model_args
+    from .inputs import MIN_CONTEXT, int_option
 
     p = subparsers.add_parser("demo", help="offline forecast demo on a bundled series",
                               description=__doc__)
     add_model_args(p, default_model=None, default_tokenizer=None)
     p.add_argument("--out", default="kronos_demo_out", help="output folder (default: %(default)s)")
-    p.add_argument("--pred-len", type=int, default=None,
+    p.add_argument("--pred-len", type=int_option(1), default=None,
                    help="bars to forecast (default: the demo model's horizon, 20)")
-    p.add_argument("--lookback", type=int, default=None,
+    p.add_argument("--lookback", type=int_option(MIN_CONTEXT), default=None,
                    help="context bars (default: the demo model's lookback, 120)")
-    p.add_argument("--samples", type=int, default=32, help="sample paths")
+    p.add_argument("--samples", type=int_option(1), default=32, help="sample paths")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_command)

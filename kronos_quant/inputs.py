@@ -1,7 +1,15 @@
-"""Validation and conversion of user DataFrames into model inputs (the pandas boundary)."""
+"""Validation and conversion of user DataFrames into model inputs (the pandas boundary).
+
+The one input path: :data:`BAR_COLUMNS` and :data:`DATETIME_ALIASES` are the column names
+every loader and the predictor accept (case-insensitively), :func:`clean_bars` the one check
+of bar values and :func:`parse_timestamps` the one reading of stamps (tz-aware stamps become
+their local wall-clock time, tz dropped, with one log line).
+"""
 from __future__ import annotations
 
+import argparse
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,42 +20,171 @@ from .calendars import CalendarLike, future_timestamps
 
 logger = logging.getLogger(__name__)
 
-PRICE_COLUMNS = ("open", "high", "low", "close")
-BAR_COLUMNS = ("open", "high", "low", "close", "volume", "amount")
-TIMESTAMP_COLUMNS = ("timestamps", "date", "datetime")
+# The one definition of the bar columns and the names accepted for them (lower case; frames
+# are matched case-insensitively, surrounding spaces ignored).
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+BAR_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "amount")
+DATETIME_ALIASES: tuple[str, ...] = ("datetime", "timestamps", "timestamp", "date", "time")
 MIN_CONTEXT = 2
 # Normalisation: x = (x - mean) / (std + NORM_EPS), population std over the context (spec).
 NORM_EPS = 1e-5
 
 
-def _describe_row(timestamps: pd.DatetimeIndex | None, pos: int) -> str:
-    return f"row {pos}" + (f" ({timestamps[pos]})" if timestamps is not None else "")
+def checked_int(value: Any, *, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, or a ValueError naming ``name`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
-def as_timestamps(values: Any, *, what: str) -> pd.DatetimeIndex:
-    """Series / Index / array of datetimes → DatetimeIndex, with a clear error otherwise."""
-    if isinstance(values, pd.DatetimeIndex):
-        index = values
-    else:
+def int_option(minimum: int = 1) -> Callable[[str], int]:
+    """argparse ``type=`` for an integer option >= ``minimum`` (a clear usage error otherwise)."""
+    def parse(text: str) -> int:
         try:
-            index = pd.DatetimeIndex(pd.to_datetime(values))
+            return checked_int(int(text), name="value", minimum=minimum)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, "
+                                             f"got {text!r}") from None
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _prefix(source: str) -> str:
+    return f"{source}: " if source else ""
+
+
+def match_columns(columns: Iterable[Any], names: Iterable[str], *,
+                  source: str = "") -> dict[str, Any]:
+    """Canonical name → the frame's own label, for each of ``names`` the frame has.
+
+    Matching ignores case and surrounding spaces; two labels for one name (``Close`` and
+    ``close``) are an error rather than a silent choice.
+    """
+    wanted, found = set(names), {}
+    for label in columns:
+        key = str(label).strip().lower()
+        if key in wanted:
+            if key in found:
+                raise ValueError(f"{_prefix(source)}columns {found[key]!r} and {label!r} both "
+                                 f"match {key!r}; keep one")
+            found[key] = label
+    return found
+
+
+def wall_clock(index: pd.DatetimeIndex, *, what: str) -> pd.DatetimeIndex:
+    """tz-aware stamps → their wall-clock time in their own zone, tz dropped (logged once)."""
+    if index.tz is None:
+        return index
+    logger.info("%s: timezone-aware stamps (%s) converted to their local wall-clock time, "
+                "timezone dropped", what, index.tz)
+    return index.tz_localize(None)
+
+
+def parse_timestamps(values: Any, *, what: str) -> pd.DatetimeIndex:
+    """Datetimes (or YYYYMMDD integers) → tz-naive DatetimeIndex, with a clear error otherwise."""
+    if not isinstance(values, pd.DatetimeIndex):
+        series = pd.Series(values) if not isinstance(values, pd.Series) else values
+        fmt = None
+        if pd.api.types.is_integer_dtype(series):
+            # Integer dates such as 20240102 would otherwise be read as nanoseconds since 1970.
+            if not series.between(10_000_101, 99_991_231).all():
+                raise ValueError(f"{what}: numeric timestamps are ambiguous (only YYYYMMDD "
+                                 "integers are read); convert them first")
+            series, fmt = series.astype("string"), "%Y%m%d"
+        try:
+            values = pd.DatetimeIndex(pd.to_datetime(series, format=fmt))
         except (TypeError, ValueError) as err:
-            raise TypeError(f"{what} must hold datetimes: {err}") from None
-    if index.hasnans:
-        raise ValueError(f"{what} has a missing timestamp at position {int(np.argmax(index.isna()))}")
-    return index
+            raise ValueError(f"{what} cannot be read as datetimes: {err}") from None
+    if values.hasnans:
+        raise ValueError(f"{what} has a missing timestamp at position "
+                         f"{int(np.argmax(values.isna()))}")
+    return wall_clock(values, what=what)
 
 
-def find_timestamps(df: pd.DataFrame) -> pd.DatetimeIndex:
-    """Timestamps of a frame: its DatetimeIndex, else a timestamps/date/datetime column."""
-    if isinstance(df.index, pd.DatetimeIndex):
-        return df.index
-    lowered = {str(c).lower(): c for c in df.columns}
-    for name in TIMESTAMP_COLUMNS:
-        if name in lowered:
-            return as_timestamps(df[lowered[name]], what=f"column {lowered[name]!r}")
-    raise ValueError("no timestamps: give x_timestamp, a DatetimeIndex, or one of the columns "
-                     f"{list(TIMESTAMP_COLUMNS)}")
+def frame_timestamps(df: pd.DataFrame, *, source: str = "",
+                     column: str | None = None) -> pd.DatetimeIndex:
+    """Timestamps of a frame: ``column`` if given, else its DatetimeIndex, else its one
+    datetime column (any of :data:`DATETIME_ALIASES`, in any case)."""
+    if column is not None:
+        found = match_columns(df.columns, [column.strip().lower()], source=source)
+        if not found:
+            raise ValueError(f"{_prefix(source)}datetime column {column!r} not found in "
+                             f"{list(df.columns)}")
+        label = next(iter(found.values()))
+    elif isinstance(df.index, pd.DatetimeIndex):
+        return parse_timestamps(df.index, what=f"{_prefix(source)}index")
+    else:
+        found = match_columns(df.columns, DATETIME_ALIASES, source=source)
+        if len(found) > 1:
+            raise ValueError(f"{_prefix(source)}ambiguous datetime columns "
+                             f"{list(found.values())}; keep one or name it explicitly")
+        if not found:
+            raise ValueError(f"{_prefix(source)}no timestamps: no DatetimeIndex and no datetime "
+                             f"column (one of {list(DATETIME_ALIASES)}); columns are "
+                             f"{list(df.columns)}")
+        label = next(iter(found.values()))
+    return parse_timestamps(df[label], what=f"{_prefix(source)}column {label!r}")
+
+
+def bar_value_problem(column: str, values: np.ndarray) -> tuple[int, str] | None:
+    """First position breaking the bar rules and what is wrong there, or None.
+
+    Every value finite, prices (open/high/low/close) > 0, volume and amount >= 0.
+    """
+    bad = ~np.isfinite(values)
+    if bad.any():
+        pos = int(np.argmax(bad))
+        return pos, f"non-finite value {values[pos]}"
+    floor_bad = values <= 0 if column in PRICE_COLUMNS else values < 0
+    if floor_bad.any():
+        pos = int(np.argmax(floor_bad))
+        kind = "non-positive price" if column in PRICE_COLUMNS else "negative value"
+        return pos, f"{kind} {values[pos]}"
+    return None
+
+
+def _numeric(values: pd.Series, label: Any, source: str) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(values):
+        raise TypeError(f"{_prefix(source)}column {label!r} must be numeric, got dtype bool")
+    if not pd.api.types.is_numeric_dtype(values):
+        coerced = pd.to_numeric(values, errors="coerce")
+        bad = (coerced.isna() & values.notna()).to_numpy()
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise TypeError(f"{_prefix(source)}column {label!r} is not numeric: value "
+                            f"{values.iloc[pos]!r} at row {pos}")
+        values = coerced
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def clean_bars(df: pd.DataFrame, *, timestamps: pd.DatetimeIndex | None = None,
+               source: str = "") -> pd.DataFrame:
+    """The frame's bar columns, checked: the one validator of user bars.
+
+    Columns are matched case-insensitively (:func:`match_columns`); open/high/low/close are
+    required; numeric strings are converted; every value must pass :func:`bar_value_problem`.
+    Returns float64 columns in :data:`BAR_COLUMNS` order (those present), indexed by
+    ``timestamps`` when given. Errors name the column, the row and its timestamp.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    if len(df) == 0:
+        raise ValueError(f"{_prefix(source)}the DataFrame is empty")
+    found = match_columns(df.columns, BAR_COLUMNS, source=source)
+    missing = [c for c in PRICE_COLUMNS if c not in found]
+    if missing:
+        raise ValueError(f"{_prefix(source)}missing price columns {missing}; required: "
+                         f"{list(PRICE_COLUMNS)}, columns are {list(df.columns)}")
+    data = {}
+    for name in (c for c in BAR_COLUMNS if c in found):
+        values = _numeric(df[found[name]], found[name], source)
+        problem = bar_value_problem(name, values)
+        if problem is not None:
+            pos, what = problem
+            where = f"row {pos}" + (f" ({timestamps[pos]})" if timestamps is not None else "")
+            raise ValueError(f"{_prefix(source)}column {found[name]!r} has {what} at {where}")
+        data[name] = values
+    return pd.DataFrame(data, index=timestamps if timestamps is not None else df.index)
 
 
 def check_timestamps(ts: pd.DatetimeIndex, *, what: str) -> None:
@@ -62,32 +199,18 @@ def check_timestamps(ts: pd.DatetimeIndex, *, what: str) -> None:
                              f"{ts[i - 1]} then {ts[i]}")
 
 
-def bar_matrix(df: pd.DataFrame, timestamps: pd.DatetimeIndex | None = None) -> np.ndarray:
-    """The six bar columns as float32 (L, 6), filling volume/amount as the reference does."""
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    if len(df) == 0:
-        raise ValueError("the context DataFrame is empty")
-    missing = [c for c in PRICE_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"missing price columns {missing}; required: {list(PRICE_COLUMNS)}")
-    present = [c for c in BAR_COLUMNS if c in df.columns]
-    for col in present:
-        if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
-            raise TypeError(f"column {col!r} must be numeric, got dtype {df[col].dtype}")
-    cols = {c: df[c].to_numpy(dtype=np.float64) for c in present}
-    for col, values in cols.items():
-        bad = ~np.isfinite(values)
-        if bad.any():
-            pos = int(np.argmax(bad))
-            raise ValueError(f"column {col!r} has {values[pos]} at "
-                             f"{_describe_row(timestamps, pos)}; fill or drop it first")
-    if "volume" not in cols:  # no volume: volume and amount are both zero
-        cols["volume"] = np.zeros(len(df))
-        cols["amount"] = np.zeros(len(df))
-    elif "amount" not in cols:  # amount ≈ volume × typical price
-        cols["amount"] = cols["volume"] * df[list(PRICE_COLUMNS)].mean(axis=1).to_numpy()
-    return np.stack([cols[c] for c in BAR_COLUMNS], axis=1).astype(np.float32)
+def bar_matrix(df: pd.DataFrame, timestamps: pd.DatetimeIndex | None = None, *,
+               source: str = "") -> np.ndarray:
+    """The six bar columns as float32 (L, 6), filling volume/amount as the reference does:
+    no volume → volume and amount 0 (logged); no amount → volume × mean of the prices."""
+    cols = clean_bars(df, timestamps=timestamps, source=source)
+    if "volume" not in cols:
+        logger.warning("%sno volume column: volume and amount are fed to the model as 0",
+                       _prefix(source))
+        cols["volume"], cols["amount"] = 0.0, 0.0
+    elif "amount" not in cols:
+        cols["amount"] = cols["volume"] * cols[list(PRICE_COLUMNS)].mean(axis=1)
+    return cols[list(BAR_COLUMNS)].to_numpy(np.float64).astype(np.float32)
 
 
 def time_features(ts: pd.DatetimeIndex) -> np.ndarray:
@@ -115,11 +238,17 @@ class PreparedSeries:
 def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
                    y_timestamp: Any = None, clip: float = 5.0,
                    calendar: CalendarLike = None) -> PreparedSeries:
-    """Validate one context frame and normalise it per column over the context."""
+    """Validate one context frame and normalise it per column over the context.
+
+    Bars go through :func:`clean_bars`; timestamps come from ``x_timestamp`` or the frame
+    (:func:`frame_timestamps`), tz-aware ones as their local wall-clock time. Without
+    ``y_timestamp`` the future stamps are :func:`~kronos_quant.calendars.future_timestamps`
+    of the context stamps (``calendar`` passed through).
+    """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    x_ts = find_timestamps(df) if x_timestamp is None else as_timestamps(x_timestamp,
-                                                                          what="x_timestamp")
+    x_ts = (frame_timestamps(df) if x_timestamp is None
+            else parse_timestamps(x_timestamp, what="x_timestamp"))
     if len(x_ts) != len(df):
         raise ValueError(f"x_timestamp has {len(x_ts)} entries for {len(df)} rows")
     check_timestamps(x_ts, what="x_timestamp")
@@ -132,7 +261,7 @@ def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
         y_index = pd.Index(y_timestamp) if not isinstance(y_timestamp, pd.Index) else y_timestamp
         if len(y_index) != pred_len:
             raise ValueError(f"y_timestamp has {len(y_index)} entries but pred_len is {pred_len}")
-    y_ts = as_timestamps(y_index, what="y_timestamp")
+    y_ts = parse_timestamps(y_index, what="y_timestamp")
     mean = raw.mean(axis=0)
     std = raw.std(axis=0) + np.float32(NORM_EPS)
     x = np.clip((raw - mean) / std, -clip, clip)

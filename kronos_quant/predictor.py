@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .calendars import CalendarLike
 from .forecast import Forecast
 from .generation import SamplingParams, generate
 from .inputs import BAR_COLUMNS, PreparedSeries, prepare_series
@@ -145,7 +146,8 @@ class KronosPredictor:
         return out
 
     def _prepare(self, frames: Sequence[pd.DataFrame], x_ts: Sequence[Any],
-                 y_ts: Sequence[Any], pred_len: int) -> list[PreparedSeries]:
+                 y_ts: Sequence[Any], pred_len: int,
+                 calendar: CalendarLike = None) -> list[PreparedSeries]:
         if not isinstance(pred_len, (int, np.integer)) or not 1 <= pred_len <= self.max_context:
             raise ValueError(f"pred_len must be an integer in 1..{self.max_context}, "
                              f"got {pred_len!r}")
@@ -158,7 +160,8 @@ class KronosPredictor:
         for k, (df, xt, yt) in enumerate(zip(frames, x_ts, y_ts)):
             try:
                 prepared.append(prepare_series(df, pred_len=int(pred_len), x_timestamp=xt,
-                                               y_timestamp=yt, clip=self.clip))
+                                               y_timestamp=yt, clip=self.clip,
+                                               calendar=calendar))
             except (ValueError, TypeError) as err:
                 if len(frames) == 1:
                     raise
@@ -195,25 +198,31 @@ class KronosPredictor:
     def forecast(self, df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
                  y_timestamp: Any = None, sample_count: int = 20, T: float = 1.0,
                  top_k: int = 0, top_p: float = 0.9, seed: int | None = None,
-                 verbose: bool = False, name: str | None = None) -> Forecast:
+                 verbose: bool = False, name: str | None = None,
+                 calendar: CalendarLike = None) -> Forecast:
         """Sample ``sample_count`` future paths of one series.
 
-        Timestamps come from ``x_timestamp``, else the frame's DatetimeIndex or its
-        ``timestamps``/``date``/``datetime`` column; future stamps are inferred when
-        ``y_timestamp`` is omitted. ``seed`` makes the paths reproducible without touching
-        torch's global random state.
+        Columns are matched case-insensitively and checked (prices > 0, volume >= 0, all
+        finite; see :func:`~kronos_quant.inputs.clean_bars`). Timestamps come from
+        ``x_timestamp``, else the frame's DatetimeIndex or its one datetime column (any of
+        :data:`~kronos_quant.inputs.DATETIME_ALIASES`); tz-aware stamps are read as their
+        local wall-clock time. Without ``y_timestamp`` the future stamps are
+        :func:`~kronos_quant.calendars.future_timestamps` of the context stamps, on
+        ``calendar`` if given (``"XNYS"`` or a DatetimeIndex of sessions). ``seed`` makes the
+        paths reproducible without touching torch's global random state.
         """
         return self.forecast_batch([df], pred_len=pred_len, x_timestamps=[x_timestamp],
                                    y_timestamps=[y_timestamp], sample_count=sample_count, T=T,
                                    top_k=top_k, top_p=top_p, seed=seed, verbose=verbose,
-                                   names=[name])[0]
+                                   names=[name], calendar=calendar)[0]
 
     def forecast_batch(self, series: Mapping[str, pd.DataFrame] | Sequence[pd.DataFrame], *,
                        pred_len: int, x_timestamps: Sequence[Any] | None = None,
                        y_timestamps: Sequence[Any] | None = None, sample_count: int = 20,
                        T: float = 1.0, top_k: int = 0, top_p: float = 0.9,
                        seed: int | Sequence[int] | None = None, verbose: bool = False,
-                       names: Sequence[str | None] | None = None):
+                       names: Sequence[str | None] | None = None,
+                       calendar: CalendarLike = None):
         """Forecasts for many series: a dict symbol → Forecast for a mapping input, else a list.
 
         Series may have different lengths. Arguments as in :meth:`forecast`; ``seed`` may also
@@ -226,7 +235,7 @@ class KronosPredictor:
         n = len(frames)
         sampling = SamplingParams(T=T, top_k=top_k, top_p=top_p, sample_count=sample_count)
         prepared = self._prepare(frames, list(x_timestamps or [None] * n),
-                                 list(y_timestamps or [None] * n), pred_len)
+                                 list(y_timestamps or [None] * n), pred_len, calendar)
         paths = self._sample(prepared, pred_len=int(pred_len), sampling=sampling, seed=seed,
                              verbose=verbose)
         out = [Forecast(paths=p.denormalise(bars), index=p.y_index,

@@ -169,14 +169,39 @@ def test_panel_from_frames_errors() -> None:
     ok = pd.DataFrame(
         {"open": [1.0], "high": [1.0], "low": [1.0], "close": [1.0]}, index=pd.to_datetime(["2024-01-02"])
     )
-    with pytest.raises(ValueError, match=r"instrument 'A': missing required columns \['close'\]"):
+    with pytest.raises(ValueError, match=r"instrument 'A': missing price columns \['close'\]"):
         panel_from_frames({"A": ok.drop(columns="close")})
-    with pytest.raises(ValueError, match=r"instrument 'B': no DatetimeIndex and no datetime column"):
+    with pytest.raises(ValueError, match=r"instrument 'B': no timestamps: no DatetimeIndex and no datetime column"):
         panel_from_frames({"B": ok.reset_index(drop=True)})
-    with pytest.raises(TypeError, match=r"instrument 'C': column 'low' is not numeric: value 'oops'"):
+    with pytest.raises(TypeError, match=r"instrument 'C': column 'low' is not numeric: value 'oops' at row 0"):
         panel_from_frames({"C": ok.assign(low=["oops"])})
     with pytest.raises(ValueError, match="frames is empty"):
         panel_from_frames({})
+
+
+def test_one_input_path_case_prices_and_timezones(tmp_path, caplog) -> None:
+    """load_panel and the predictor share one validator: same columns, aliases, rules, tz."""
+    p = _tiny_panel()
+    long = p.reset_index().rename(columns={"datetime": "TimeStamp", "volume": "Volume", "close": "CLOSE"})
+    long.to_csv(tmp_path / "upper.csv", index=False)
+    _assert_same_panel(load_panel(tmp_path / "upper.csv"), p)  # Volume used, not dropped
+    long.assign(close=long["CLOSE"]).to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(ValueError, match=r"columns 'CLOSE' and 'close' both match 'close'"):
+        load_panel(tmp_path / "twice.csv")
+    negative = long.copy()
+    negative.loc[3, "CLOSE"] = -17.6
+    negative.to_csv(tmp_path / "negative.csv", index=False)
+    with pytest.raises(ValueError, match=r"instrument '(AAA|BBB)': column 'CLOSE' has non-positive price -17.6 "
+                                         r"at row \d \(2024-01-0\d 00:00:00\)"):
+        load_panel(tmp_path / "negative.csv")
+    aware = long.assign(TimeStamp=pd.to_datetime(long["TimeStamp"]).dt.tz_localize("America/New_York"))
+    aware.to_parquet(tmp_path / "aware.parquet")
+    with caplog.at_level(logging.INFO, logger="kronos_quant.inputs"):
+        loaded = load_panel(tmp_path / "aware.parquet")
+    assert "converted to their local wall-clock time" in caplog.text
+    _assert_same_panel(loaded, p)  # the same wall-clock stamps, tz dropped
+    tz_index = p.index.set_levels(p.index.levels[0].tz_localize("Asia/Tokyo"), level=0)
+    _assert_same_panel(validate_panel(p.set_axis(tz_index, axis=0)), p)
 
 
 # --- loaders ---------------------------------------------------------------------------------

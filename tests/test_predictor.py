@@ -146,6 +146,27 @@ def test_timestamps_from_index_or_columns_and_inferred_future(predictor):
     assert list(fc.index) == list(explicit)
 
 
+def test_columns_match_in_any_case_and_tz_aware_stamps_use_their_wall_clock(predictor, caplog):
+    bars = make_bars(30, freq="B")
+    want = predictor.forecast(bars, pred_len=3, top_k=1, sample_count=1)
+    upper = bars.rename(columns=str.title)  # Open, High, Low, Close, Volume: all used
+    assert list(upper.columns) == ["Open", "High", "Low", "Close", "Volume"]
+    got = predictor.forecast(upper, pred_len=3, top_k=1, sample_count=1)
+    np.testing.assert_array_equal(got.paths, want.paths)
+    np.testing.assert_array_equal(got.history.to_numpy(), want.history.to_numpy())
+    for alias in ("timestamp", "Time", " DateTime "):
+        frame = upper.reset_index(drop=True)
+        frame[alias] = bars.index
+        fc = predictor.forecast(frame, pred_len=3, top_k=1, sample_count=1)
+        np.testing.assert_array_equal(fc.paths, want.paths)
+    aware = bars.tz_localize("Europe/Paris")
+    with caplog.at_level(logging.INFO, logger="kronos_quant.inputs"):
+        fc = predictor.forecast(aware, pred_len=3, top_k=1, sample_count=1)
+    assert "converted to their local wall-clock time" in caplog.text
+    np.testing.assert_array_equal(fc.paths, want.paths)
+    assert fc.index.equals(want.index) and fc.history.index.tz is None
+
+
 def test_volume_and_amount_are_filled_like_the_reference():
     no_volume = make_bars(10, volume=False)
     prep = prepare_series(no_volume, pred_len=2)
@@ -175,9 +196,15 @@ def _frame_with(df, col, row, value):
 
 BAD_FRAMES = [
     (lambda d: d.drop(columns=["high", "low"]), ValueError, r"missing price columns \['high', 'low'\]"),
-    (lambda d: _frame_with(d, "close", 7, np.nan), ValueError, r"'close' has nan at row 7 \(2024-01-09"),
-    (lambda d: _frame_with(d, "volume", 3, np.inf), ValueError, r"'volume' has inf at row 3"),
-    (lambda d: d.assign(open=d["open"].astype(str)), TypeError, r"column 'open' must be numeric"),
+    (lambda d: _frame_with(d, "close", 7, np.nan), ValueError,
+     r"column 'close' has non-finite value nan at row 7 \(2024-01-09"),
+    (lambda d: _frame_with(d, "volume", 3, np.inf), ValueError, r"'volume' has non-finite value inf at row 3"),
+    (lambda d: _frame_with(d, "close", 5, -17.6), ValueError,
+     r"column 'close' has non-positive price -17.6 at row 5 \(2024-01-0"),
+    (lambda d: _frame_with(d, "low", 2, 0.0), ValueError, r"column 'low' has non-positive price 0.0 at row 2"),
+    (lambda d: _frame_with(d, "volume", 4, -1.0), ValueError, r"column 'volume' has negative value -1.0 at row 4"),
+    (lambda d: d.assign(open="x"), TypeError, r"column 'open' is not numeric: value 'x' at row 0"),
+    (lambda d: d.assign(Close=d["close"]), ValueError, r"columns 'close' and 'Close' both match 'close'"),
     (lambda d: d.iloc[[0, 2, 1, 3, 4, 5]], ValueError, r"non-increasing timestamp at position 2"),
     (lambda d: d.iloc[[0, 1, 1, 2, 3]], ValueError, r"duplicate timestamp at position 2"),
     (lambda d: d.iloc[:0], ValueError, r"empty"),
@@ -211,8 +238,11 @@ def test_bad_arguments_get_one_clear_error(predictor, bars, kwargs, message):
 
 def test_frame_without_timestamps_and_bad_device(pair, bars):
     predictor = KronosPredictor(pair[1], pair[0], device="cpu")
-    with pytest.raises(ValueError, match="no timestamps"):
+    with pytest.raises(ValueError, match="no timestamps: no DatetimeIndex and no datetime column"):
         predictor.forecast(bars.reset_index(drop=True), pred_len=2)
+    both = bars.reset_index(drop=True).assign(date=bars.index, Time=bars.index)
+    with pytest.raises(ValueError, match=r"ambiguous datetime columns \['date', 'Time'\]"):
+        predictor.forecast(both, pred_len=2)
     with pytest.raises(ValueError, match="unknown device 'gpu0'"):
         KronosPredictor(pair[1], pair[0], device="gpu0")
     if not torch.cuda.is_available():
