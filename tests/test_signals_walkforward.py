@@ -1,6 +1,7 @@
 """Walk-forward scoring: no look-ahead, batching-independent seeds, the Parquet cache, errors."""
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -8,10 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
+import kronos_quant
 import kronos_quant.predictor as predictor_module
 from kronos_quant.data import synthetic_ohlcv, synthetic_panel
 from kronos_quant.signals import (PanelForecasts, forecast_panel, rebalance_dates, score_forecast,
                                   score_panel, window_seed)
+from kronos_quant.signals.cache import module_fingerprint
+from kronos_quant.signals.cli import read_scores, write_scores
 from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 LOOKBACK, PRED_LEN, SAMPLES = 16, 3, 4
@@ -74,14 +78,40 @@ def test_no_look_ahead_perturbing_the_future_leaves_past_scores_bit_identical(pr
 
 
 def test_no_look_ahead_truncating_the_panel(predictor, panel):
-    """Without calendar stamps a score at t is the same whether or not later dates exist."""
+    """A score at t is the same whether or not later dates exist (batches of one date)."""
     dates = panel.index.get_level_values("datetime").unique()
     t = dates[30]
-    opts = dict(OPTS, use_calendar=False, batch_size=6, start=dates[26])  # one date per call
+    opts = dict(OPTS, batch_size=6, start=dates[26])  # one date per call
     full = score_panel(predictor, panel, end=dates[34], **opts)
     cut = score_panel(predictor, panel.loc[:t], **opts)
     assert len(cut) == 6 * 5
     assert np.array_equal(full.loc[:t].to_numpy(), cut.to_numpy(), equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def holiday_panel():
+    """Business days from 2023 with the NYSE holidays removed, running a year past July 2023."""
+    import exchange_calendars as xcals
+
+    raw = synthetic_panel(3, 420, seed=5, start="2023-01-03")
+    sessions = xcals.get_calendar("XNYS", start="2023-01-01").sessions
+    keep = raw.index.get_level_values("datetime").isin(sessions)
+    return raw[keep]
+
+
+@pytest.mark.parametrize("calendar", [None, "XNYS"])
+def test_score_at_t_ignores_a_year_of_later_rows_with_holidays(predictor, holiday_panel, calendar):
+    t = pd.Timestamp("2023-07-03")  # the next day, 4 July, is a holiday (absent from the panel)
+    dates = holiday_panel.index.get_level_values("datetime").unique()
+    assert dates[-1] > t + pd.Timedelta(days=365) and pd.Timestamp("2023-07-04") not in dates
+    opts = dict(OPTS, start=dates[dates.get_loc(t) - 2], end=t, calendar=calendar)
+    long = score_panel(predictor, holiday_panel, **opts)
+    cut = score_panel(predictor, holiday_panel.loc[:t], **opts)
+    assert len(cut) == 3 * 3
+    assert np.array_equal(long.to_numpy(), cut.to_numpy(), equal_nan=True)
+    future = forecast_panel(predictor, holiday_panel.loc[:t], **dict(opts, start=t)).future[0]
+    first = "2023-07-05" if calendar == "XNYS" else "2023-07-04"
+    assert pd.Timestamp(future[0]) == pd.Timestamp(first)
 
 
 def test_same_seed_same_scores_and_other_seed_differs(predictor, panel):
@@ -100,7 +130,7 @@ def test_a_window_score_equals_forecasting_that_window_alone(predictor, panel):
     t, inst = dates[22], "SYN003"
     history = panel.xs(inst, level="instrument").loc[:t].iloc[-LOOKBACK:]
     fc = predictor.forecast(history, pred_len=PRED_LEN, sample_count=SAMPLES,
-                            y_timestamp=dates[23:23 + PRED_LEN], seed=window_seed(7, inst, t))
+                            seed=window_seed(7, inst, t))
     alone = score_forecast(fc, list(scores.columns), clip=predictor.clip)
     np.testing.assert_allclose(scores.loc[(t, inst)].to_numpy(), alone.to_numpy(),
                                rtol=1e-4, atol=1e-6)
@@ -163,12 +193,46 @@ def test_forecast_panel_keeps_every_path(predictor, panel):
     assert isinstance(fp, PanelForecasts) and len(fp) == 6 * 25
     assert fp.batch.paths.shape == (150, SAMPLES, PRED_LEN, 6)
     assert fp.future.shape == (150, PRED_LEN)
-    # Future stamps are the panel's next dates where the panel has them.
+    # Future stamps come from the window alone: here (business days, no holidays) they are
+    # the panel's next dates.
     dates = panel.index.get_level_values("datetime").unique()
     assert pd.DatetimeIndex(fp.future[0]).equals(pd.DatetimeIndex(dates[LOOKBACK:LOOKBACK + PRED_LEN]))
+    assert fp.score().attrs == fp.meta | {"log": False}
     # Other batch shapes change float rounding only, not the sampled tokens.
     np.testing.assert_allclose(fp.score().to_numpy(), score_panel(predictor, panel, **OPTS).to_numpy(),
                                rtol=1e-4, atol=1e-6)
+
+
+def test_scores_carry_their_settings_through_parquet_and_csv(predictor, panel, tmp_path):
+    dates = panel.index.get_level_values("datetime").unique()
+    scores = score_panel(predictor, panel, end=dates[17], **OPTS)
+    attrs = scores.attrs
+    assert {k: attrs[k] for k in ("lookback", "pred_len", "sample_count", "T", "top_k", "top_p",
+                                  "seed", "slide_block", "freq", "calendar", "log")} == dict(
+        lookback=LOOKBACK, pred_len=PRED_LEN, sample_count=SAMPLES, T=1.0, top_k=0, top_p=0.9,
+        seed=7, slide_block=1, freq=1, calendar=None, log=False)
+    assert attrs["model_fingerprint"] == module_fingerprint(predictor.model)
+    assert attrs["tokenizer_fingerprint"] == module_fingerprint(predictor.tokenizer)
+    assert attrs["model_fingerprint"] != attrs["tokenizer_fingerprint"]
+    assert attrs["kronos_quant_version"] == kronos_quant.__version__
+    assert json.loads(json.dumps(attrs)) == attrs
+    for name in ("scores.parquet", "scores.csv"):
+        back = read_scores(write_scores(scores, tmp_path / name))
+        assert back.attrs == attrs
+        np.testing.assert_allclose(back.to_numpy(), scores.to_numpy(), rtol=1e-12)
+    assert (tmp_path / "scores.csv.attrs.json").is_file()
+    sessions = pd.DatetimeIndex(dates[:30])
+    other = score_panel(predictor, panel, start=dates[16], end=dates[17], calendar=sessions, **OPTS)
+    assert other.attrs["calendar"] == f"30 given sessions {dates[0].date()}..{dates[29].date()}"
+
+
+def test_tz_aware_panel_scores_like_its_wall_clock_times(predictor, panel):
+    dates = panel.index.get_level_values("datetime").unique()
+    aware = panel.set_axis(panel.index.set_levels(
+        panel.index.levels[0].tz_localize("America/New_York"), level=0), axis=0)
+    opts = dict(OPTS, start=dates[16], end=dates[17])
+    pd.testing.assert_frame_equal(score_panel(predictor, aware, **opts),
+                                  score_panel(predictor, panel, **opts))
 
 
 def test_rebalance_dates():
@@ -225,6 +289,9 @@ def test_bad_panels_raise_one_clear_error(predictor, panel, breaker, error, matc
     (dict(scorers=["expected_return", "no_such_scorer"]), "unknown scorer 'no_such_scorer'"),
     (dict(lookback=1), "lookback must be an integer >= 2"),
     (dict(sample_count=0), "sample_count must be an integer >= 1"),
+    (dict(pred_len=0), "pred_len must be an integer >= 1, got 0"),
+    (dict(batch_size=True), "batch_size must be an integer >= 1, got True"),
+    (dict(calendar="NOPE"), "unknown exchange calendar 'NOPE'"),
     (dict(freq=2.5), "freq must be an int"),
     (dict(start="2030-01-01"), "is after end"),
 ])

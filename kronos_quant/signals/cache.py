@@ -30,48 +30,48 @@ from ..inputs import BAR_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: future stamps always explicit (future_timestamps), per-module fingerprints
 _FINGERPRINTS: "weakref.WeakKeyDictionary[object, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
 
 
-def _tensors(predictor) -> list[tuple[str, torch.Tensor]]:
-    named = []
-    for prefix, module in (("model", predictor.model), ("tokenizer", predictor.tokenizer)):
-        named += [(f"{prefix}.{k}", v) for k, v in module.state_dict(keep_vars=True).items()]
-    return named
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 of a module's tensors (names, dtypes, shapes and bytes).
 
-
-def weights_fingerprint(predictor) -> str:
-    """sha256 of the predictor's weights and output-relevant settings.
-
-    Hashing the weights reads every byte once; the result is remembered per predictor and
-    recomputed only when a tensor was modified in place or replaced (its version counter or
-    storage changed), so fine-tuning the same predictor object invalidates it.
+    Hashing reads every byte once; the result is remembered per module and recomputed only
+    when a tensor was modified in place or replaced (its version counter or storage
+    changed), so fine-tuning the same module object invalidates it.
     """
-    named = _tensors(predictor)
+    named = list(module.state_dict(keep_vars=True).items())
     try:
         state: tuple | None = tuple((name, t._version, t.data_ptr()) for name, t in named)
     except RuntimeError:  # inference-mode tensors keep no version counter: always re-hash
         state = None
-    known = _FINGERPRINTS.get(predictor)
+    known = _FINGERPRINTS.get(module)
     if state is not None and known is not None and known[0] == state:
         return known[1]
     digest = hashlib.sha256()
-    settings = {"max_context": predictor.max_context, "clip": predictor.clip,
-                "slide_block": predictor.slide_block, "amp_dtype": str(predictor.amp_dtype),
-                "device": predictor.device.type, "format": CACHE_FORMAT}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
     with torch.no_grad():
         for name, tensor in named:
             flat = tensor.detach().to("cpu").contiguous().reshape(-1)
             digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}".encode())
             digest.update(flat.view(torch.uint8).numpy().tobytes())
-    _FINGERPRINTS[predictor] = (state, digest.hexdigest())
+    _FINGERPRINTS[module] = (state, digest.hexdigest())
     return digest.hexdigest()
 
 
+def weights_fingerprint(predictor) -> str:
+    """sha256 of the predictor's model and tokenizer fingerprints and of its settings that
+    change outputs (max_context, clip, slide_block, amp dtype, device type)."""
+    settings = {"max_context": predictor.max_context, "clip": predictor.clip,
+                "slide_block": predictor.slide_block, "amp_dtype": str(predictor.amp_dtype),
+                "device": predictor.device.type, "format": CACHE_FORMAT,
+                "model": module_fingerprint(predictor.model),
+                "tokenizer": module_fingerprint(predictor.tokenizer)}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
 def window_key(fingerprint: str, columns: Sequence[str], values: np.ndarray,
-               x_stamps: np.ndarray, y_stamps: np.ndarray | None, *, pred_len: int,
+               x_stamps: np.ndarray, y_stamps: np.ndarray, *, pred_len: int,
                sampling: SamplingParams, seed: int) -> str:
     """Content hash of one forecast window (see the module docs for what it covers)."""
     header = {"fingerprint": fingerprint, "columns": list(columns), "pred_len": int(pred_len),
@@ -80,8 +80,7 @@ def window_key(fingerprint: str, columns: Sequence[str], values: np.ndarray,
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
     digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
     digest.update(np.asarray(x_stamps, dtype="datetime64[ns]").view(np.int64).tobytes())
-    digest.update(b"infer" if y_stamps is None else
-                  np.asarray(y_stamps, dtype="datetime64[ns]").view(np.int64).tobytes())
+    digest.update(np.asarray(y_stamps, dtype="datetime64[ns]").view(np.int64).tobytes())
     return digest.hexdigest()
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import validate_panel
-from .walkforward import PanelForecasts, _split_instruments
+from .walkforward import PanelForecasts, split_instruments
 
 CURVE_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CONFORMAL_LEVELS: tuple[float, ...] = (0.5, 0.8)
@@ -98,7 +98,7 @@ def conformal_margin(lower: np.ndarray, upper: np.ndarray, realised: np.ndarray,
 def realised_closes(forecasts: PanelForecasts, panel: pd.DataFrame) -> np.ndarray:
     """(N, P) close of each window's instrument h = 1..P own bars after its date (NaN past the end)."""
     panel = validate_panel(panel)
-    names, stamps, values = _split_instruments(panel)
+    names, stamps, values = split_instruments(panel)
     close = list(panel.columns).index("close")
     code = {n: i for i, n in enumerate(names)}
     n_steps = forecasts.batch.paths.shape[2]

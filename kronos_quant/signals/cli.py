@@ -7,6 +7,8 @@ with realised forward returns and the random-walk, momentum and reversal baselin
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -22,23 +24,42 @@ def _csv_list(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".attrs.json")
+
+
 def write_scores(scores: pd.DataFrame, path: str | Path) -> Path:
-    """Scores to ``.parquet`` (default) or ``.csv``, keeping the (datetime, instrument) index."""
+    """Scores to ``.parquet`` (default) or ``.csv``, keeping the (datetime, instrument) index
+    and the frame's ``attrs`` (the scoring settings): inside the Parquet file, or in a
+    ``<name>.csv.attrs.json`` sidecar next to a CSV. Written atomically (temp file, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    json.dumps(scores.attrs)  # fail before writing if an attr cannot be stored
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if path.suffix.lower() == ".csv":
-        scores.to_csv(path)
+        scores.to_csv(tmp)
+        if scores.attrs:
+            side = _sidecar(path)
+            side_tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+            side_tmp.write_text(json.dumps(scores.attrs, indent=1, sort_keys=True))
+            os.replace(side_tmp, side)
     else:
-        scores.to_parquet(path)
+        scores.to_parquet(tmp)
+    os.replace(tmp, path)
     return path
 
 
 def read_scores(path: str | Path) -> pd.DataFrame:
-    """Scores written by :func:`write_scores` (or any long table with datetime/instrument)."""
+    """Scores written by :func:`write_scores` (or any long table with datetime/instrument),
+    with their ``attrs`` restored (from the Parquet file or the CSV's sidecar, if any)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"scores file {path} does not exist")
-    frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    csv = path.suffix.lower() == ".csv"
+    frame = pd.read_csv(path) if csv else pd.read_parquet(path)
+    attrs = dict(frame.attrs)
+    if csv and _sidecar(path).is_file():
+        attrs = json.loads(_sidecar(path).read_text())
     if isinstance(frame.index, pd.MultiIndex):
         frame = frame.reset_index()
     missing = [c for c in ("datetime", "instrument") if c not in frame.columns]
@@ -46,7 +67,9 @@ def read_scores(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}: scores need columns 'datetime' and 'instrument'; missing {missing}")
     frame["datetime"] = pd.to_datetime(frame["datetime"])
     frame["instrument"] = frame["instrument"].astype(str)
-    return frame.set_index(["datetime", "instrument"]).sort_index()
+    frame = frame.set_index(["datetime", "instrument"]).sort_index()
+    frame.attrs = attrs
+    return frame
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -66,7 +89,8 @@ def _score(args: argparse.Namespace) -> int:
                                sample_count=args.samples, freq=_freq(args.freq), start=args.start,
                                end=args.end, seed=args.seed, T=args.T, top_k=args.top_k,
                                top_p=args.top_p, cache_dir=args.cache_dir,
-                               batch_size=args.batch_size, verbose=not args.quiet)
+                               batch_size=args.batch_size, calendar=args.calendar,
+                               verbose=not args.quiet)
     scores = forecasts.score(scorers, log=args.log_returns).sort_index()
     out = write_scores(scores, args.out)
     dates = scores.index.get_level_values("datetime")
@@ -126,25 +150,31 @@ def _evaluate(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..cli import add_model_args
     from ..execution import DEFAULT_EXECUTION, EXECUTIONS
+    from ..inputs import MIN_CONTEXT, int_option
 
     p = subparsers.add_parser("score", help="walk-forward Kronos scores for every instrument",
                               description=__doc__)
     add_model_args(p, default_model=None, default_tokenizer=None)
     p.add_argument("--panel", required=True, help="long CSV/Parquet file or folder of per-symbol files")
-    p.add_argument("--lookback", type=int, default=64, help="context bars per window")
-    p.add_argument("--pred-len", type=int, default=5, help="bars forecast per window")
-    p.add_argument("--samples", type=int, default=16, help="sample paths per window")
+    p.add_argument("--lookback", type=int_option(MIN_CONTEXT), default=64,
+                   help="context bars per window")
+    p.add_argument("--pred-len", type=int_option(1), default=5, help="bars forecast per window")
+    p.add_argument("--samples", type=int_option(1), default=16, help="sample paths per window")
     p.add_argument("--freq", default="1", help="every k-th date (int) or a pandas period such as W, ME")
     p.add_argument("--start", default=None, help="first rebalance date (inclusive)")
     p.add_argument("--end", default=None, help="last rebalance date (inclusive)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--T", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-k", type=int_option(0), default=0)
     p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--calendar", default=None,
+                   help="exchange calendar for daily future stamps, e.g. XNYS (needs the "
+                        "[calendars] extra; default: weekdays)")
     p.add_argument("--scorers", default=None, help="comma-separated scorer names (default: all built-ins)")
     p.add_argument("--log-returns", action="store_true", help="score on log returns")
     p.add_argument("--cache-dir", default=None, help="Parquet forecast cache folder (resumable runs)")
-    p.add_argument("--batch-size", type=int, default=256, help="windows per generation call")
+    p.add_argument("--batch-size", type=int_option(1), default=256,
+                   help="windows per generation call")
     p.add_argument("--calibration", default=None, metavar="PNG",
                    help="also check path calibration against the panel and save a chart here")
     p.add_argument("--out", default="scores.parquet", help="output .parquet or .csv")

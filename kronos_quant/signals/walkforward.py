@@ -1,9 +1,10 @@
 """Walk-forward scoring of a panel: one forecast per (rebalance date, instrument).
 
 For a rebalance date ``t`` and an instrument with a bar at ``t``, the context window is that
-instrument's last ``lookback`` bars up to and including ``t``; nothing after ``t`` is read
-except, optionally, the *timestamps* of the next ``pred_len`` panel dates (the trading
-calendar is known in advance; future values never are). Windows of every date and instrument
+instrument's last ``lookback`` bars up to and including ``t``, and its future stamps are
+:func:`~kronos_quant.calendars.future_timestamps` of the window's own stamps (optionally on
+an exchange calendar): nothing after ``t`` is read, so a score at ``t`` is the same in a
+backtest and live, whatever later rows the panel holds. Windows of every date and instrument
 are batched together into :meth:`KronosPredictor.forecast_batch` calls, and each window gets
 its own seed derived from ``(seed, instrument, date)``, so its paths do not depend on which
 windows share its batch: cached, partly cached and uncached runs agree.
@@ -13,25 +14,21 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .. import __version__
+from ..calendars import CalendarLike, calendar_sessions, future_timestamps
 from ..data import INDEX_NAMES, validate_panel
 from ..generation import SamplingParams
-from ..inputs import MIN_CONTEXT
-from .cache import ForecastCache, window_key, weights_fingerprint
+from ..inputs import MIN_CONTEXT, checked_int
+from .cache import ForecastCache, module_fingerprint, window_key, weights_fingerprint
 from .scorers import PathBatch, resolve_scorers, score_batch
 
 logger = logging.getLogger(__name__)
-
-
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def rebalance_dates(calendar: pd.DatetimeIndex, freq: int | str | None = 1, *,
@@ -47,7 +44,7 @@ def rebalance_dates(calendar: pd.DatetimeIndex, freq: int | str | None = 1, *,
     if lo > hi:
         raise ValueError(f"start {lo} is after end {hi}")
     if freq is None or isinstance(freq, (int, np.integer)):
-        step = _positive_int("freq", 1 if freq is None else freq)
+        step = checked_int(1 if freq is None else freq, name="freq")
         chosen = calendar[np.arange(len(calendar)) % step == 0]
     elif isinstance(freq, str):
         try:
@@ -77,7 +74,7 @@ class WindowSet:
     keys: pd.MultiIndex  # (N,) ("datetime", "instrument")
     inst: np.ndarray  # (N,) instrument code
     end: np.ndarray  # (N,) position of the window's last bar in its instrument's arrays
-    future: list[np.ndarray | None]  # per window: calendar stamps of the next pred_len dates
+    future: list[np.ndarray]  # per window: (P,) datetime64[ns] stamps of its forecast bars
     stamps: list[np.ndarray]  # per instrument: datetime64[ns] (n_i,)
     values: list[np.ndarray]  # per instrument: float64 (n_i, C)
     columns: list[str]
@@ -92,7 +89,9 @@ class WindowSet:
         return self.values[i][stop - self.lookback:stop], self.stamps[i][stop - self.lookback:stop]
 
 
-def _split_instruments(panel: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+def split_instruments(panel: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Sorted instrument names, and per instrument its stamps (datetime64[ns]) and values
+    (float64, the panel's columns), in date order."""
     names = panel.index.get_level_values("instrument")
     codes, uniques = pd.factorize(names, sort=True)
     order = np.argsort(codes, kind="stable")  # rows of each instrument, still in date order
@@ -104,12 +103,11 @@ def _split_instruments(panel: pd.DataFrame) -> tuple[list[str], list[np.ndarray]
 
 
 def plan_windows(panel: pd.DataFrame, *, lookback: int, pred_len: int, dates: pd.DatetimeIndex,
-                 use_calendar: bool = True) -> WindowSet:
+                 calendar: CalendarLike = None) -> WindowSet:
     """Windows for every rebalance date and instrument that has a bar at the date and at least
-    ``lookback`` bars up to it (others are skipped and logged)."""
-    names, stamps, values = _split_instruments(panel)
-    calendar = pd.DatetimeIndex(panel.index.get_level_values("datetime").unique()).sort_values()
-    cal = calendar.to_numpy("datetime64[ns]")
+    ``lookback`` bars up to it (others are skipped and logged). Each window's future stamps
+    come from its own stamps alone (:func:`~kronos_quant.calendars.future_timestamps`)."""
+    names, stamps, values = split_instruments(panel)
     when = dates.to_numpy("datetime64[ns]")
     parts, short = [], {}
     for code, own in enumerate(stamps):
@@ -132,12 +130,12 @@ def plan_windows(panel: pd.DataFrame, *, lookback: int, pred_len: int, dates: pd
         logger.debug("skipped pairs per instrument: %s", short)
     order = np.lexsort((inst, d_idx))  # date-major, then instrument: the panel's order
     d_idx, inst, end = d_idx[order], inst[order], end[order]
-    cal_pos = np.searchsorted(cal, when[d_idx])
-    future = [cal[c + 1:c + 1 + pred_len] if use_calendar and c + pred_len < len(cal) else None
-              for c in cal_pos]
     keys = pd.MultiIndex.from_arrays([dates[d_idx], np.asarray(names, dtype=object)[inst]],
                                      names=list(INDEX_NAMES))
-    return WindowSet(keys, inst, end, future, stamps, values, list(panel.columns), lookback)
+    ws = WindowSet(keys, inst, end, [], stamps, values, list(panel.columns), lookback)
+    ws.future = [future_timestamps(ws.window(j)[1], pred_len, calendar=calendar)
+                 .to_numpy("datetime64[ns]") for j in range(len(ws))]
+    return ws
 
 
 @dataclass
@@ -145,12 +143,15 @@ class PanelForecasts:
     """Sample paths of many (date, instrument) windows.
 
     ``keys`` (N,) MultiIndex ("datetime", "instrument"); ``batch`` the paths and context
-    statistics (see :class:`PathBatch`); ``future`` (N, P) datetime64[ns] forecast stamps.
+    statistics (see :class:`PathBatch`); ``future`` (N, P) datetime64[ns] forecast stamps;
+    ``meta`` the settings that produced them (:func:`score_metadata`), carried into the
+    ``attrs`` of every score frame.
     """
 
     keys: pd.MultiIndex
     batch: PathBatch
     future: np.ndarray
+    meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -158,7 +159,9 @@ class PanelForecasts:
     def score(self, scorers: str | Iterable[str] | None = None, *, log: bool = False) -> pd.DataFrame:
         """Scores of every window: DataFrame indexed like ``keys``, one column per scorer."""
         batch = self.batch if self.batch.log == log else replace(self.batch, log=log)
-        return pd.DataFrame(score_batch(batch, scorers), index=self.keys)
+        frame = pd.DataFrame(score_batch(batch, scorers), index=self.keys)
+        frame.attrs = {**self.meta, "log": bool(log)}
+        return frame
 
     @classmethod
     def concat(cls, parts: list["PanelForecasts"]) -> "PanelForecasts":
@@ -168,7 +171,7 @@ class PanelForecasts:
         batch = PathBatch(cat("paths"), cat("last_close"), cat("close_mean"), cat("close_std"),
                           log=parts[0].batch.log, clip=parts[0].batch.clip)
         keys = parts[0].keys.append([p.keys for p in parts[1:]]) if len(parts) > 1 else parts[0].keys
-        return cls(keys, batch, np.concatenate([p.future for p in parts]))
+        return cls(keys, batch, np.concatenate([p.future for p in parts]), dict(parts[0].meta))
 
 
 @dataclass
@@ -181,6 +184,7 @@ class _Job:
     seed: int
     cache: ForecastCache | None
     fingerprint: str | None
+    meta: dict
 
 
 def _generate(job: _Job, ws: WindowSet, idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +195,7 @@ def _generate(job: _Job, ws: WindowSet, idx: list[int]) -> tuple[np.ndarray, np.
         index = pd.DatetimeIndex(stamps)
         frames.append(pd.DataFrame(values, columns=ws.columns, index=index))
         x_ts.append(index)
-        y_ts.append(None if ws.future[j] is None else pd.DatetimeIndex(ws.future[j]))
+        y_ts.append(pd.DatetimeIndex(ws.future[j]))
         seeds.append(window_seed(job.seed, ws.keys[j][1], ws.keys[j][0]))
     s = job.sampling
     out = job.predictor.forecast_batch(frames, pred_len=job.pred_len, x_timestamps=x_ts,
@@ -225,38 +229,57 @@ def _run_windows(job: _Job, ws: WindowSet, idx: list[int]) -> PanelForecasts:
     ctx = np.stack([ws.window(j)[0][:, close] for j in idx]).astype(np.float32).astype(np.float64)
     batch = PathBatch(paths, ctx[:, -1], ctx.mean(axis=1), ctx.std(axis=1),
                       clip=float(job.predictor.clip))
-    return PanelForecasts(ws.keys[idx], batch, stamps)
+    return PanelForecasts(ws.keys[idx], batch, stamps, job.meta)
+
+
+def score_metadata(predictor, *, lookback: int, pred_len: int, sampling: SamplingParams,
+                   seed: int, freq: int | str | None, calendar: CalendarLike) -> dict:
+    """JSON-serialisable settings behind a score frame (kept in its ``attrs``)."""
+    if calendar is None or isinstance(calendar, str):
+        calendar_label = calendar
+    else:
+        sessions = pd.DatetimeIndex(calendar)
+        calendar_label = (f"{len(sessions)} given sessions {sessions.min().date()}.."
+                          f"{sessions.max().date()}")
+    return {"lookback": int(lookback), "pred_len": int(pred_len),
+            "sample_count": int(sampling.sample_count), "T": float(sampling.T),
+            "top_k": int(sampling.top_k), "top_p": float(sampling.top_p), "seed": int(seed),
+            "slide_block": int(predictor.slide_block), "max_context": int(predictor.max_context),
+            "freq": freq if freq is None or isinstance(freq, str) else int(freq),
+            "calendar": calendar_label,
+            "model_fingerprint": module_fingerprint(predictor.model),
+            "tokenizer_fingerprint": module_fingerprint(predictor.tokenizer),
+            "kronos_quant_version": __version__}
 
 
 def iter_panel_forecasts(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int,
                          sample_count: int, freq: int | str | None = 1, start: object = None,
                          end: object = None, seed: int | None = None, T: float = 1.0,
                          top_k: int = 0, top_p: float = 0.9, cache_dir: str | None = None,
-                         batch_size: int = 256, use_calendar: bool = True,
+                         batch_size: int = 256, calendar: CalendarLike = None,
                          verbose: bool = True) -> Iterator[PanelForecasts]:
     """Yield :class:`PanelForecasts` chunks of at most ``batch_size`` windows, in
     (date, instrument) order. Arguments as in :func:`score_panel`."""
     if not hasattr(predictor, "forecast_batch"):
         raise TypeError(f"predictor must be a KronosPredictor, got {type(predictor).__name__}")
-    lookback = _positive_int("lookback", lookback, MIN_CONTEXT)
-    pred_len = _positive_int("pred_len", pred_len)
-    batch_size = _positive_int("batch_size", batch_size)
+    lookback = checked_int(lookback, name="lookback", minimum=MIN_CONTEXT)
+    pred_len = checked_int(pred_len, name="pred_len")
+    batch_size = checked_int(batch_size, name="batch_size")
     sampling = SamplingParams(T=T, top_k=top_k, top_p=top_p,
-                              sample_count=_positive_int("sample_count", sample_count))
-    panel = validate_panel(panel)
-    if getattr(panel.index.levels[0], "tz", None) is not None:
-        raise ValueError("panel datetimes are timezone-aware; convert them to naive local time "
-                         "first (e.g. `.tz_localize(None)` on the datetime level)")
-    calendar = pd.DatetimeIndex(panel.index.get_level_values("datetime").unique()).sort_values()
-    dates = rebalance_dates(calendar, freq, start=start, end=end)
-    ws = plan_windows(panel, lookback=lookback, pred_len=pred_len, dates=dates,
-                      use_calendar=use_calendar)
+                              sample_count=checked_int(sample_count, name="sample_count"))
+    panel = validate_panel(panel)  # tz-aware datetimes become local wall-clock time here
+    panel_dates = pd.DatetimeIndex(panel.index.get_level_values("datetime").unique()).sort_values()
+    dates = rebalance_dates(panel_dates, freq, start=start, end=end)
+    sessions = calendar_sessions(calendar, start=panel_dates[0])  # resolved once
+    ws = plan_windows(panel, lookback=lookback, pred_len=pred_len, dates=dates, calendar=sessions)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**63))
         logger.info("no seed given: using random seed %d (pass seed= to reproduce)", seed)
     cache = ForecastCache(cache_dir) if cache_dir is not None else None
+    meta = score_metadata(predictor, lookback=lookback, pred_len=pred_len, sampling=sampling,
+                          seed=int(seed), freq=freq, calendar=calendar)
     job = _Job(predictor, pred_len, sampling, int(seed), cache,
-               weights_fingerprint(predictor) if cache is not None else None)
+               weights_fingerprint(predictor) if cache is not None else None, meta)
     logger.info("scoring %d windows (%d dates × up to %d instruments)", len(ws), len(dates),
                 len(ws.stamps))
     with tqdm(total=len(ws), disable=not verbose, desc="scoring windows", unit="window") as bar:
@@ -277,7 +300,7 @@ def score_panel(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int,
                 freq: int | str | None = 1, start: object = None, end: object = None,
                 seed: int | None = None, log: bool = False, T: float = 1.0, top_k: int = 0,
                 top_p: float = 0.9, cache_dir: str | None = None, batch_size: int = 256,
-                use_calendar: bool = True, verbose: bool = True) -> pd.DataFrame:
+                calendar: CalendarLike = None, verbose: bool = True) -> pd.DataFrame:
     """Walk-forward Kronos scores of every instrument at every rebalance date.
 
     Parameters
@@ -306,19 +329,24 @@ def score_panel(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int,
     batch_size
         Windows per ``forecast_batch`` call (the predictor splits them further to respect its
         ``max_batch_rows``); also the cache file granularity.
-    use_calendar
-        Give the model the panel's next ``pred_len`` dates as future timestamps (False:
-        infer them from each window, so nothing after the date is read at all).
+    calendar
+        Future stamps of daily windows on an exchange calendar (``"XNYS"``; needs the
+        ``[calendars]`` extra) or a DatetimeIndex of sessions; None infers them from each
+        window (:func:`~kronos_quant.calendars.future_timestamps`). Either way nothing after
+        the date is read.
     verbose
         Progress bar over windows.
 
     Returns
     -------
-    DataFrame indexed by ("datetime", "instrument"), one float64 column per scorer.
+    DataFrame indexed by ("datetime", "instrument"), one float64 column per scorer; its
+    ``attrs`` hold the settings (:func:`score_metadata`, plus ``log``).
     """
     names = resolve_scorers(scorers)
     parts = [chunk.score(names, log=log) for chunk in iter_panel_forecasts(
         predictor, panel, lookback=lookback, pred_len=pred_len, sample_count=sample_count,
         freq=freq, start=start, end=end, seed=seed, cache_dir=cache_dir, batch_size=batch_size,
-        T=T, top_k=top_k, top_p=top_p, use_calendar=use_calendar, verbose=verbose)]
-    return pd.concat(parts).sort_index()
+        T=T, top_k=top_k, top_p=top_p, calendar=calendar, verbose=verbose)]
+    scores = pd.concat(parts).sort_index()
+    scores.attrs = dict(parts[0].attrs)
+    return scores
