@@ -1,0 +1,309 @@
+"""vectorbt adapter: Kronos scores as vectorbt signals, portfolios and an indicator.
+
+Everything here trades what :mod:`kronos_quant.portfolio` decides, at the time
+:mod:`kronos_quant.execution` says: a score indexed at bar t is known after t closes, so under
+the default ``"next_open"`` its orders fill at the open of the next bar. vectorbt is imported
+inside the functions (``pip install "kronos-quant[vectorbt]"``).
+
+* :func:`backtest`: scores (or a ready weight frame) → ``vbt.Portfolio`` through
+  ``Portfolio.from_orders(size_type="targetpercent", group_by=True, cash_sharing=True,
+  call_seq="auto")``: one cash pool, sells before buys, orders only on execution bars.
+* :func:`signals`: per-instrument entry/exit booleans with hysteresis, already lagged to the
+  execution bar, for ``Portfolio.from_signals`` (price: :func:`price_frames`).
+* ``KronosIndicator``: a ``vbt.IndicatorFactory`` indicator whose output ``score`` is a Kronos
+  scorer; sweeps over scorers share one forecast per window and thresholds go through
+  vectorbt's own ``score_crossed_above``/``score_above`` helpers.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..data import PANEL_COLUMNS, INDEX_NAMES, unstack_field, validate_panel
+from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
+from ..portfolio import align, target_weights
+from ..signals.transforms import check_scores
+
+if TYPE_CHECKING:
+    import vectorbt as vbt
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install "kronos-quant[vectorbt]"'
+DEFAULT_INIT_CASH = 1_000_000.0
+# Keyword arguments of KronosIndicator.run that configure the forecasts, not the scorer.
+FORECAST_OPTIONS = ("freq", "start", "end", "seed", "T", "top_k", "top_p", "cache_dir",
+                    "batch_size", "verbose")
+
+
+def require_vectorbt():
+    """Import vectorbt or raise ImportError naming the extra that installs it."""
+    try:
+        import vectorbt
+    except ImportError as err:
+        raise ImportError(f"the vectorbt adapter needs vectorbt: {INSTALL_HINT}") from err
+    return vectorbt
+
+
+def bar_freq(index: pd.DatetimeIndex) -> pd.Timedelta:
+    """The bars' typical spacing (median gap), the ``freq`` vectorbt annualises with."""
+    if len(index) < 2:
+        raise ValueError("need at least two bars to infer the bar frequency; pass freq=")
+    return pd.Timedelta(np.median(np.diff(index.to_numpy("datetime64[ns]"))))
+
+
+def price_frames(panel: pd.DataFrame, *, execution: str = DEFAULT_EXECUTION
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Wide (bars × instruments) frames for vectorbt: ``close`` to value positions, ``price``
+    to fill orders at (the open for ``next_open``, else the close) and ``tradable`` (the
+    instrument has a bar there). Gaps are forward-filled (and leading gaps back-filled, while
+    nothing can be held) so a missing bar never turns the portfolio value into NaN."""
+    panel = validate_panel(panel)
+    close = unstack_field(panel, "close")
+    raw = unstack_field(panel, execution_price(execution))
+    tradable = raw.notna()
+    fill = lambda f: f.ffill().bfill()  # noqa: E731
+    return fill(close), fill(raw), tradable
+
+
+def _weights(scores_or_weights, instruments: pd.Index, *, column: str | None, method: str,
+             topk: int | None, n_drop: int | None, options: Mapping[str, Any]) -> pd.DataFrame:
+    """Target weights (rebalance dates × panel instruments) from scores or a weight frame."""
+    obj = scores_or_weights
+    if isinstance(obj, pd.DataFrame) and isinstance(obj.index, pd.DatetimeIndex):
+        weights = obj.astype("float64")  # already weights: dates × instruments
+    elif isinstance(obj, (pd.Series, pd.DataFrame)) and isinstance(obj.index, pd.MultiIndex):
+        weights = target_weights(obj, column=column, method=method, topk=topk, n_drop=n_drop,
+                                 **dict(options))
+    else:
+        raise TypeError("backtest needs scores indexed by ('datetime', 'instrument') or a weight "
+                        "DataFrame indexed by datetime with one column per instrument, got "
+                        f"{type(obj).__name__}")
+    unknown = weights.columns.difference(instruments)
+    if len(unknown):
+        raise ValueError(f"weights name {len(unknown)} instrument(s) absent from the panel, "
+                         f"first {unknown[0]!r}")
+    if weights.isna().any().any():
+        raise ValueError("weights contain NaN; use 0 for instruments not held")
+    return weights.reindex(columns=instruments, fill_value=0.0)
+
+
+def order_frame(weights: pd.DataFrame, close: pd.DataFrame, tradable: pd.DataFrame, *,
+                execution: str = DEFAULT_EXECUTION) -> pd.DataFrame:
+    """Target-percent orders on the bar calendar: each rebalance's weights on its execution
+    bar (``kronos_quant.portfolio.align(fill=False)``), NaN (no order) on other bars and where
+    the instrument has no bar to trade on."""
+    orders = align(weights, close.index, execution=execution, fill=False)
+    orders = orders.reindex(columns=close.columns)
+    blocked = orders.notna() & ~tradable
+    if blocked.to_numpy().any():
+        logger.warning("%d order(s) skipped: the instrument has no bar at its execution bar, "
+                       "first %s", int(blocked.to_numpy().sum()),
+                       blocked.stack()[lambda s: s].index[0])
+    return orders.mask(blocked)
+
+
+def backtest(scores_or_weights: pd.Series | pd.DataFrame, panel: pd.DataFrame, *,
+             column: str | None = None, method: str = "topk", topk: int | None = None,
+             n_drop: int | None = None, execution: str = DEFAULT_EXECUTION, fees: float = 0.0,
+             slippage: float = 0.0, init_cash: float = DEFAULT_INIT_CASH,
+             freq: str | pd.Timedelta | None = None,
+             weight_options: Mapping[str, Any] | None = None,
+             **portfolio_kwargs) -> "vbt.Portfolio":
+    """Backtest scores (or target weights) on ``panel`` with vectorbt.
+
+    Parameters
+    ----------
+    scores_or_weights
+        Scores indexed by ("datetime", "instrument") (turned into weights by
+        :func:`kronos_quant.portfolio.target_weights`), or a weight frame (rebalance dates ×
+        instruments, 0 = not held) such as ``target_weights`` returns.
+    panel
+        The canonical panel whose bars are traded (see :mod:`kronos_quant.data`).
+    column, method, topk, n_drop
+        Passed to ``target_weights`` (ignored for a weight frame); ``weight_options`` holds its
+        other options (``long_short``, ``max_weight``, ``gross``, ``min_score``, ``threshold``).
+    execution
+        ``"next_open"`` (default), ``"next_close"`` or ``"same_close"``
+        (:mod:`kronos_quant.execution`): the bar and price each rebalance fills at.
+    fees, slippage
+        Proportional costs per order (0.001 = 10 bp), as vectorbt applies them.
+    init_cash
+        Starting cash of the single shared-cash group.
+    freq
+        Bar spacing for vectorbt's annualisation (default: the median gap between bars).
+    **portfolio_kwargs
+        Anything else ``Portfolio.from_orders`` accepts.
+
+    Returns
+    -------
+    vbt.Portfolio, one group ("group") holding every instrument.
+    """
+    vbt = require_vectorbt()
+    check_execution(execution)
+    close, price, tradable = price_frames(panel, execution=execution)
+    weights = _weights(scores_or_weights, close.columns, column=column, method=method,
+                       topk=topk, n_drop=n_drop, options=weight_options or {})
+    orders = order_frame(weights, close, tradable, execution=execution)
+    fixed = {"size_type": "targetpercent", "group_by": True, "cash_sharing": True}
+    clash = sorted(set(fixed) & set(portfolio_kwargs))
+    if clash:
+        raise ValueError(f"{clash} are fixed by this adapter (target weights, one shared-cash "
+                         f"group); call vbt.Portfolio.from_orders directly to change them")
+    portfolio_kwargs.setdefault("call_seq", "auto")
+    return vbt.Portfolio.from_orders(close, size=orders, price=price, fees=fees,
+                                     slippage=slippage, init_cash=init_cash,
+                                     freq=freq if freq is not None else bar_freq(close.index),
+                                     **fixed, **portfolio_kwargs)
+
+
+def _score_wide(scores: pd.Series | pd.DataFrame, column: str | None) -> pd.DataFrame:
+    """Scores as a dates × instruments frame (NaN = no score that date)."""
+    if isinstance(scores, pd.DataFrame) and not isinstance(scores.index, pd.MultiIndex):
+        return scores.astype("float64")  # already wide, e.g. KronosIndicator's output
+    check_scores(scores)
+    if isinstance(scores, pd.DataFrame):
+        if column is None and scores.shape[1] != 1:
+            raise ValueError(f"scores have columns {list(scores.columns)}; pick one with column=")
+        if column is not None and column not in scores.columns:
+            raise ValueError(f"column {column!r} is not a score column: {list(scores.columns)}")
+        scores = scores[column if column is not None else scores.columns[0]]
+    return scores.astype("float64").unstack("instrument").sort_index()
+
+
+def hysteresis(scores: pd.DataFrame, *, entry: float, exit: float,
+               topk: int | None = None) -> pd.DataFrame:
+    """Held state per score date (bool frame, dates × instruments).
+
+    A name is entered when its score reaches ``entry`` (and, with ``topk``, it is among the
+    date's ``topk`` highest scores) and held until its score falls below ``exit`` or goes
+    missing; between ``exit`` and ``entry`` it keeps its previous state.
+    """
+    values = scores.to_numpy()
+    eligible = values >= entry
+    if topk is not None:
+        if not isinstance(topk, (int, np.integer)) or isinstance(topk, bool) or topk < 1:
+            raise ValueError(f"topk must be an integer >= 1, got {topk!r}")
+        ranks = scores.rank(axis=1, method="first", ascending=False).to_numpy()
+        eligible &= ranks <= topk
+    keep = values >= exit  # NaN compares False: a name without a score is let go
+    held = np.zeros(values.shape, dtype=bool)
+    state = np.zeros(values.shape[1], dtype=bool)
+    for i in range(len(values)):
+        state = eligible[i] | (state & keep[i])
+        held[i] = state
+    return pd.DataFrame(held, index=scores.index, columns=scores.columns)
+
+
+def signals(scores: pd.Series | pd.DataFrame, *, bars: pd.Index | pd.DataFrame,
+            column: str | None = None, entry: float = 0.0, exit: float | None = None,
+            topk: int | None = None, execution: str = DEFAULT_EXECUTION
+            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Entry and exit booleans (bars × instruments) for ``Portfolio.from_signals``.
+
+    The held state of :func:`hysteresis` (``exit`` defaults to ``entry``; it must not exceed
+    it) changes on score dates; each change is placed on its execution bar by
+    :func:`kronos_quant.portfolio.align`, so a score at t enters or exits at t+1 under
+    ``next_*``. ``bars`` is the bar calendar: a panel, its index, or a DatetimeIndex. Trade
+    them at :func:`price_frames`' ``price`` (the open for ``next_open``).
+    """
+    check_execution(execution)
+    exit = entry if exit is None else exit
+    if not (np.isfinite(entry) and np.isfinite(exit)) or exit > entry:
+        raise ValueError(f"need finite exit <= entry for hysteresis, got entry={entry!r}, "
+                         f"exit={exit!r}")
+    calendar = bars.index if isinstance(bars, pd.DataFrame) else bars
+    held = hysteresis(_score_wide(scores, column), entry=entry, exit=exit, topk=topk)
+    before = held.shift(1, fill_value=False)
+    placed = [align(flag.astype("float64"), calendar, execution=execution, fill=False)
+              .fillna(0.0).astype(bool) for flag in (held & ~before, before & ~held)]
+    entries, exits = placed
+    return entries, exits
+
+
+# --- KronosIndicator -------------------------------------------------------------------------
+
+def _panel_from_wide(close: pd.DataFrame, others: Mapping[str, pd.DataFrame | None]) -> pd.DataFrame:
+    """A canonical panel from wide frames; missing open/high/low copy the close and a missing
+    volume is 0 (the model then sees flat candles without volume)."""
+    fields = {"close": close}
+    for name in PANEL_COLUMNS[:5]:
+        given = others.get(name)
+        if name != "close":
+            fallback = close if name != "volume" else close * 0.0
+            fields[name] = fallback if given is None else given.reindex_like(close)
+    frame = pd.concat({n: fields[n] for n in PANEL_COLUMNS[:5]}, axis=1)
+    long = frame.stack(level=1, future_stack=True).dropna(subset=["close"])
+    long.index = long.index.set_names(list(INDEX_NAMES))
+    long.index = long.index.set_levels(long.index.levels[1].astype(str), level=1)
+    return validate_panel(long.sort_index())
+
+
+def _forecasts(close, lookbacks, pred_lens, sample_counts, scorers, *, predictor=None,
+               open=None, high=None, low=None, volume=None, **options) -> dict:
+    """``cache_func`` of the indicator: one walk-forward forecast per distinct
+    (lookback, pred_len, sample_count), shared by every scorer of the sweep."""
+    from ..signals import forecast_panel
+
+    if predictor is None:
+        raise ValueError("KronosIndicator.run needs predictor= (a KronosPredictor)")
+    unknown = sorted(set(options) - set(FORECAST_OPTIONS) - {"log"})
+    if unknown:
+        raise TypeError(f"KronosIndicator.run got unexpected options {unknown}; forecast "
+                        f"options are {list(FORECAST_OPTIONS)} and log")
+    panel = _panel_from_wide(close, {"open": open, "high": high, "low": low, "volume": volume})
+    forecast_options = {k: v for k, v in options.items() if k in FORECAST_OPTIONS}
+    forecast_options.setdefault("seed", 0)
+    out = {}
+    for key in dict.fromkeys(zip(lookbacks, pred_lens, sample_counts)):
+        lookback, pred_len, sample_count = (int(v) for v in key)
+        out[key] = forecast_panel(predictor, panel, lookback=lookback, pred_len=pred_len,
+                                  sample_count=sample_count, **forecast_options)
+    return out
+
+
+def _score_output(close, lookback, pred_len, sample_count, scorer, forecasts, *, log=False,
+                  **_ignored) -> np.ndarray:
+    """``apply_func`` of the indicator: one scorer on the shared forecasts, held (forward
+    filled) from each scored bar until the next, on the close's shape."""
+    chunk = forecasts[(int(lookback), int(pred_len), int(sample_count))]
+    wide = chunk.score([scorer], log=bool(log))[scorer].unstack("instrument")
+    wide = wide.reindex(index=close.index, columns=close.columns.astype(str)).ffill()
+    return wide.to_numpy(np.float64)
+
+
+_INDICATOR = None
+
+
+def kronos_indicator():
+    """The ``KronosIndicator`` class (built on first use, so vectorbt loads lazily).
+
+    ``KronosIndicator.run(close, lookback=..., pred_len=..., sample_count=..., scorer=...,
+    predictor=p, [open=, high=, low=, volume=,] [freq=, seed=, cache_dir=, ...])``: ``close``
+    and the optional OHLCV frames are wide (bars × instruments); each parameter may be a list
+    (``param_product=True`` sweeps their product). Output ``score`` (bars × instruments per
+    parameter combination) is the scorer at each scored bar t, known after t closes: lag any
+    crossing signal by the execution convention before trading it (see :func:`signals`).
+    """
+    global _INDICATOR
+    if _INDICATOR is None:
+        vbt = require_vectorbt()
+        factory = vbt.IndicatorFactory(
+            class_name="KronosIndicator", short_name="kronos", input_names=["close"],
+            param_names=["lookback", "pred_len", "sample_count", "scorer"],
+            output_names=["score"], module_name=__name__)
+        _INDICATOR = factory.from_apply_func(
+            _score_output, cache_func=_forecasts, keep_pd=True, lookback=64, pred_len=5,
+            sample_count=16, scorer="expected_return")
+    return _INDICATOR
+
+
+def __getattr__(name: str):
+    # ``from kronos_quant.adapters.vectorbt import KronosIndicator`` builds it on demand.
+    if name == "KronosIndicator":
+        return kronos_indicator()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
