@@ -63,10 +63,21 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams,
 
     Filtering follows the reference: top-k keeps logits ≥ the k-th largest; otherwise top-p
     keeps the most likely tokens up to and including the first one whose cumulative
-    probability exceeds ``top_p``. ``top_k == 1`` is an argmax (no randomness).
+    probability exceeds ``top_p``. ``top_k == 1`` is greedy: the most likely token.
+
+    With no ``generator`` the draws come from torch's global stream in the reference's order
+    and amount, greedy included, so that later unseeded calls see the same stream as after
+    the reference's ``predict``.
     """
     if params.top_k == 1:
-        return logits.argmax(dim=-1, keepdim=True)
+        if generator is not None:
+            return logits.argmax(dim=-1, keepdim=True)
+        # The reference samples even when greedy: torch.multinomial on the one-hot
+        # distribution, which draws an Exp(1) per entry and takes argmax(p / q). Drawing the
+        # same q keeps the global stream in step and picks among tied maxima as it does.
+        q = torch.empty_like(logits).exponential_()  # (B, V)
+        top = logits == logits.amax(dim=-1, keepdim=True)  # (B, V)
+        return (top / q).argmax(dim=-1, keepdim=True)
     logits = logits / params.T
     if params.top_k > 0:
         kth = torch.topk(logits, min(params.top_k, logits.shape[-1])).values[..., -1:]
