@@ -3,7 +3,9 @@
 ``recompute_generate`` is our own small re-statement of the reference pipeline's generation
 loop (spec, "Forecast pipeline"): repeat the context per sample, re-run the whole window for
 every bar, drop the oldest bar once the window is full. It is deliberately naive: it is the
-yardstick the cached engine is measured and tested against, not a code path users take.
+yardstick the cached engine is measured and tested against, not a code path users take. The
+yardstick itself is held to numbers produced by the reference implementation
+(``tests/data/reference-tiny``, ``tests/test_reference_fixture.py``).
 """
 from __future__ import annotations
 

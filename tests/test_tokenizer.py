@@ -58,19 +58,32 @@ def test_encoder_and_decoder_are_causal():
 
 
 def test_training_forward_and_loss():
-    tok, _ = tiny_pair(0)
+    tok, _ = tiny_pair(0)  # no dropout: train mode is deterministic
     tok.train()
     x = _x(seed=3)
-    (z_pre, z), bsq_loss, quantized, indices = tok(x)
+    outputs = tok(x)
+    (z_pre, z), bsq_loss, quantized, indices = outputs
     assert z_pre.shape == z.shape == x.shape
     assert quantized.shape == (3, 10, tok.codebook_dim)
-    assert indices.shape == (3, 10)
-    loss = tok.reconstruction_loss(x, (tok(x)))
-    want = (F.mse_loss(z_pre, x) + F.mse_loss(z, x) + bsq_loss) / 2
-    assert torch.isfinite(loss)
+    assert torch.equal(indices, tok.encode(x))
+    # Every output rebuilt from the parts: z_pre from the s1 bits alone, z from the full code.
+    with torch.no_grad():
+        latent = F.normalize(tok._encode_latent(x), dim=-1)  # (B, L, D)
+        codes = torch.where(latent > 0, 1.0, -1.0) / math.sqrt(tok.codebook_dim)
+        decoder = torch.nn.Sequential(*tok.decoder)
+        want_pre = tok.head(decoder(tok.post_quant_embed_pre(codes[..., :tok.s1_bits])))
+        want_z = tok.head(decoder(tok.post_quant_embed(codes)))
+        want_bsq = tok.tokenizer.bsq.loss(latent, codes)
+    assert torch.allclose(quantized, codes)
+    # atol: the straight-through codes differ from exact ±1/sqrt(D) by float rounding.
+    assert torch.allclose(z_pre, want_pre, atol=1e-5) and torch.allclose(z, want_z, atol=1e-5)
+    assert not torch.allclose(z_pre, z, atol=1e-3)
+    assert torch.allclose(bsq_loss, want_bsq, atol=1e-6)
+    loss = tok.reconstruction_loss(x, outputs)
+    want = (F.mse_loss(want_pre, x) + F.mse_loss(want_z, x) + want_bsq) / 2
+    assert torch.allclose(loss, want, rtol=1e-5, atol=1e-6)
     loss.backward()
     assert tok.embed.weight.grad is not None and tok.embed.weight.grad.abs().sum() > 0
-    assert want.shape == ()
 
 
 def test_bsq_loss_terms():
