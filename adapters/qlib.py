@@ -27,8 +27,8 @@ import pandas as pd
 
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_lag, execution_price
 from ..signals.transforms import check_scores
-from .qlib_data import (ALL_MARKET, DAY_FREQ, REGION_DEFAULTS, check_region, init_qlib,
-                        quiet_qlib, read_calendar, read_instruments, read_provider)
+from .qlib_data import (ALL_MARKET, DAY_FREQ, REGION_DEFAULTS, check_region, import_qlib,
+                        init_qlib, quiet_qlib, read_calendar, read_instruments, read_provider)
 
 logger = logging.getLogger(__name__)
 
@@ -309,3 +309,151 @@ def compare_scorers(scores: pd.DataFrame, provider_uri: str | Path, *,
         figure = plot_cumulative(reports, Path(out_dir) / "scorers_cumulative_return.png")
         table.to_csv(Path(out_dir) / "scorers.csv")
     return table, figure
+
+
+# ----------------------------------------------------------------------------- workflow model
+
+
+def handler_panel(frame: pd.DataFrame) -> pd.DataFrame:
+    """A handler's raw feature frame (columns ``("feature", name)`` or ``$name``) → our canonical
+    panel; slots without a close (gaps, before listing) are dropped."""
+    from ..data import validate_panel
+
+    if isinstance(frame.columns, pd.MultiIndex):
+        frame = frame["feature"] if "feature" in frame.columns.get_level_values(0) else frame
+    frame = frame.rename(columns=lambda c: str(c).lstrip("$").lower())
+    frame = frame[[c for c in HANDLER_FIELDS if c in frame.columns]]
+    if list(frame.index.names) == ["instrument", "datetime"]:
+        frame = frame.swaplevel()
+    frame = frame[frame["close"].notna()].astype(np.float64).sort_index()
+    frame.index = frame.index.set_levels(frame.index.levels[1].astype(str), level="instrument")
+    return validate_panel(frame)
+
+
+def _segment(dataset, segment: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    segments = getattr(dataset, "segments", {})
+    if segment not in segments:
+        raise ValueError(f"dataset has no segment {segment!r}; it has {list(segments)}")
+    start, end = segments[segment]
+    return pd.Timestamp(start), pd.Timestamp(end)
+
+
+def _raw_history(dataset, end: pd.Timestamp) -> pd.DataFrame:
+    """Every raw bar of the handler up to ``end``: the windows need history before a segment."""
+    from qlib.data.dataset.handler import DataHandlerLP
+
+    with quiet_qlib():
+        frame = dataset.handler.fetch(slice(None, end), col_set="feature",
+                                      data_key=DataHandlerLP.DK_R)
+    return handler_panel(frame)
+
+
+def _build_handler() -> type:
+    from qlib.data.dataset.handler import DataHandlerLP
+
+    class KronosDataHandler(DataHandlerLP):
+        """Raw ``$open … $amount`` features (no processors: Kronos normalises each window
+        itself) and the label ``Ref($close, -2) / Ref($close, -1) - 1`` for
+        ``SignalRecord``/``SigAnaRecord``."""
+
+        def __init__(self, instruments: str | list = ALL_MARKET, start_time=None, end_time=None,
+                     *, fields: tuple[str, ...] = HANDLER_FIELDS, label: str = LABEL,
+                     freq: str = DAY_FREQ, **kwargs):
+            config = {"feature": ([f"${f}" for f in fields], list(fields)),
+                      "label": ([label], ["LABEL0"])}
+            loader = {"class": "QlibDataLoader", "module_path": "qlib.data.dataset.loader",
+                      "kwargs": {"config": config, "freq": freq}}
+            super().__init__(instruments=instruments, start_time=start_time, end_time=end_time,
+                             data_loader=loader, **kwargs)
+
+    return KronosDataHandler
+
+
+def _build_model() -> type:
+    from qlib.model.base import Model
+
+    class KronosModel(Model):
+        """Kronos as a Qlib model: ``predict`` returns walk-forward scores of a segment.
+
+        ``model``/``tokenizer`` are Hub ids or directories. ``fit`` is zero-shot (loads the
+        pair) unless ``finetune`` holds :class:`~kronos_quant.finetune.FinetuneConfig`
+        settings: then the predictor is finetuned on the handler's bars up to the end of the
+        ``train`` segment and its checkpoint used. ``predict(dataset, segment)`` scores every
+        date of the segment from raw OHLCV windows (``lookback`` bars up to the date, history
+        before the segment included) with ``scorer``; ``cache_dir`` enables the forecast
+        cache; the Series is indexed (datetime, instrument).
+        """
+
+        def __init__(self, model: str, tokenizer: str, *, lookback: int = 64, pred_len: int = 2,
+                     sample_count: int = 8, scorer: str = "expected_return", seed: int = 0,
+                     cache_dir: str | None = None, device: str | None = None,
+                     max_context: int = 512, T: float = 1.0, top_k: int = 0, top_p: float = 0.9,
+                     batch_size: int = 256, finetune: dict | None = None, verbose: bool = False):
+            self.model, self.tokenizer, self.device = str(model), str(tokenizer), device
+            self.max_context, self.finetune, self.verbose = max_context, finetune, verbose
+            self.options = dict(lookback=lookback, pred_len=pred_len, sample_count=sample_count,
+                                seed=seed, cache_dir=cache_dir, T=T, top_k=top_k, top_p=top_p,
+                                batch_size=batch_size)
+            self.scorer = scorer
+            self._predictor = None
+
+        @property
+        def predictor(self):
+            if self._predictor is None:
+                from ..predictor import KronosPredictor
+
+                self._predictor = KronosPredictor.from_pretrained(
+                    self.model, self.tokenizer, device=self.device, max_context=self.max_context)
+            return self._predictor
+
+        def fit(self, dataset, reweighter=None) -> "KronosModel":
+            if self.finetune:
+                self._finetune(dataset)
+            self.predictor  # zero-shot: loading the pair is the whole fit
+            return self
+
+        def _finetune(self, dataset) -> None:
+            from ..finetune import FinetuneConfig, run_finetune
+
+            _, train_end = _segment(dataset, "train")
+            settings = {"out_dir": "runs/qlib_kronos", **self.finetune, "task": "predictor",
+                        "init": self.model, "tokenizer": self.tokenizer,
+                        "lookback": self.options["lookback"],
+                        "pred_len": self.options["pred_len"], "max_context": self.max_context}
+            result = run_finetune(FinetuneConfig.from_dict(settings),
+                                  panel=_raw_history(dataset, train_end))
+            best = result.run_dir / "best"
+            self.model = str(best if best.exists() else result.run_dir / "last")
+            self._predictor = None
+            logger.info("KronosModel: finetuned predictor in %s", self.model)
+
+        def predict(self, dataset, segment: str = "test") -> pd.Series:
+            from ..signals import score_panel
+
+            start, end = _segment(dataset, segment)
+            scores = score_panel(self.predictor, _raw_history(dataset, end),
+                                 scorers=[self.scorer], start=start, end=end,
+                                 verbose=self.verbose, **self.options)
+            return scores[self.scorer].rename("score")
+
+        def __getstate__(self) -> dict:
+            # Qlib pickles the fitted model into its recorder: keep the settings, not the weights.
+            return {**self.__dict__, "_predictor": None}
+
+    return KronosModel
+
+
+_BUILDERS = {"KronosModel": _build_model, "KronosDataHandler": _build_handler}
+_BUILT: dict[str, type] = {}
+
+
+def __getattr__(name: str) -> type:
+    """Build the Qlib subclasses on first access, so that importing this module needs no Qlib."""
+    if name not in _BUILDERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _BUILT:
+        import_qlib()
+        cls = _BUILDERS[name]()
+        cls.__module__, cls.__qualname__ = __name__, name  # picklable by name
+        _BUILT[name] = cls
+    return _BUILT[name]

@@ -310,13 +310,13 @@ def _merged_calendar(old: pd.DatetimeIndex, new: pd.DatetimeIndex, fmt: str) -> 
 
 
 def _check_history(symbol: str, name: str, stored: np.ndarray, given: np.ndarray,
-                   calendar: pd.DatetimeIndex) -> None:
+                   calendar: pd.DatetimeIndex, fmt: str) -> None:
     """Refuse values that would change the stored part of a feature."""
     given = given[:len(stored)]
     differs = ~np.isnan(given) & ~(given.astype(np.float32) == stored)
     if differs.any():
         i = int(np.argmax(differs))
-        raise ValueError(f"update would rewrite history: {symbol} {name} at {calendar[i]} is "
+        raise ValueError(f"update would rewrite history: {symbol} {name} at {calendar[i]:{fmt}} is "
                          f"stored as {stored[i]} but the new data has {given[i]}; write a new "
                          "directory to change past values")
 
@@ -325,24 +325,26 @@ def _instrument_arrays(frame: pd.DataFrame | None, symbol: str, root: Path, freq
                        calendar: pd.DatetimeIndex, n_old: int) -> dict[str, np.ndarray]:
     """Every field of one instrument on the merged calendar (stored part kept, checked)."""
     folder = root / "features" / symbol.lower()
+    # A new instrument has no stored history: all of its slots are new.
+    keep = n_old if (folder / f"close.{freq}.bin").exists() else 0
     out: dict[str, np.ndarray] = {}
     rows = None if frame is None else calendar.get_indexer(frame.index)
     for name in BASE_FIELDS + DERIVED_FIELDS:
-        stored = read_bin(folder / f"{name}.{freq}.bin", n_old)
+        stored = read_bin(folder / f"{name}.{freq}.bin", keep)
         merged = np.full(len(calendar), np.nan)
-        merged[:n_old] = stored
+        merged[:keep] = stored
         if frame is not None and name in frame.columns:
             given = np.full(len(calendar), np.nan)
             given[rows] = frame[name].to_numpy(np.float64)
-            _check_history(symbol, name, stored, given, calendar)
-            merged[n_old:] = given[n_old:]
+            _check_history(symbol, name, stored, given, calendar, _stamp_format(freq))
+            merged[keep:] = given[keep:]
         out[name] = merged
     with np.errstate(divide="ignore", invalid="ignore"):
         vwap = np.where(out["volume"] > 0, out["amount"] / out["volume"], np.nan)
         close = pd.Series(out["close"]).ffill().to_numpy()
         change = out["close"] / np.concatenate([[np.nan], close[:-1]]) - 1.0
     # Derived fields: stored history is kept as it is; only the new slots are computed.
-    out["vwap"][n_old:], out["change"][n_old:] = vwap[n_old:], change[n_old:]
+    out["vwap"][keep:], out["change"][keep:] = vwap[keep:], change[keep:]
     return out
 
 
@@ -470,18 +472,20 @@ def _qlib_frame(root: Path, instruments: str | Sequence[str], fields: Sequence[s
     return frame
 
 
-def read_provider(provider_uri: str | Path, *, instruments: str | Sequence[str] = ALL_MARKET,
+def read_provider(provider_uri: str | Path, *,
+                  instruments: str | Sequence[str] | None = ALL_MARKET,
                   start: object = None, end: object = None, freq: str = DAY_FREQ,
                   region: str = "cn") -> pd.DataFrame:
     """A canonical panel read from a Qlib provider directory through ``qlib.data.D``.
 
-    ``instruments`` is a market name (``"all"``, ``"csi300"``, …) or a list of symbols;
+    ``instruments`` is a market name (``"all"``, ``"csi300"``, …), a list of symbols or
+    None (all);
     calendar slots where an instrument has no close (gaps, suspensions) are dropped. Values
     are Qlib's float32 widened to float64; instruments are Qlib's upper-case symbols.
     """
     root = init_qlib(provider_uri, region=region, freq=freq)
     fields = _fields(root, freq)
-    frame = _qlib_frame(root, instruments, fields, start=start, end=end, freq=freq)
+    frame = _qlib_frame(root, instruments or ALL_MARKET, fields, start=start, end=end, freq=freq)
     frame = frame[frame["close"].notna()].astype(np.float64)
     if frame.empty:
         raise ValueError(f"{root} has no bars for instruments={instruments!r} between "
