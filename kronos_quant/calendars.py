@@ -93,14 +93,23 @@ def _mode(steps: pd.TimedeltaIndex) -> pd.Timedelta:
     return pd.Timedelta(values[np.argmax(counts)])  # ties: the shortest
 
 
+def _days(ts: pd.DatetimeIndex) -> np.ndarray:
+    """Calendar day numbers (int64, days since 1970-01-01) of tz-naive stamps."""
+    return np.asarray(ts.values.astype("datetime64[D]"), dtype=np.int64)
+
+
+def _has_weekend(days: np.ndarray) -> bool:
+    return bool((((days + 3) % 7) >= 5).any())  # 1970-01-01 was a Thursday (Monday = 0)
+
+
 def _is_daily(ts: pd.DatetimeIndex) -> bool:
     """One bar per calendar date, mostly a day apart (weekends and holidays may interrupt)."""
-    days = ts.normalize()
-    if not days.is_unique:
+    steps = np.diff(_days(ts))
+    if (steps < 1).any():
         return False
-    steps = days[1:] - days[:-1]
-    weekend = bool((ts.day_of_week >= 5).any())
-    return _mode(steps) == _DAY or (not weekend and bool((steps <= 4 * _DAY).all()))
+    counts = np.bincount(np.minimum(steps, 8))
+    modal_step = int(np.argmax(counts))  # ties: the shortest
+    return modal_step == 1 or (not _has_weekend(_days(ts)) and bool((steps <= 4).all()))
 
 
 def _calendar_grid(ts: pd.DatetimeIndex) -> pd.DateOffset | None:
@@ -168,7 +177,7 @@ def future_timestamps(ts: Any, pred_len: int, *, calendar: CalendarLike = None) 
         future = _next_sessions(sessions, last, n, label) + time_of_day
     elif _is_daily(wall):
         first = last.normalize() + _DAY
-        if bool((wall.day_of_week >= 5).any()):
+        if _has_weekend(_days(wall)):
             days = pd.date_range(first, periods=n, freq="D")
         else:
             days = business_days(first, n)

@@ -133,8 +133,14 @@ def plan_windows(panel: pd.DataFrame, *, lookback: int, pred_len: int, dates: pd
     keys = pd.MultiIndex.from_arrays([dates[d_idx], np.asarray(names, dtype=object)[inst]],
                                      names=list(INDEX_NAMES))
     ws = WindowSet(keys, inst, end, [], stamps, values, list(panel.columns), lookback)
-    ws.future = [future_timestamps(ws.window(j)[1], pred_len, calendar=calendar)
-                 .to_numpy("datetime64[ns]") for j in range(len(ws))]
+    # Instruments trading the same days share window stamps: infer each distinct one once.
+    known: dict[bytes, np.ndarray] = {}
+    for j in range(len(ws)):
+        own = ws.window(j)[1]
+        key = own.tobytes()
+        if key not in known:
+            known[key] = future_timestamps(own, pred_len, calendar=calendar).to_numpy("datetime64[ns]")
+        ws.future.append(known[key])
     return ws
 
 
