@@ -57,7 +57,8 @@ def _resolve_files(name_or_path: str | Path, *, revision: str | None, cache_dir:
     return config, weights
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` or legacy ``.bin`` weights file, on the CPU."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -119,7 +120,7 @@ class HubModelMixin:
             name_or_path, revision=revision, cache_dir=cache_dir, force_download=force_download,
             token=token, local_files_only=local_files_only)
         model = cls.from_config(cls.config_class.load(config_path))
-        state = _read_state_dict(weights_path)
+        state = read_state_dict(weights_path)
         check_state_dict(model, state, source=str(name_or_path))  # type: ignore[arg-type]
         model.load_state_dict(state, strict=True)  # type: ignore[attr-defined]
         model.eval()  # type: ignore[attr-defined]

@@ -1,5 +1,11 @@
-"""Finetuning: both tasks train, checkpoints reload and forecast, resume, clear errors."""
+"""Finetuning: both tasks train, checkpoints reload and forecast, resume exactly, survive
+crashes while writing, clear errors."""
 from __future__ import annotations
+
+import functools
+import os
+import random
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -10,9 +16,11 @@ from kronos_quant import KronosPredictor
 from kronos_quant.cli import main
 from kronos_quant.config import preset_configs
 from kronos_quant.data import panel_from_frames, synthetic_panel
-from kronos_quant.finetune import FinetuneConfig, Trainer, read_metrics
+from kronos_quant.finetune import FinetuneConfig, Trainer, checkpoint, read_metrics
 from kronos_quant.finetune.tasks import causal_s2_attention
+from kronos_quant.hub import WEIGHTS_NAME, read_state_dict
 from kronos_quant.model import Kronos
+from kronos_quant.testing import TINY_PREDICTOR
 from kronos_quant.tokenizer import KronosTokenizer
 
 SMALL = dict(lookback=16, pred_len=4, batch_size=8, val_fraction=0.25, progress=False,
@@ -84,22 +92,120 @@ def test_losses_go_down_on_a_learnable_pattern(tmp_path):
     assert after < 0.6 * before
 
 
-def test_resume_continues_from_the_saved_step(tmp_path, panel, tokenizer_run):
-    tok = str(tokenizer_run.run_dir / "best")
-    full = Trainer(_cfg(tmp_path, "full", task="predictor", tokenizer=tok, max_steps=6),
-                   panel=panel).fit()
-    part = Trainer(_cfg(tmp_path, "part", task="predictor", tokenizer=tok, max_steps=6),
-                   panel=panel).fit(stop_after=3)
-    assert part.step == 3
-    resumed = Trainer(_cfg(tmp_path, "part", task="predictor", tokenizer=tok, max_steps=6,
-                           resume=True), panel=panel)
-    assert resumed.step == 3
-    assert resumed.fit().step == 6
-    a = Kronos.from_pretrained(full.run_dir / "last").state_dict()
-    b = Kronos.from_pretrained(tmp_path / "part" / "last").state_dict()
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+def _tiny_cfg(tmp, name, tiny_dirs, **kw) -> FinetuneConfig:
+    """The tiny pair of conftest's ``tiny_dirs``: its predictor has dropout 0.1 everywhere."""
+    tok, model = tiny_dirs
+    return _cfg(tmp, name, task="predictor", init=str(model), tokenizer=str(tok), max_steps=6,
+                **kw)
+
+
+def _saved_weights(run_dir) -> dict[str, torch.Tensor]:
+    return read_state_dict(run_dir / "last" / WEIGHTS_NAME)
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def tiny_straight(tmp_path_factory, panel, tiny_dirs):
+    """Weights after 6 uninterrupted steps of the tiny predictor."""
+    tmp = tmp_path_factory.mktemp("straight")
+    return _saved_weights(Trainer(_tiny_cfg(tmp, "run", tiny_dirs), panel=panel).fit().run_dir)
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(tmp_path, panel, tiny_dirs,
+                                                             tiny_straight, teacher_forcing):
+    assert TINY_PREDICTOR.resid_dropout_p == 0.1 and TINY_PREDICTOR.attn_dropout_p == 0.1
+    cfg = functools.partial(_tiny_cfg, tmp_path, tiny_dirs=tiny_dirs,
+                            teacher_forcing=teacher_forcing)
+    straight = tiny_straight if teacher_forcing else _saved_weights(
+        Trainer(cfg("straight"), panel=panel).fit().run_dir)
+    assert Trainer(cfg("part"), panel=panel).fit(stop_after=3).step == 3
+    assert (tmp_path / "part" / "last" / "rng" / "rank-0.pt").is_file()
+    shutil.copytree(tmp_path / "part", tmp_path / "no_rng")
+    shutil.rmtree(tmp_path / "no_rng" / "last" / "rng")
+    random.seed(99), np.random.seed(99), torch.manual_seed(99)  # the caller's state must not matter
+    resumed = Trainer(cfg("part", resume=True), panel=panel)
+    assert resumed.step == 3 and resumed.fit().step == 6
+    assert _same(_saved_weights(tmp_path / "part"), straight)
     steps = [r["step"] for r in read_metrics(tmp_path / "part") if r["kind"] == "step"]
     assert steps == [1, 2, 3, 4, 5, 6]
+    # Control: without the saved random states the dropout (and s1) draws differ.
+    Trainer(cfg("no_rng", resume=True), panel=panel).fit()
+    assert not _same(_saved_weights(tmp_path / "no_rng"), straight)
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+def _arm_crash(monkeypatch, trainer: Trainer, point: str) -> None:
+    """Make the next write of last/ die at ``point``."""
+    last = trainer.run_dir / "last"
+    if point == "while_filling":
+        def write_last(folder, states):
+            trainer.task.save(folder)  # weights written, trainer state not yet
+            raise SimulatedCrash(point)
+
+        monkeypatch.setattr(trainer, "_write_last", write_last)
+        return
+    rename, fsync_dir = checkpoint._rename, checkpoint._fsync_dir
+    renamed_to = []
+
+    def crashing_rename(src, dst):
+        if (point == "moving_old_away" and src == last) or (
+                point == "moving_new_in" and dst == last):
+            raise SimulatedCrash(point)
+        rename(src, dst)
+        renamed_to.append(dst)
+
+    def crashing_fsync_dir(path):  # called right after the new folder is renamed in
+        if point == "before_deleting_old" and renamed_to[-1:] == [last]:
+            raise SimulatedCrash(point)
+        fsync_dir(path)
+
+    monkeypatch.setattr(checkpoint, "_rename", crashing_rename)
+    monkeypatch.setattr(checkpoint, "_fsync_dir", crashing_fsync_dir)
+
+
+@pytest.mark.parametrize("point, step", [("while_filling", 2), ("moving_old_away", 2),
+                                         ("moving_new_in", 2), ("before_deleting_old", 4)])
+def test_a_crash_while_writing_last_leaves_a_consistent_checkpoint(
+        tmp_path, panel, tiny_dirs, tiny_straight, monkeypatch, point, step):
+    trainer = Trainer(_tiny_cfg(tmp_path, "run", tiny_dirs), panel=panel)
+    trainer.fit(stop_after=2)
+    at_step = {2: _saved_weights(tmp_path / "run")}
+    _arm_crash(monkeypatch, trainer, point)
+    with pytest.raises(SimulatedCrash):
+        trainer.fit(stop_after=4)
+    at_step[4] = {k: v.detach().clone() for k, v in trainer.task.module.state_dict().items()}
+    monkeypatch.undo()
+    leftovers = {"while_filling": "last.tmp", "moving_old_away": "last.tmp",
+                 "moving_new_in": "last.old", "before_deleting_old": "last.old"}
+    assert (tmp_path / "run" / leftovers[point]).is_dir()
+    resumed = Trainer(_tiny_cfg(tmp_path, "run", tiny_dirs, resume=True), panel=panel)
+    assert resumed.step == step
+    assert _same(resumed.task.module.state_dict(), at_step[step])
+    adam = next(iter(resumed.optimizer.state.values()))
+    assert int(adam["step"]) == step and resumed.scheduler.last_epoch == step
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.is_dir()) == [
+        "best", "last", "tokenizer"]
+    resumed.fit()
+    assert _same(_saved_weights(tmp_path / "run"), tiny_straight)
+    Kronos.from_pretrained(tmp_path / "run" / "best")  # complete (after fit: it draws init RNG)
+
+
+def test_recover_puts_the_old_folder_back_or_drops_leftovers(tmp_path):
+    target = tmp_path / "last"
+    (tmp_path / "last.old").mkdir()
+    (tmp_path / "last.old" / "a").write_text("old")
+    (tmp_path / "last.tmp").mkdir()
+    checkpoint.recover(target)
+    assert (target / "a").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["last"]
+    checkpoint.write_atomic(target, lambda d: (d / "b").write_text("new"))
+    assert sorted(os.listdir(target)) == ["b"] and sorted(os.listdir(tmp_path)) == ["last"]
 
 
 def test_resume_errors(tmp_path, panel, tokenizer_run):

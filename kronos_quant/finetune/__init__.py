@@ -5,9 +5,9 @@ training windows from a canonical panel (:mod:`.dataset`), and one :class:`Train
 on a CPU, a GPU, or many GPUs/nodes under ``torchrun``. See docs/finetune.md.
 """
 from .config import FinetuneConfig
-from .dataset import WindowSet, build_windows, load_training_panel
+from .dataset import TrainingWindows, build_windows, load_training_panel
 from .runtime import read_metrics
 from .train import FitResult, Trainer, run_finetune
 
-__all__ = ["FinetuneConfig", "FitResult", "Trainer", "WindowSet", "build_windows",
+__all__ = ["FinetuneConfig", "FitResult", "Trainer", "TrainingWindows", "build_windows",
            "load_training_panel", "read_metrics", "run_finetune"]

@@ -7,7 +7,6 @@ trains with DDP on every process.
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 
@@ -47,8 +46,6 @@ def _train_command(args: argparse.Namespace) -> int:
     from .train import Trainer
 
     config = config_from_args(args)
-    # Dropout and sampled-s1 draws use torch's global RNG: seed it here, at the entry point.
-    torch.manual_seed(config.seed + int(os.environ.get("RANK", "0")))
     trainer = Trainer(config)
     try:
         result = trainer.fit()

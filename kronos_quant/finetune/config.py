@@ -20,8 +20,9 @@ AMP_MODES = ("none", "bf16", "fp16")
 DATA_FORMATS = ("auto", "qlib")
 
 # Fields that may change between a run and its resumption without breaking it.
+# out_dir: a run folder may be moved or copied and resumed where it now is.
 RESUMABLE_CHANGES = frozenset({"resume", "device", "log_every", "tensorboard", "progress",
-                               "compile", "cache_dir", "revision", "data"})
+                               "compile", "cache_dir", "revision", "data", "out_dir"})
 
 
 @dataclass

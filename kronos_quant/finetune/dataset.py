@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class WindowSet:
+class TrainingWindows:
     """All windows of one split, stored as offsets into contiguous per-bar arrays.
 
     ``bars`` (N, 6) float32 in price units (``BAR_COLUMNS``), ``stamps`` (N, 5) time
@@ -147,7 +147,7 @@ def split_dates(dates: pd.DatetimeIndex, config: FinetuneConfig):
 
 
 def build_windows(panel: pd.DataFrame, config: FinetuneConfig
-                  ) -> tuple[WindowSet, WindowSet | None]:
+                  ) -> tuple[TrainingWindows, TrainingWindows | None]:
     """Training and validation windows of a panel, split in time.
 
     Training windows end strictly before the split date; validation windows start at or after
@@ -179,8 +179,8 @@ def build_windows(panel: pd.DataFrame, config: FinetuneConfig
         offset += len(ts)
     bars, stamps = np.concatenate(parts["bars"]), np.concatenate(parts["stamps"])
 
-    def make(key: str, names: str) -> WindowSet:
-        return WindowSet(bars, stamps, np.concatenate(parts[key]).astype(np.int64),
+    def make(key: str, names: str) -> TrainingWindows:
+        return TrainingWindows(bars, stamps, np.concatenate(parts[key]).astype(np.int64),
                          np.asarray(parts[names], dtype=object), config.lookback, w, config.clip)
 
     train = make("train", "tr_i")

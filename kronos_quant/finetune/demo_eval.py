@@ -26,11 +26,11 @@ from ..model import Kronos
 from ..predictor import KronosPredictor
 from ..tokenizer import KronosTokenizer
 from .config import FinetuneConfig
-from .dataset import WindowSet, build_windows, split_dates
+from .dataset import TrainingWindows, build_windows, split_dates
 from .tasks import causal_s2_attention, next_token_losses
 
 
-def _subset(windows: WindowSet, mask: np.ndarray, limit: int) -> np.ndarray:
+def _subset(windows: TrainingWindows, mask: np.ndarray, limit: int) -> np.ndarray:
     idx = np.flatnonzero(mask)
     if len(idx) > limit:
         idx = idx[np.linspace(0, len(idx) - 1, limit).round().astype(np.int64)]
@@ -38,7 +38,8 @@ def _subset(windows: WindowSet, mask: np.ndarray, limit: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def _tokens(tokenizer: KronosTokenizer, windows: WindowSet, idx: np.ndarray, batch: int = 256):
+def _tokens(tokenizer: KronosTokenizer, windows: TrainingWindows, idx: np.ndarray,
+            batch: int = 256):
     """(s1, s2, stamp) of windows ``idx``, in batches."""
     out = []
     for chunk in np.array_split(idx, max(1, math.ceil(len(idx) / batch))):
@@ -55,8 +56,9 @@ def _unigram_ce(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab: int) -> f
 
 
 @torch.no_grad()
-def token_metrics(tokenizer: KronosTokenizer, model: Kronos, train: WindowSet, val: WindowSet,
-                  val_idx: np.ndarray, *, train_limit: int = 4096) -> dict[str, float]:
+def token_metrics(tokenizer: KronosTokenizer, model: Kronos, train: TrainingWindows,
+                  val: TrainingWindows, val_idx: np.ndarray, *,
+                  train_limit: int = 4096) -> dict[str, float]:
     """Validation cross-entropies of ``model`` and of the uniform/unigram baselines."""
     model.eval()
     tr_s1, tr_s2, _ = _tokens(tokenizer, train, _subset(train, np.ones(len(train), bool),
@@ -78,7 +80,7 @@ def token_metrics(tokenizer: KronosTokenizer, model: Kronos, train: WindowSet, v
 
 
 @torch.no_grad()
-def reconstruction_metrics(tokenizer: KronosTokenizer, val: WindowSet,
+def reconstruction_metrics(tokenizer: KronosTokenizer, val: TrainingWindows,
                            val_idx: np.ndarray) -> dict[str, float]:
     """Validation reconstruction MSE (full code and s1 only) vs the zero predictor."""
     tokenizer.eval()

@@ -1,7 +1,7 @@
 """Process-level plumbing for training: the distributed environment and the run log.
 
 ``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without them the run is one
-process. Only rank 0 writes anything.
+process. Only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -41,6 +41,14 @@ class DistEnv:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    def gather(self, value: Any) -> list[Any] | None:
+        """Every rank's ``value`` (picklable), in rank order, on rank 0; None elsewhere."""
+        if not self.distributed:
+            return [value]
+        out: list[Any] | None = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, out, dst=0)
+        return out
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         if self.distributed:

@@ -7,8 +7,13 @@ gradient accumulation and clipping, optional CUDA AMP and ``torch.compile``, and
     out_dir/config.yaml        the resolved config
     out_dir/metrics.jsonl      step, validation and epoch records
     out_dir/best/              lowest validation metric (Hub format: config.json + safetensors)
-    out_dir/last/              latest weights + trainer_state.pt (for --resume)
+    out_dir/last/              latest weights + trainer_state.pt + rng/rank-N.pt (for --resume)
     out_dir/tokenizer/         predictor runs: the frozen tokenizer they were trained on
+
+Each checkpoint folder is replaced as one unit (see :mod:`.checkpoint`), so weights, optimizer
+state, step and random states always belong together. A fresh run seeds torch's generators
+with ``seed + rank`` (dropout, sampled s1); a resumed one restores every saved random state,
+so it ends with the same weights, bit for bit, as a run that was never interrupted.
 """
 from __future__ import annotations
 
@@ -26,15 +31,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..hub import WEIGHTS_NAME, _read_state_dict, check_state_dict
+from ..hub import WEIGHTS_NAME, check_state_dict, read_state_dict
+from .checkpoint import (preserved_rng, read_rng_state, recover, rng_state, set_rng_state,
+                         write_atomic, write_rng_states)
 from .config import FinetuneConfig
-from .dataset import WindowSet, build_windows, epoch_order, load_training_panel, shard
+from .dataset import TrainingWindows, build_windows, epoch_order, load_training_panel, shard
 from .runtime import DistEnv, RunLog, init_distributed
 from .tasks import build_task
 
 logger = logging.getLogger(__name__)
 
 STATE_NAME = "trainer_state.pt"
+CHECKPOINT_DIRS = ("last", "best", "tokenizer")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -109,9 +117,14 @@ class Trainer:
         if config.resume:
             self._load_state()
         self.log = RunLog(self.run_dir, enabled=self.env.is_main, tensorboard=config.tensorboard)
+        self._start_rng()
 
     # -- setup -----------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
+        if self.env.is_main:  # a crash during a checkpoint write leaves staging folders
+            for name in CHECKPOINT_DIRS:
+                recover(self.run_dir / name)
+        self.env.barrier()
         last = self.run_dir / "last" / STATE_NAME
         if self.config.resume and not last.is_file():
             raise ValueError(f"--resume: {last} does not exist; nothing to resume in "
@@ -185,22 +198,30 @@ class Trainer:
         return dict(totals)
 
     # -- validation ------------------------------------------------------------------------
-    @torch.no_grad()
     def validate(self) -> dict[str, float] | None:
-        """Mean validation metrics over the fixed validation subset, across all ranks."""
+        """Mean validation metrics over the fixed validation subset, across all ranks.
+
+        The training's random streams are left where they were, so validating more or less
+        often does not change the trained weights.
+        """
         if self.val_set is None:
             return None
+        with preserved_rng(self.env.device):
+            return self._validate(self.val_set)
+
+    @torch.no_grad()
+    def _validate(self, windows: TrainingWindows) -> dict[str, float]:
         module = self.task.module
         was_training = module.training
         module.eval()
-        order = self._val_order(self.val_set)
+        order = self._val_order(windows)
         mine = shard(order, rank=self.env.rank, world_size=self.env.world_size, equal=False)
         names = self.task.metric_names
         sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=self.env.device)
         for chunk in np.array_split(mine, max(1, math.ceil(len(mine) / self.config.batch_size))):
             if len(chunk) == 0:
                 continue
-            x, stamp = (t.to(self.env.device) for t in self.val_set.batch(chunk))
+            x, stamp = (t.to(self.env.device) for t in windows.batch(chunk))
             with self._autocast():
                 parts = self.task.evaluate(x, stamp)
             sums[0] += len(chunk)
@@ -211,7 +232,7 @@ class Trainer:
         count = float(sums[0])
         return {name: float(sums[i + 1]) / count for i, name in enumerate(names)}
 
-    def _val_order(self, windows: WindowSet) -> np.ndarray:
+    def _val_order(self, windows: TrainingWindows) -> np.ndarray:
         """A fixed subset spread evenly over the validation windows (same every epoch)."""
         n, want = len(windows), self.config.val_windows
         if want is None or want >= n:
@@ -220,30 +241,35 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self, val: dict[str, float] | None) -> None:
-        """Update best/ (if the validation metric improved) and last/ (always)."""
+        """Replace best/ (if the validation metric improved) and last/ (always), each as one
+        unit; every rank's random state goes into last/, rank 0 writes."""
+        rng_states = self.env.gather(rng_state(self.env.device))
         if val is not None and val[self.task.best_metric] < self.best:
             self.best = val[self.task.best_metric]
             if self.env.is_main:
-                self.task.save(self.run_dir / "best")
+                write_atomic(self.run_dir / "best", self.task.save)
                 logger.info("best %s %.5f at step %d", self.task.best_metric, self.best,
                             self.step)
         if self.env.is_main:
-            last = self.run_dir / "last"
-            self.task.save(last)
-            state = {"step": self.step, "best": self.best, "world_size": self.env.world_size,
-                     "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
-            tmp = last / (STATE_NAME + ".tmp")
-            torch.save(state, tmp)
-            tmp.replace(last / STATE_NAME)
+            assert rng_states is not None  # gathered on rank 0
+            write_atomic(self.run_dir / "last", lambda folder: self._write_last(folder,
+                                                                               rng_states))
             tokenizer = getattr(self.task, "tokenizer", None)
             if tokenizer is not None and not (self.run_dir / "tokenizer").exists():
-                tokenizer.save_pretrained(self.run_dir / "tokenizer")
+                write_atomic(self.run_dir / "tokenizer", tokenizer.save_pretrained)
         self.env.barrier()
+
+    def _write_last(self, folder: Path, rng_states: list[dict[str, Any]]) -> None:
+        self.task.save(folder)
+        torch.save({"step": self.step, "best": self.best, "world_size": self.env.world_size,
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict()}, folder / STATE_NAME)
+        write_rng_states(folder, rng_states)
 
     def _load_state(self) -> None:
         last = self.run_dir / "last"
-        weights = _read_state_dict(last / WEIGHTS_NAME)
+        weights = read_state_dict(last / WEIGHTS_NAME)
         check_state_dict(self.task.module, weights, source=str(last))
         self.task.module.load_state_dict(weights)
         state = torch.load(last / STATE_NAME, map_location=self.env.device, weights_only=False)
@@ -255,6 +281,19 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.best = int(state["step"]), float(state["best"])
         logger.info("resumed %s at step %d", self.run_dir, self.step)
+
+    def _start_rng(self) -> None:
+        """Seed a fresh run; put a resumed run's random streams back where they stopped."""
+        saved = read_rng_state(self.run_dir / "last", self.env.rank) if self.config.resume \
+            else None
+        if saved is not None:
+            set_rng_state(saved, self.env.device)
+            return
+        if self.config.resume:
+            logger.warning("%s holds no random state for rank %d (saved by an older version): "
+                           "dropout and sampled-s1 draws will differ from an uninterrupted run",
+                           self.run_dir / "last", self.env.rank)
+        torch.manual_seed(self.config.seed + self.env.rank)  # CPU and every CUDA device
 
     # -- the loop --------------------------------------------------------------------------
     def _epoch_batches(self, epoch: int) -> np.ndarray:
