@@ -122,7 +122,9 @@ def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
         scale = float(conviction.abs().sum()) / len(conviction)
     else:
         frame, scale = values.rename(config.score), 1.0
-        kwargs = dict(method="threshold", threshold=config.threshold)
+        # long above t; short (long_short only) below −t. A negative t stays a long threshold.
+        t = config.threshold
+        kwargs = dict(method="threshold", threshold=(min(t, -t), t))
     stamp = pd.Timestamp("1970-01-01")  # one rebalance row; the date itself is irrelevant
     panel = frame.to_frame()
     panel.index = pd.MultiIndex.from_product([[stamp], frame.index], names=["datetime", "instrument"])

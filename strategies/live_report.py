@@ -43,7 +43,7 @@ class LiveReport:
         last = float(self.equity.iloc[-1]) if len(self.equity) else self.initial_cash
         span = (f"{self.equity.index[0]} … {self.equity.index[-1]}" if len(self.equity) else "-")
         rate = f"{self.hit_rate:.1%} ({self.hits}/{self.calls})" if self.calls else "n/a"
-        return [f"decided candles: {self.decisions} ({span})",
+        return [f"decisions: {self.decisions} on {len(self.equity)} candle times ({span})",
                 f"equity: {last:,.2f} (start {self.initial_cash:,.2f})",
                 f"PnL: {self.pnl:+,.2f} ({self.pnl / self.initial_cash:+.2%}), fees {self.fees:,.2f}",
                 f"orders: {self.orders}, fills: {self.fills}",
@@ -93,5 +93,5 @@ def write_tearsheet(report: LiveReport, path: str | Path, *, timeframe_seconds: 
     if len(returns) < 2:
         raise ValueError(f"the ledger has {len(report.equity)} equity marks; a tear sheet needs "
                          "at least 3 decided candles")
-    return tearsheet(returns, path, periods_per_year=periods_per_year(timeframe_seconds),
-                     title=title)
+    return tearsheet(returns, title=title, output=path,
+                     periods_per_year=periods_per_year(timeframe_seconds))

@@ -157,6 +157,36 @@ def test_client_ids_credentials_and_cli_parser(world, tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "equity: 10,000.00" in out and "PnL: +0.00" in out and "hit rate" in out
+
+
+def test_live_report_equity_hit_rate_and_tearsheet(world, tmp_path, capsys):
+    srv, clock, make = world
+    loop = make(tmp_path / "s", dead_band=0.0, sizing="threshold", threshold=-1.0)  # always long
+    loop.run(once=True)
+    for _ in range(5):
+        clock.advance(60)
+        loop.run(once=True)
+    from kronos_quant.live_cli import register
+    from kronos_quant.strategies.live_report import live_report, periods_per_year
+
+    report = live_report(loop.ledger)
+    candles = loop.ledger.table("candles").pivot(index="ts", columns="symbol", values="open")
+    nxt = candles.shift(-2) / candles.shift(-1) - 1  # next_open → open one bar later
+    realised = nxt.stack().dropna()
+    assert report.calls == len(realised) and report.hits == int((realised > 0).sum())
+    cash = loop.ledger.cash()
+    marks = loop.ledger.table("decisions").groupby("symbol")["close"].last()
+    value = sum(p.qty * marks[s] for s, p in loop.ledger.positions().items())
+    assert report.equity.iloc[-1] == pytest.approx(cash + value)
+    assert report.fees > 0 and report.pnl == pytest.approx(cash + value - 10_000.0)
+    assert periods_per_year(3600) == 8760 and periods_per_year(86400) == 365
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["live-report", "--state", str(tmp_path / "s"), "--out",
+                              str(tmp_path / "ts.html")])
+    assert args.func(args) == 0
+    assert "wrote tear sheet" in capsys.readouterr().out
+    assert "<html" in (tmp_path / "ts.html").read_text().lower()
     with pytest.raises(SystemExit):
         parser.parse_args(["live", "--exchange", "binance", "--timeframe", "1m", "--state", "x",
                            "--samples", "0"])
