@@ -209,8 +209,10 @@ class KronosLogic:
             self._rebalance(weights, stops)
 
     def _rebalance(self, weights: pd.Series, stops: pd.Series) -> None:
-        """Trade to ``weights`` at this bar's execution price: orders sized at that price,
-        sells (smallest order value) first, as vectorbt's ``call_seq="auto"`` does."""
+        """Trade to ``weights`` at this bar's execution price, as vectorbt's target-percent
+        orders do: value = cash + positions at that price, fixed for the bar (fees do not
+        shrink later targets); orders by increasing value (sells first, ``call_seq="auto"``);
+        a buy that cash cannot cover is cut to what it can (vectorbt's partial fill)."""
         for order in self._stops.values():
             self.cancel(order)
         self._stops.clear()
@@ -228,11 +230,10 @@ class KronosLogic:
             if abs(size * price[d]) <= _DUST * abs(value):
                 continue
             rate = self.broker.getcommissioninfo(d).getcommission(1.0, price[d]) / price[d]
-            if size > 0 and size * price[d] * (1 + rate) > cash:
-                size = max(cash * (1 - _CASH_GUARD) / (price[d] * (1 + rate)), 0.0)
-            fee = abs(size) * price[d] * rate
-            cash -= size * price[d] + fee
-            value -= fee
+            budget = cash * (1 - _CASH_GUARD)
+            if size > 0 and size * price[d] * (1 + rate) > budget:
+                size = max(budget / (price[d] * (1 + rate)), 0.0)
+            cash -= size * price[d] + abs(size) * price[d] * rate
             (self.buy if size > 0 else self.sell)(data=d, size=abs(size))
         self._place_stops(now, target, value, price, stops)
 
@@ -249,7 +250,7 @@ class KronosLogic:
 
     def notify_order(self, order) -> None:
         if order.status == order.Completed:
-            when = self._stamp(order.data)
+            when = self._fill_stamp(order)
             self.fills.append({"datetime": when, "instrument": order.data._name,
                                "size": order.executed.size, "price": order.executed.price})
             logger.debug("%s %s %+.6g @ %.6g", when, order.data._name, order.executed.size,
@@ -260,6 +261,16 @@ class KronosLogic:
         elif order.status in (order.Canceled, order.Expired):
             logger.debug("order %s for %s %s", order.ref, order.data._name,
                          order.getstatusname())
+
+    @staticmethod
+    def _fill_stamp(order) -> pd.Timestamp:
+        """The bar an order filled on: cheat-on-close fills are booked one bar later at the
+        previous bar's close, with that bar's stamp."""
+        data = order.data
+        for ago in range(min(len(data), 3)):
+            if data.datetime[-ago] == order.executed.dt:
+                return data.p.dataname.index[len(data) - 1 - ago]
+        raise RuntimeError(f"order {order.ref} filled outside the last bars of {data._name}")
 
     def notify_trade(self, trade) -> None:
         if trade.isclosed:
@@ -383,10 +394,10 @@ def run(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None = None,
         raise ValueError("give exactly one of scores= (precomputed) or predictor= (live)")
     panel = validate_panel(panel)
     if scores is not None and "scorer" not in params:
-        frame = score_frame(scores)
-        params["scorer"] = frame.columns[0] if frame.shape[1] == 1 else params.get("scorer")
-        if params["scorer"] is None:
-            raise ValueError(f"scores have columns {list(frame.columns)}: pick one with scorer=")
+        ranked = [c for c in score_frame(scores).columns if c != STOP_LINE]
+        if len(ranked) != 1:
+            raise ValueError(f"scores have columns {ranked}: pick one with scorer=")
+        params["scorer"] = ranked[0]
     unknown = sorted(set(params) - {name for name, _, _ in PARAMS})
     if unknown:
         raise TypeError(f"unknown KronosStrategy parameter(s) {unknown}")

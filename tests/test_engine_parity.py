@@ -1,0 +1,64 @@
+"""Cross-engine parity: the same scores through vectorbt and backtrader trade the same.
+
+Both engines get one score frame (the planted signal every 5th date) on a 10-instrument ×
+300-bar synthetic panel, trade it next-open with fractional shares, and are compared bar by
+bar. The issue's bound is 10 bp of final equity; the engines agree far closer, because
+backtrader's orders are sized exactly as vectorbt's target-percent orders (value at the fill
+price, fixed for the bar, sells first, cash-limited buys cut). What is left is float
+rounding plus a 1e-9 trim of any buy that would exhaust cash exactly (so that backtrader does
+not reject it for margin): ~1e-9 relative, hence the 1e-6 tolerances below.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("backtrader")
+pytest.importorskip("vectorbt")
+
+from kronos_quant.adapters.vectorbt import backtest  # noqa: E402
+from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
+from kronos_quant.strategies.backtrader import run  # noqa: E402
+
+CASH = 1_000_000.0
+
+
+@pytest.fixture(scope="module")
+def case():
+    panel = synthetic_panel(10, 300, seed=4, predictable=0.5)
+    scores = planted_signal(panel)
+    dates = scores.index.get_level_values("datetime")
+    return panel, scores[dates.isin(dates.unique()[::5])]
+
+
+def _holdings(fills: list[dict], bars: pd.DatetimeIndex, names: pd.Index) -> pd.DataFrame:
+    trades = pd.DataFrame(fills).pivot_table(index="datetime", columns="instrument",
+                                             values="size", aggfunc="sum")
+    return trades.reindex(index=bars, columns=names).fillna(0.0).cumsum()
+
+
+@pytest.mark.parametrize("fees, options", [(0.0, dict(topk=3)),
+                                           (0.001, dict(topk=4, n_drop=1))])
+def test_vectorbt_and_backtrader_hold_the_same(case, fees, options):
+    panel, scores = case
+    pf = backtest(scores, panel, fees=fees, init_cash=CASH, **options)
+    res = run(panel, scores=scores, cash=CASH, commission=fees, rebalance=None, stdstats=False,
+              **options)
+    vb = pf.assets()
+    ours = _holdings(res.result.fills, vb.index, vb.columns)
+    assert ((ours.abs() > 1e-9) == (vb.abs() > 1e-9)).all().all(), "held names differ"
+    np.testing.assert_allclose(ours.to_numpy(), vb.to_numpy(), rtol=1e-6, atol=1e-6)
+    final_bt, final_vb = res.cerebro.broker.getvalue(), float(pf.final_value())
+    assert abs(final_bt / final_vb - 1) < 1e-6  # the issue asks for 10 bp (1e-3)
+    np.testing.assert_allclose(res.returns.reindex(vb.index).to_numpy(),
+                               pf.returns().to_numpy(), atol=1e-8)
+    assert len(res.result.fills) == len(pf.orders.records)
+
+
+def test_a_fixed_rebalance_grid_matches_the_score_dates(case):
+    """rebalance=5 counts bars from the first, the grid the scores were taken on."""
+    panel, scores = case
+    a = run(panel, scores=scores, cash=CASH, rebalance=None, topk=3, stdstats=False)
+    b = run(panel, scores=scores, cash=CASH, rebalance=5, topk=3, stdstats=False)
+    assert a.result.fills == b.result.fills
