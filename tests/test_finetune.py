@@ -197,6 +197,21 @@ def test_a_crash_while_writing_last_leaves_a_consistent_checkpoint(
     Kronos.from_pretrained(tmp_path / "run" / "best")  # complete (after fit: it draws init RNG)
 
 
+def test_preserved_rng_leaves_every_stream_where_it_was():
+    def seed():
+        random.seed(5), np.random.seed(5), torch.manual_seed(5)
+
+    def draw():
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    seed()
+    expected = draw()
+    seed()
+    with checkpoint.preserved_rng(torch.device("cpu")):
+        assert draw() == expected  # draws inside the block ...
+    assert draw() == expected  # ... are drawn again after it
+
+
 def test_recover_puts_the_old_folder_back_or_drops_leftovers(tmp_path):
     target = tmp_path / "last"
     (tmp_path / "last.old").mkdir()

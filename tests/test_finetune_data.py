@@ -1,6 +1,9 @@
 """Finetuning data: config parsing, look-ahead-free windows, time split, sampling, errors."""
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -141,8 +144,13 @@ def test_loads_csv_and_per_symbol_directory(tmp_path, panel):
 
 
 def test_qlib_without_adapter_names_the_extra(tmp_path, monkeypatch):
-    import sys
-
     monkeypatch.setitem(sys.modules, "kronos_quant.adapters.qlib", None)  # import fails
     with pytest.raises(ValueError, match=r"kronos-quant\[qlib\]"):
+        load_training_panel(_cfg(data=str(tmp_path), data_format="qlib"))
+
+
+def test_qlib_adapter_without_a_panel_loader_says_how_to_get_the_panel(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "kronos_quant.adapters.qlib", types.ModuleType("qlib"))
+    with pytest.raises(ValueError, match=r"not wired into finetuning yet: .* no load_qlib_panel"
+                                         r"\(\); read the directory with .*read_provider"):
         load_training_panel(_cfg(data=str(tmp_path), data_format="qlib"))
