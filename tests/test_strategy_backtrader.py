@@ -126,3 +126,17 @@ def test_bad_set_ups_fail_clearly(planted):
         run(panel, scores=signal, tokp=2)
     with pytest.raises(ValueError, match="stop_return"):
         run(panel, scores=signal, topk=2, stop_quantile=0.1)
+
+
+def test_example_runs_offline_with_the_demo_model(tmp_path, capsys):
+    import runpy
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "backtrader_strategy.py"
+    main = runpy.run_path(str(example))["main"]
+    chart = main(["--instruments", "3", "--bars", "45", "--lookback", "30", "--pred-len", "3",
+                  "--samples", "2", "--rebalance", "5", "--topk", "1", "--out", str(tmp_path)])
+    assert chart.is_file() and chart.read_bytes()[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert "final value" in out and "orders filled" in out
+    assert "orders filled: 0" not in out
