@@ -377,8 +377,8 @@ def _build_model() -> type:
 
         ``model``/``tokenizer`` are Hub ids or directories. ``fit`` is zero-shot (loads the
         pair) unless ``finetune`` holds :class:`~kronos_quant.finetune.FinetuneConfig`
-        settings: then the predictor is finetuned on the handler's bars up to the end of the
-        ``train`` segment and its checkpoint used. ``predict(dataset, segment)`` scores every
+        settings: then the predictor is finetuned on the ``train`` segment, validated on the
+        ``valid`` segment (when the dataset has one), and its best checkpoint used. ``predict(dataset, segment)`` scores every
         date of the segment from raw OHLCV windows (``lookback`` bars up to the date, history
         before the segment included) with ``scorer``; ``cache_dir`` enables the forecast
         cache; the Series is indexed (datetime, instrument).
@@ -415,13 +415,17 @@ def _build_model() -> type:
         def _finetune(self, dataset) -> None:
             from ..finetune import FinetuneConfig, run_finetune
 
-            _, train_end = _segment(dataset, "train")
-            settings = {"out_dir": "runs/qlib_kronos", **self.finetune, "task": "predictor",
-                        "init": self.model, "tokenizer": self.tokenizer,
+            # Qlib's segments give the split: train on "train", validate on "valid".
+            end, split = _segment(dataset, "train")[1], {}
+            if "valid" in getattr(dataset, "segments", {}):
+                valid_start, end = _segment(dataset, "valid")
+                split = {"val_start": str(valid_start.date())}
+            settings = {"out_dir": "runs/qlib_kronos", **split, **self.finetune,
+                        "task": "predictor", "init": self.model, "tokenizer": self.tokenizer,
                         "lookback": self.options["lookback"],
                         "pred_len": self.options["pred_len"], "max_context": self.max_context}
             result = run_finetune(FinetuneConfig.from_dict(settings),
-                                  panel=_raw_history(dataset, train_end))
+                                  panel=_raw_history(dataset, end))
             best = result.run_dir / "best"
             self.model = str(best if best.exists() else result.run_dir / "last")
             self._predictor = None
