@@ -37,7 +37,8 @@ from ..signals import forecast_panel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KronosStrategy", "BuyAndHold", "BacktraderRun", "run", "stop_returns", "PARAMS"]
+__all__ = ["KronosStrategy", "BuyAndHold", "BacktraderRun", "run", "cerebro_for", "stop_returns",
+           "weight_lines", "PARAMS"]
 
 # (name, default, meaning): the one list behind the strategy's params and its docstring.
 PARAMS: tuple[tuple[str, Any, str], ...] = (
@@ -64,7 +65,10 @@ PARAMS: tuple[tuple[str, Any, str], ...] = (
     ("stop_quantile", None, "protective stop for longs at this quantile of the forecast lowest "
                             "close (live), or from the 'stop_return' line (precomputed)"),
     ("execution", DEFAULT_EXECUTION, "next_open (default), next_close or same_close"),
+    ("as_weights", False, "the scorer line holds target weights (target_weights output) to "
+                          "trade as they are (precomputed only)"),
 )
+WEIGHT_LINE = "target_weight"
 STOP_LINE = "stop_return"
 # An order smaller than this fraction of portfolio value is float noise, not a trade.
 _DUST = 1e-12
@@ -120,8 +124,8 @@ class KronosLogic:
             if p.stop_quantile is not None and STOP_LINE not in lines:
                 raise ValueError(f"stop_quantile in precomputed mode needs a {STOP_LINE!r} "
                                  "signal line (see stop_returns)")
-        elif p.rebalance is None:
-            raise ValueError("live inference needs an integer rebalance")
+        elif p.rebalance is None or p.as_weights:
+            raise ValueError("live inference needs an integer rebalance and scores, not weights")
 
     # -- the bar loop ---------------------------------------------------------------------
     def prenext_open(self) -> None:
@@ -160,10 +164,13 @@ class KronosLogic:
         if scores.empty:
             return
         self._history.append(scores)
-        # Only TopkDropout depends on earlier dates (its holdings); other methods read one date.
-        history = self._history if self.p.n_drop is not None else self._history[-1:]
-        weights = self._weights(pd.concat(history)).iloc[-1]
         when = scores.index[0][0]
+        if self.p.as_weights:
+            weights = scores.droplevel("datetime")
+        else:
+            # Only TopkDropout depends on earlier dates (its holdings); other methods read one.
+            history = self._history if self.p.n_drop is not None else self._history[-1:]
+            weights = self._weights(pd.concat(history)).iloc[-1]
         self.decisions.append((when, weights))
         self._due.append((self._bar + self._lag, weights, stops))
 
@@ -220,6 +227,7 @@ class KronosLogic:
         price = {d: getattr(d, self._price)[0] for d in now}
         held = {d: self.getposition(d).size for d in self.datas}
         cash = self.broker.getcash()
+        slip = self.broker.p.slip_perc  # buys fill this much above the sizing price
         value = cash + sum(size * (price[d] if d in price else d.close[0])
                            for d, size in held.items())
         target = {d: float(weights.get(d._name, 0.0)) for d in now}
@@ -229,11 +237,12 @@ class KronosLogic:
             size = target[d] * value / price[d] - held[d]
             if abs(size * price[d]) <= _DUST * abs(value):
                 continue
-            rate = self.broker.getcommissioninfo(d).getcommission(1.0, price[d]) / price[d]
+            fill = price[d] * (1 + slip if size > 0 else 1 - slip)
+            rate = self.broker.getcommissioninfo(d).getcommission(1.0, fill) / fill
             budget = cash * (1 - _CASH_GUARD)
-            if size > 0 and size * price[d] * (1 + rate) > budget:
-                size = max(budget / (price[d] * (1 + rate)), 0.0)
-            cash -= size * price[d] + abs(size) * price[d] * rate
+            if size > 0 and size * fill * (1 + rate) > budget:
+                size = max(budget / (fill * (1 + rate)), 0.0)
+            cash -= size * fill + abs(size) * fill * rate
             (self.buy if size > 0 else self.sell)(data=d, size=abs(size))
         self._place_stops(now, target, value, price, stops)
 
@@ -330,6 +339,18 @@ def __getattr__(name: str) -> type:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def weight_lines(weights: pd.DataFrame) -> pd.Series:
+    """A weight frame (rebalance dates × instruments) as the ``target_weight`` line values."""
+    if not isinstance(weights, pd.DataFrame) or not isinstance(weights.index, pd.DatetimeIndex):
+        raise TypeError("weights must be a DataFrame indexed by rebalance datetimes with one "
+                        "column per instrument (target_weights output)")
+    if weights.isna().to_numpy().any():
+        raise ValueError("weights contain NaN; use 0 for instruments not held")
+    stacked = weights.astype(np.float64).stack()
+    stacked.index = stacked.index.set_names(list(INDEX_NAMES))
+    return stacked.rename(WEIGHT_LINE)
+
+
 class BacktraderRun(NamedTuple):
     """What :func:`run` returns: the finished strategy (with its analyzers), its daily
     returns (tz-naive) and the Cerebro (for :func:`kronos_quant.adapters.backtrader.plot`)."""
@@ -340,21 +361,27 @@ class BacktraderRun(NamedTuple):
 
 
 def cerebro_for(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None = None,
-                cash: float = 1_000_000.0, commission: float = 0.0,
+                cash: float = 1_000_000.0, commission: float = 0.0, slippage: float = 0.0,
                 execution: str = DEFAULT_EXECUTION, stdstats: bool = True):
     """A Cerebro with the panel's feeds (and score lines), the broker set up for
     ``execution`` (cheat-on-open for next_open, cheat-on-close for the close conventions),
-    and the analyzers ``sharpe``, ``drawdown``, ``returns``, ``trades``, ``pyfolio``."""
+    commission and slippage as fractions of the price (slippage as vectorbt applies it: buys
+    at price × (1 + s), sells at price × (1 − s), not capped by the bar's range), and the
+    analyzers ``sharpe``, ``drawdown``, ``returns``, ``trades``, ``pyfolio``."""
     bt = import_backtrader()
     price = execution_price(execution)
     if not np.isfinite(cash) or cash <= 0:
         raise ValueError(f"cash must be a positive number, got {cash!r}")
-    if not 0.0 <= commission < 1.0:
-        raise ValueError(f"commission must be a fraction in [0, 1), got {commission!r}")
+    for name, value in (("commission", commission), ("slippage", slippage)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
     cerebro = bt.Cerebro(cheat_on_open=price == "open", stdstats=stdstats)
     cerebro.broker.set_coc(price == "close")
     cerebro.broker.setcash(float(cash))
     cerebro.broker.setcommission(commission=float(commission))
+    if slippage:
+        cerebro.broker.set_slippage_perc(float(slippage), slip_open=True, slip_limit=True,
+                                         slip_match=True, slip_out=True)
     for data in feeds(panel, scores):
         cerebro.adddata(data, name=data._name)
     cerebro.addanalyzer(bt.analyzers.SharpeRatio, _name="sharpe", timeframe=bt.TimeFrame.Days,
@@ -367,9 +394,9 @@ def cerebro_for(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None 
 
 
 def run(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None = None,
-        predictor=None, cash: float = 1_000_000.0, commission: float = 0.0,
-        execution: str = DEFAULT_EXECUTION, stdstats: bool = True,
-        **params: Any) -> BacktraderRun:
+        predictor=None, weights: pd.DataFrame | None = None, cash: float = 1_000_000.0,
+        commission: float = 0.0, slippage: float = 0.0, execution: str = DEFAULT_EXECUTION,
+        stdstats: bool = True, **params: Any) -> BacktraderRun:
     """Backtest Kronos scores (precomputed) or a predictor (live inference) in backtrader.
 
     Parameters
@@ -381,8 +408,11 @@ def run(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None = None,
         a single column is ranked on unless ``scorer=`` names another.
     predictor
         A KronosPredictor for live inference (then ``scores`` is not needed).
-    cash, commission
-        Starting cash and proportional commission per trade (0.001 = 10 bp).
+    weights
+        Target weights to trade as they are instead (rebalance dates × instruments, e.g.
+        :func:`kronos_quant.portfolio.target_weights` output); each row is a rebalance.
+    cash, commission, slippage
+        Starting cash; proportional commission and slippage per trade (0.001 = 10 bp).
     execution
         Execution convention (:mod:`kronos_quant.execution`).
     stdstats
@@ -390,9 +420,18 @@ def run(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None = None,
     **params
         Any :data:`PARAMS` of ``KronosStrategy`` (rebalance, method, topk, ...).
     """
-    if (scores is None) == (predictor is None):
-        raise ValueError("give exactly one of scores= (precomputed) or predictor= (live)")
+    if sum(x is not None for x in (scores, predictor, weights)) != 1:
+        raise ValueError("give exactly one of scores= (precomputed), predictor= (live) or "
+                         "weights=")
     panel = validate_panel(panel)
+    if weights is not None:
+        scores = weight_lines(weights)
+        off_bar = ~scores.index.isin(panel.index)  # names without a bar that day cannot trade
+        if (scores[off_bar] != 0).any():
+            logger.warning("%d nonzero weight(s) on dates where the instrument has no bar: "
+                           "not traded", int((scores[off_bar] != 0).sum()))
+        scores = scores[~off_bar]
+        params.update(scorer=WEIGHT_LINE, as_weights=True, rebalance=None)
     if scores is not None and "scorer" not in params:
         ranked = [c for c in score_frame(scores).columns if c != STOP_LINE]
         if len(ranked) != 1:
@@ -402,7 +441,7 @@ def run(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None = None,
     if unknown:
         raise TypeError(f"unknown KronosStrategy parameter(s) {unknown}")
     cerebro = cerebro_for(panel, scores=scores, cash=cash, commission=commission,
-                          execution=execution, stdstats=stdstats)
+                          slippage=slippage, execution=execution, stdstats=stdstats)
     cerebro.addstrategy(_classes()["KronosStrategy"], predictor=predictor, execution=execution,
                         **params)
     strategy = cerebro.run()[0]

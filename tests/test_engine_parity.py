@@ -38,13 +38,13 @@ def _holdings(fills: list[dict], bars: pd.DatetimeIndex, names: pd.Index) -> pd.
     return trades.reindex(index=bars, columns=names).fillna(0.0).cumsum()
 
 
-@pytest.mark.parametrize("fees, options", [(0.0, dict(topk=3)),
-                                           (0.001, dict(topk=4, n_drop=1))])
-def test_vectorbt_and_backtrader_hold_the_same(case, fees, options):
+@pytest.mark.parametrize("fees, slippage, options", [(0.0, 0.0, dict(topk=3)),
+                                                     (0.001, 0.0005, dict(topk=4, n_drop=1))])
+def test_vectorbt_and_backtrader_hold_the_same(case, fees, slippage, options):
     panel, scores = case
-    pf = backtest(scores, panel, fees=fees, init_cash=CASH, **options)
-    res = run(panel, scores=scores, cash=CASH, commission=fees, rebalance=None, stdstats=False,
-              **options)
+    pf = backtest(scores, panel, fees=fees, slippage=slippage, init_cash=CASH, **options)
+    res = run(panel, scores=scores, cash=CASH, commission=fees, slippage=slippage,
+              rebalance=None, stdstats=False, **options)
     vb = pf.assets()
     ours = _holdings(res.result.fills, vb.index, vb.columns)
     assert ((ours.abs() > 1e-9) == (vb.abs() > 1e-9)).all().all(), "held names differ"
@@ -61,4 +61,18 @@ def test_a_fixed_rebalance_grid_matches_the_score_dates(case):
     panel, scores = case
     a = run(panel, scores=scores, cash=CASH, rebalance=None, topk=3, stdstats=False)
     b = run(panel, scores=scores, cash=CASH, rebalance=5, topk=3, stdstats=False)
+    assert a.result.fills == b.result.fills and len(a.result.fills) > 0
+
+
+def test_weights_trade_as_given(case):
+    """The weight path (what ``kronos-quant backtest --engine backtrader`` uses) trades the
+    same as scores turned into weights inside the strategy."""
+    from kronos_quant.portfolio import target_weights
+
+    panel, scores = case
+    weights = target_weights(scores, topk=3)
+    a = run(panel, scores=scores, cash=CASH, rebalance=None, topk=3, stdstats=False)
+    b = run(panel, weights=weights, cash=CASH, stdstats=False)
     assert a.result.fills == b.result.fills
+    with pytest.raises(ValueError, match="NaN"):
+        run(panel, weights=weights.where(weights > 0), cash=CASH)
