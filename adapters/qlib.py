@@ -178,7 +178,8 @@ def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
                      execution: str = DEFAULT_EXECUTION, trade_unit=_UNSET,
                      limit_threshold=_UNSET, start: object = None, end: object = None,
                      region: str = "cn", out_dir: str | Path | None = None,
-                     risk_degree: float = 0.95, verbose: bool = True) -> TopkResult:
+                     risk_degree: float = 0.95, tearsheet: bool = True,
+                     verbose: bool = True) -> TopkResult:
     """Backtest Qlib's ``TopkDropoutStrategy`` on ``scores`` over a provider directory.
 
     Parameters
@@ -207,6 +208,9 @@ def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
         Where to write ``cumulative_return.png`` (and the tear sheet); None writes nothing.
     risk_degree
         Share of the portfolio value invested (Qlib's default 0.95).
+    tearsheet
+        With ``out_dir``, also write the QuantStats tear sheet ``tearsheet.html`` of the
+        daily return after cost against the benchmark (needs ``kronos-quant[reports]``).
     verbose
         Qlib's backtest progress bar.
     """
@@ -233,6 +237,13 @@ def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
     if out_dir is not None:
         out = Path(out_dir)
         result.figure = plot_cumulative({"strategy": report}, out / "cumulative_return.png")
+        if tearsheet:
+            from .quantstats import tearsheet as write_tearsheet
+
+            result.tearsheet = write_tearsheet(
+                report["return"] - report["cost"], benchmark=report["bench"],
+                title="Kronos · Qlib TopkDropout (after cost)", output=out / "tearsheet.html",
+                periods_per_year=252)
     return result
 
 
@@ -293,7 +304,7 @@ def compare_scorers(scores: pd.DataFrame, provider_uri: str | Path, *,
         raise TypeError("compare_scorers needs a DataFrame with one column per scorer")
     rows, reports = {}, {}
     for name in scores.columns:
-        result = run_topk_dropout(scores, provider_uri, column=name, **options)
+        result = run_topk_dropout(scores, provider_uri, column=name, tearsheet=False, **options)
         risk, rep = result.risk, result.report
         rows[name] = {
             "excess_annualized": risk.loc["annualized_return", "excess_return_without_cost"],

@@ -153,6 +153,7 @@ def test_report_risk_and_region_defaults(provider, panel, tmp_path):
     bench = panel["close"].xs("SYN000", level="instrument").pct_change()
     np.testing.assert_allclose(result.report["bench"], bench.reindex(result.report.index), atol=1e-6)
     assert result.figure.exists()
+    assert result.tearsheet.exists() and "<html" in result.tearsheet.read_text()[:2000].lower()
 
 
 @pytest.mark.parametrize("execution", ["next_close", "next_open"])
