@@ -82,6 +82,19 @@ register_engine(Engine("vectorbt", _vectorbt,
                        "vectorbt Portfolio.from_orders: target percent, one shared-cash group"))
 
 
+def _backtrader(job: BacktestJob) -> EngineResult:
+    from .strategies.backtrader import run
+
+    res = run(job.panel, weights=job.weights, execution=job.execution, commission=job.fees,
+              slippage=job.slippage, cash=job.init_cash, stdstats=False)
+    return EngineResult(res.returns, res, len(res.result.fills))
+
+
+register_engine(Engine("backtrader", _backtrader,
+                       "backtrader KronosStrategy: orders sized at the fill price, sells first "
+                       "(daily returns)"))
+
+
 # --- inputs ----------------------------------------------------------------------------------
 
 def _scores_from_model(args: argparse.Namespace, panel: pd.DataFrame):

@@ -76,3 +76,32 @@ def test_weights_trade_as_given(case):
     assert a.result.fills == b.result.fills
     with pytest.raises(ValueError, match="NaN"):
         run(panel, weights=weights.where(weights > 0), cash=CASH)
+
+
+def test_backtest_command_gives_the_same_book_in_both_engines(case, tmp_path):
+    import argparse
+    import json
+
+    pytest.importorskip("quantstats")
+    from kronos_quant import backtest_cli
+    from kronos_quant.signals.cli import write_scores
+
+    panel, scores = case
+    panel.to_parquet(tmp_path / "panel.parquet")
+    write_scores(scores.to_frame(), tmp_path / "scores.parquet")
+    summaries = {}
+    for engine in ("vectorbt", "backtrader"):
+        parser = argparse.ArgumentParser(prog="kronos-quant")
+        parser.add_argument("-q", "--quiet", action="store_true")
+        backtest_cli.register(parser.add_subparsers(dest="command", required=True))
+        out = tmp_path / engine
+        args = parser.parse_args(["-q", "backtest", "--engine", engine, "--panel",
+                                  str(tmp_path / "panel.parquet"), "--scores",
+                                  str(tmp_path / "scores.parquet"), "--topk", "3",
+                                  "--fees", "0.001", "--out", str(out)])
+        assert args.func(args) == 0
+        assert {"tearsheet.html", "equity.png", "summary.json"} <= {p.name for p in out.iterdir()}
+        summaries[engine] = json.loads((out / "summary.json").read_text())
+    vb, ours = summaries["vectorbt"], summaries["backtrader"]
+    assert ours["engine"] == "backtrader" and ours["orders"] == vb["orders"]
+    assert ours["total_return"] == pytest.approx(vb["total_return"], rel=1e-6)
