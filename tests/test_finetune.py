@@ -145,7 +145,7 @@ def _arm_crash(monkeypatch, trainer: Trainer, point: str) -> None:
     """Make the next write of last/ die at ``point``."""
     last = trainer.run_dir / "last"
     if point == "while_filling":
-        def write_last(folder, states):
+        def write_last(folder, rng_states):
             trainer.task.save(folder)  # weights written, trainer state not yet
             raise SimulatedCrash(point)
 

@@ -23,6 +23,7 @@ import time
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -252,8 +253,7 @@ class Trainer:
                             self.step)
         if self.env.is_main:
             assert rng_states is not None  # gathered on rank 0
-            write_atomic(self.run_dir / "last", lambda folder: self._write_last(folder,
-                                                                               rng_states))
+            write_atomic(self.run_dir / "last", partial(self._write_last, rng_states=rng_states))
             tokenizer = getattr(self.task, "tokenizer", None)
             if tokenizer is not None and not (self.run_dir / "tokenizer").exists():
                 write_atomic(self.run_dir / "tokenizer", tokenizer.save_pretrained)
@@ -284,16 +284,17 @@ class Trainer:
 
     def _start_rng(self) -> None:
         """Seed a fresh run; put a resumed run's random streams back where they stopped."""
-        saved = read_rng_state(self.run_dir / "last", self.env.rank) if self.config.resume \
-            else None
-        if saved is not None:
-            set_rng_state(saved, self.env.device)
-            return
+        saved = None
         if self.config.resume:
-            logger.warning("%s holds no random state for rank %d (saved by an older version): "
-                           "dropout and sampled-s1 draws will differ from an uninterrupted run",
-                           self.run_dir / "last", self.env.rank)
-        torch.manual_seed(self.config.seed + self.env.rank)  # CPU and every CUDA device
+            saved = read_rng_state(self.run_dir / "last", self.env.rank)
+            if saved is None:
+                logger.warning("%s holds no random state for rank %d (saved by an older "
+                               "version): dropout and sampled-s1 draws will differ from an "
+                               "uninterrupted run", self.run_dir / "last", self.env.rank)
+        if saved is None:
+            torch.manual_seed(self.config.seed + self.env.rank)  # CPU and every CUDA device
+        else:
+            set_rng_state(saved, self.env.device)
 
     # -- the loop --------------------------------------------------------------------------
     def _epoch_batches(self, epoch: int) -> np.ndarray:
