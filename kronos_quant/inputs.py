@@ -199,40 +199,122 @@ def check_timestamps(ts: pd.DatetimeIndex, *, what: str) -> None:
                              f"{ts[i - 1]} then {ts[i]}")
 
 
-def bar_matrix(df: pd.DataFrame, timestamps: pd.DatetimeIndex | None = None, *,
-               source: str = "") -> np.ndarray:
-    """The six bar columns as float32 (L, 6), filling volume/amount as the reference does:
-    no volume → volume and amount 0 (logged); no amount → volume × mean of the prices."""
-    cols = clean_bars(df, timestamps=timestamps, source=source)
+def complete_bars(cols: pd.DataFrame, *, source: str = "") -> pd.DataFrame:
+    """Fill missing volume/amount as the reference does (the one definition): no volume →
+    volume and amount 0 (logged); no amount → volume × mean of the four prices."""
     if "volume" not in cols:
         logger.warning("%sno volume column: volume and amount are fed to the model as 0",
                        _prefix(source))
-        cols["volume"], cols["amount"] = 0.0, 0.0
+        cols = cols.assign(volume=0.0, amount=0.0)
     elif "amount" not in cols:
-        cols["amount"] = cols["volume"] * cols[list(PRICE_COLUMNS)].mean(axis=1)
+        cols = cols.assign(amount=cols["volume"] * cols[list(PRICE_COLUMNS)].mean(axis=1))
+    return cols
+
+
+def bar_matrix(df: pd.DataFrame, timestamps: pd.DatetimeIndex | None = None, *,
+               source: str = "") -> np.ndarray:
+    """The six bar columns as float32 (L, 6), checked (:func:`clean_bars`) and completed
+    (:func:`complete_bars`)."""
+    cols = complete_bars(clean_bars(df, timestamps=timestamps, source=source), source=source)
     return cols[list(BAR_COLUMNS)].to_numpy(np.float64).astype(np.float32)
 
 
-def time_features(ts: pd.DatetimeIndex) -> np.ndarray:
-    """(L, 5) float32: minute, hour, weekday (Monday 0), day of month, month."""
-    return np.stack([ts.minute, ts.hour, ts.day_of_week, ts.day, ts.month], axis=1).astype(np.float32)
+def time_features(stamps: Any) -> np.ndarray:
+    """(..., 5) float32 of datetime64 stamps (..., ): minute, hour, weekday (Monday 0), day of
+    month, month. Accepts a tz-naive DatetimeIndex or a datetime64 array of any shape."""
+    t = np.asarray(stamps, dtype="datetime64[ns]")
+    days, months = t.astype("datetime64[D]"), t.astype("datetime64[M]")  # floor, also pre-1970
+    minutes = (t - days).astype("timedelta64[m]").astype(np.int64)
+    weekday = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+    day = (days - months).astype(np.int64) + 1
+    return np.stack([minutes % 60, minutes // 60, weekday, day,
+                     months.astype(np.int64) % 12 + 1], axis=-1).astype(np.float32)
 
 
 @dataclass
-class PreparedSeries:
-    """One series ready for the model: normalised bars, stamps and the scaling to undo."""
+class ModelInputs:
+    """One series as the model takes it: normalised bars, stamps and the scaling to undo."""
 
     x: np.ndarray  # (L, 6) float32, normalised and clipped
     x_stamp: np.ndarray  # (L, 5)
     y_stamp: np.ndarray  # (P, 5)
     mean: np.ndarray  # (6,)
     std: np.ndarray  # (6,) population std + NORM_EPS
-    x_index: pd.DatetimeIndex
-    y_index: pd.Index
-    raw: np.ndarray  # (L, 6) float32 in price units
 
     def denormalise(self, values: np.ndarray) -> np.ndarray:
         return values * self.std + self.mean
+
+
+def normalise_bars(raw: np.ndarray, clip: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean, std) of float32 bars (L, 6): per-column z-scores over the context, clipped."""
+    # Column-major, as a DataFrame's values are (and the reference's): numpy's reduction order,
+    # hence the rounding of mean and std, depends on the memory layout.
+    raw = np.asfortranarray(raw)
+    mean = raw.mean(axis=0)
+    std = raw.std(axis=0) + np.float32(NORM_EPS)
+    return np.clip((raw - mean) / std, -clip, clip), mean, std
+
+
+@dataclass
+class PreparedSeries(ModelInputs):
+    """A validated user frame ready for the model, with its stamps and raw bars."""
+
+    x_index: pd.DatetimeIndex | None = None
+    y_index: pd.Index | None = None
+    raw: np.ndarray | None = None  # (L, 6) float32 in price units
+
+
+def _stamp_array(stamps: Any, *, what: str, shape: tuple[int, ...]) -> np.ndarray:
+    arr = np.asarray(stamps)
+    if arr.dtype.kind != "M":
+        raise TypeError(f"{what} must be a datetime64 array, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[:len(shape)] != shape:
+        raise ValueError(f"{what} must be 2-D, (series, bars) starting with {shape}, "
+                         f"got shape {arr.shape}")
+    if np.isnat(arr).any():
+        k, pos = np.argwhere(np.isnat(arr))[0]
+        raise ValueError(f"series {k}: {what} has a missing timestamp at position {pos}")
+    return arr.astype("datetime64[ns]")
+
+
+def prepare_arrays(values: Any, stamps: Any, future_stamps: Any, *,
+                   clip: float = 5.0) -> list[ModelInputs]:
+    """Equal-length windows given as arrays, checked and normalised exactly as
+    :func:`prepare_series` does for one frame each.
+
+    ``values`` (N, L, 6) bars in :data:`BAR_COLUMNS` order (price units, volume and amount
+    filled), ``stamps`` (N, L) and ``future_stamps`` (N, P) datetime64, tz-naive. Errors name
+    the series, column, row and stamp.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 3 or values.shape[2] != len(BAR_COLUMNS):
+        raise ValueError(f"values must have shape (series, bars, {len(BAR_COLUMNS)}) with "
+                         f"columns {list(BAR_COLUMNS)}, got {values.shape}")
+    n, length, _ = values.shape
+    if n == 0:
+        raise ValueError("no series given")
+    if length < MIN_CONTEXT:
+        raise ValueError(f"context has {length} bar(s); at least {MIN_CONTEXT} are needed")
+    stamps = _stamp_array(stamps, what="stamps", shape=(n, length))
+    future = _stamp_array(future_stamps, what="future_stamps", shape=(n,))
+    for col, name in enumerate(BAR_COLUMNS):
+        problem = bar_value_problem(name, values[:, :, col].reshape(-1))
+        if problem is not None:
+            (k, row), what = divmod(problem[0], length), problem[1]
+            raise ValueError(f"series {k}: column {name!r} has {what} at row {row} "
+                             f"({stamps[k, row]})")
+    bad = np.argwhere(np.diff(stamps.view(np.int64), axis=1) <= 0)
+    if len(bad):
+        k, row = bad[0]
+        raise ValueError(f"series {k}: stamps are not strictly increasing at position "
+                         f"{row + 1}: {stamps[k, row]} then {stamps[k, row + 1]}")
+    raw = values.astype(np.float32)  # as bar_matrix: float64 bars rounded to float32
+    x_stamp, y_stamp = time_features(stamps), time_features(future)  # (N, L, 5), (N, P, 5)
+    out = []
+    for k in range(n):
+        x, mean, std = normalise_bars(raw[k], clip)
+        out.append(ModelInputs(x, x_stamp[k], y_stamp[k], mean, std))
+    return out
 
 
 def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
@@ -262,8 +344,6 @@ def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
         if len(y_index) != pred_len:
             raise ValueError(f"y_timestamp has {len(y_index)} entries but pred_len is {pred_len}")
     y_ts = parse_timestamps(y_index, what="y_timestamp")
-    mean = raw.mean(axis=0)
-    std = raw.std(axis=0) + np.float32(NORM_EPS)
-    x = np.clip((raw - mean) / std, -clip, clip)
+    x, mean, std = normalise_bars(raw, clip)
     return PreparedSeries(x=x, x_stamp=time_features(x_ts), y_stamp=time_features(y_ts),
                           mean=mean, std=std, x_index=x_ts, y_index=y_index, raw=raw)

@@ -2,7 +2,8 @@
 
 ``predict`` / ``predict_batch`` keep the reference signatures and numbers (the mean path);
 ``forecast`` / ``forecast_batch`` return :class:`Forecast` objects holding every path. All
-four run through one private method, :meth:`KronosPredictor._sample`.
+four, and ``forecast_arrays`` (windows as arrays, for walk-forward scoring), run through one
+private method, :meth:`KronosPredictor._sample`.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from .calendars import CalendarLike
 from .forecast import Forecast
 from .generation import SamplingParams, generate
-from .inputs import BAR_COLUMNS, PreparedSeries, prepare_series
+from .inputs import BAR_COLUMNS, ModelInputs, PreparedSeries, prepare_arrays, prepare_series
 from .model import Kronos
 from .tokenizer import KronosTokenizer
 
@@ -102,9 +103,9 @@ class KronosPredictor:
                    max_context=max_context, clip=clip, **kwargs)
 
     # -- the one code path ---------------------------------------------------------------
-    def _sample(self, series: list[PreparedSeries], *, pred_len: int, sampling: SamplingParams,
+    def _sample(self, series: Sequence[ModelInputs], *, pred_len: int, sampling: SamplingParams,
                 seed: int | Sequence[int] | None, verbose: bool) -> list[np.ndarray]:
-        """Normalised bars (sample_count, pred_len, 6) for each prepared series.
+        """Normalised bars (sample_count, pred_len, 6) for each series of model inputs.
 
         Series of equal length are generated together (different lengths cannot share a
         window), in chunks of at most ``max_batch_rows`` paths.
@@ -145,12 +146,16 @@ class KronosPredictor:
                 out[i] = bars[j]
         return out
 
-    def _prepare(self, frames: Sequence[pd.DataFrame], x_ts: Sequence[Any],
-                 y_ts: Sequence[Any], pred_len: int,
-                 calendar: CalendarLike = None) -> list[PreparedSeries]:
+    def _check_pred_len(self, pred_len: Any) -> int:
         if not isinstance(pred_len, (int, np.integer)) or not 1 <= pred_len <= self.max_context:
             raise ValueError(f"pred_len must be an integer in 1..{self.max_context}, "
                              f"got {pred_len!r}")
+        return int(pred_len)
+
+    def _prepare(self, frames: Sequence[pd.DataFrame], x_ts: Sequence[Any],
+                 y_ts: Sequence[Any], pred_len: int,
+                 calendar: CalendarLike = None) -> list[PreparedSeries]:
+        self._check_pred_len(pred_len)
         if not (len(frames) == len(x_ts) == len(y_ts)):
             raise ValueError(f"got {len(frames)} frames, {len(x_ts)} x_timestamp and "
                              f"{len(y_ts)} y_timestamp entries; they must match")
@@ -243,3 +248,23 @@ class KronosPredictor:
                         name=None if label is None else str(label))
                for p, bars, label in zip(prepared, paths, labels)]
         return dict(zip(labels, out)) if keyed else out
+
+    def forecast_arrays(self, values: np.ndarray, stamps: np.ndarray, future_stamps: np.ndarray,
+                        *, sample_count: int = 20, T: float = 1.0, top_k: int = 0,
+                        top_p: float = 0.9, seed: int | Sequence[int] | None = None,
+                        verbose: bool = False) -> np.ndarray:
+        """Sample paths of many equal-length windows given as arrays (no DataFrames).
+
+        ``values`` (N, L, 6) bars in :data:`~kronos_quant.inputs.BAR_COLUMNS` order (volume
+        and amount filled, as :func:`~kronos_quant.inputs.complete_bars` does), ``stamps``
+        (N, L) and ``future_stamps`` (N, pred_len) tz-naive datetime64. Values are checked as
+        in :meth:`forecast` (:func:`~kronos_quant.inputs.prepare_arrays`). Other arguments as
+        in :meth:`forecast_batch`. Returns paths (N, sample_count, pred_len, 6) float32 in
+        price units: the same numbers :meth:`forecast_batch` gives for the same windows.
+        """
+        inputs = prepare_arrays(values, stamps, future_stamps, clip=self.clip)
+        pred_len = self._check_pred_len(inputs[0].y_stamp.shape[0])
+        sampling = SamplingParams(T=T, top_k=top_k, top_p=top_p, sample_count=sample_count)
+        paths = self._sample(inputs, pred_len=pred_len, sampling=sampling, seed=seed,
+                             verbose=verbose)
+        return np.stack([p.denormalise(bars) for p, bars in zip(inputs, paths)])

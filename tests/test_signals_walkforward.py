@@ -40,15 +40,15 @@ def _perturb_after(panel: pd.DataFrame, t: pd.Timestamp, seed: int = 0) -> pd.Da
 
 
 def _count_series(monkeypatch, predictor) -> list[int]:
-    """Record how many series each forecast_batch call generates."""
+    """Record how many series each forecast_arrays call generates."""
     calls: list[int] = []
-    original = predictor.forecast_batch
+    original = predictor.forecast_arrays
 
-    def counting(series, **kwargs):
-        calls.append(len(series))
-        return original(series, **kwargs)
+    def counting(values, *args, **kwargs):
+        calls.append(len(values))
+        return original(values, *args, **kwargs)
 
-    monkeypatch.setattr(predictor, "forecast_batch", counting)
+    monkeypatch.setattr(predictor, "forecast_arrays", counting)
     return calls
 
 
@@ -300,3 +300,44 @@ def test_bad_arguments_fail_before_the_model_runs(predictor, panel, kwargs, matc
     with pytest.raises((ValueError, TypeError), match=match):
         score_panel(predictor, panel, **{**OPTS, **kwargs})
     assert calls == []
+
+
+@pytest.mark.parametrize("drop_amount", [False, True])
+def test_array_path_gives_the_dataframe_path_bit_for_bit(predictor, panel, drop_amount):
+    """Walk-forward windows travel as arrays; forecasting each window as its own DataFrame
+    (the public frame path, amount filled by the predictor) gives the same bits."""
+    panel = panel.drop(columns="amount") if drop_amount else panel
+    opts = dict(OPTS, start=panel.index.get_level_values("datetime").unique()[30])
+    fp = forecast_panel(predictor, panel, batch_size=7, **opts)
+    frames, future, seeds = [], [], []
+    for n, (t, inst) in enumerate(fp.keys):
+        own = panel.xs(inst, level="instrument")
+        frames.append(own.loc[:t].iloc[-LOOKBACK:])
+        future.append(pd.DatetimeIndex(fp.future[n]))
+        seeds.append(window_seed(7, inst, t))
+    out = predictor.forecast_batch(frames, pred_len=PRED_LEN, y_timestamps=future,
+                                   sample_count=SAMPLES, seed=seeds)
+    assert np.array_equal(fp.batch.paths, np.stack([fc.paths for fc in out]).astype(np.float32))
+    values = np.stack([f[["open", "high", "low", "close", "volume"]].assign(
+        amount=fc.history["amount"].to_numpy(np.float64)).to_numpy() for f, fc in zip(frames, out)])
+    arrays = predictor.forecast_arrays(values, np.stack([f.index.to_numpy() for f in frames]),
+                                       np.stack(future), sample_count=SAMPLES, seed=seeds)
+    assert arrays.dtype == np.float32
+    assert np.array_equal(arrays, np.stack([fc.paths for fc in out]))
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda v, s, f: (v[:, :, :5], s, f), r"values must have shape \(series, bars, 6\)"),
+    (lambda v, s, f: (np.where(np.arange(6) == 3, -1.0, v), s, f),
+     r"series 0: column 'close' has non-positive price -1.0 at row 0"),
+    (lambda v, s, f: (v, s[:, ::-1], f), r"series 0: stamps are not strictly increasing"),
+    (lambda v, s, f: (v, s.astype(np.int64), f), "stamps must be a datetime64 array"),
+    (lambda v, s, f: (v, s, f[:1]), r"future_stamps must be 2-D"),
+])
+def test_forecast_arrays_rejects_bad_input_clearly(predictor, change, match):
+    bars = synthetic_ohlcv(20, seed=1)
+    values = np.repeat(bars.to_numpy(np.float64)[None], 2, axis=0)  # (2, 20, 6)
+    stamps = np.repeat(bars.index.to_numpy()[None], 2, axis=0)
+    future = np.repeat(pd.bdate_range(bars.index[-1], periods=4)[1:].to_numpy()[None], 2, axis=0)
+    with pytest.raises((ValueError, TypeError), match=match):
+        predictor.forecast_arrays(*change(values, stamps, future), sample_count=2, seed=0)

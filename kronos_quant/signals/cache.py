@@ -8,7 +8,9 @@ change (new weights, one edited bar, another temperature) maps to a new key.
 
 Files are long-format Parquet tables ``forecasts-<hash>.parquet`` with columns ``key,
 sample, step, timestamp`` and the six bar columns (float32), one file per generation batch.
-Full paths are stored, so scorers added later still work from the cache.
+Full paths are stored, so scorers added later still work from the cache. The same files
+(:func:`write_paths` / :func:`read_paths`) make up the partitions of the sharded forecast
+store (:mod:`kronos_quant.signals.distributed`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -133,40 +136,53 @@ class ForecastCache:
         # Consecutive chunks usually hit the same file when batch sizes differ between runs.
         if self._last is not None and self._last[0] == file:
             return self._last[1]
-        entries = self._parse(file)
+        entries = read_paths(file)
         self._last = (file, entries)
         return entries
 
-    def _parse(self, file: Path) -> dict[str, CachedPaths]:
-        frame = pd.read_parquet(file)
-        n_samples, n_steps = int(frame["sample"].max()) + 1, int(frame["step"].max()) + 1
-        block = n_samples * n_steps
-        if len(frame) % block:
-            raise ValueError(f"corrupt forecast cache file {file}: {len(frame)} rows is not a "
-                             f"multiple of samples × steps = {block}; delete it")
-        n = len(frame) // block
-        values = frame[list(BAR_COLUMNS)].to_numpy(np.float32).reshape(n, n_samples, n_steps, -1)
-        stamps = frame["timestamp"].to_numpy("datetime64[ns]").reshape(n, n_samples, n_steps)
-        keys = frame["key"].to_numpy()[::block]
-        return {str(k): CachedPaths(values[i], stamps[i, 0]) for i, k in enumerate(keys)}
-
     def put_many(self, keys: Sequence[str], paths: np.ndarray, stamps: np.ndarray) -> Path | None:
         """Store windows: ``paths`` (N, S, P, 6), ``stamps`` (N, P). Returns the file written."""
-        n, n_samples, n_steps, _ = paths.shape
-        if n == 0:
+        if len(keys) == 0:
             return None
-        name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
-        file = self.directory / f"forecasts-{name}.parquet"
-        frame = pd.DataFrame(paths.reshape(-1, paths.shape[-1]).astype(np.float32),
-                             columns=list(BAR_COLUMNS))
-        frame.insert(0, "timestamp", np.repeat(np.asarray(stamps, "datetime64[ns]"), n_samples,
-                                               axis=0).reshape(-1))
-        frame.insert(0, "step", np.tile(np.arange(n_steps, dtype=np.int32), n * n_samples))
-        frame.insert(0, "sample", np.tile(np.repeat(np.arange(n_samples, dtype=np.int32), n_steps), n))
-        frame.insert(0, "key", np.repeat(np.asarray(keys, dtype=object), n_samples * n_steps))
-        # Write then rename, so an interrupted run never leaves a half-written file behind.
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, file)
+        file = write_paths(self.directory / batch_file_name(keys), keys, paths, stamps)
         self._where.update(dict.fromkeys(keys, file))
         return file
+
+
+def batch_file_name(keys: Sequence[str]) -> str:
+    """File name of a batch of windows: ``forecasts-<hash of their keys>.parquet``."""
+    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    return f"forecasts-{digest[:24]}.parquet"
+
+
+def write_paths(file: Path, keys: Sequence[str], paths: np.ndarray, stamps: np.ndarray) -> Path:
+    """Write windows ``keys`` with ``paths`` (N, S, P, 6) and ``stamps`` (N, P) to one
+    Parquet file, atomically (temp file, then rename): a reader never sees half a file."""
+    n, n_samples, n_steps, _ = paths.shape
+    frame = pd.DataFrame(paths.reshape(-1, paths.shape[-1]).astype(np.float32),
+                         columns=list(BAR_COLUMNS))
+    frame.insert(0, "timestamp", np.repeat(np.asarray(stamps, "datetime64[ns]"), n_samples,
+                                           axis=0).reshape(-1))
+    frame.insert(0, "step", np.tile(np.arange(n_steps, dtype=np.int32), n * n_samples))
+    frame.insert(0, "sample", np.tile(np.repeat(np.arange(n_samples, dtype=np.int32), n_steps), n))
+    frame.insert(0, "key", np.repeat(np.asarray(keys, dtype=object), n_samples * n_steps))
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, file)
+    return file
+
+
+def read_paths(file: Path) -> dict[str, CachedPaths]:
+    """Every window of a file written by :func:`write_paths`, by key."""
+    frame = pd.read_parquet(file)
+    n_samples, n_steps = int(frame["sample"].max()) + 1, int(frame["step"].max()) + 1
+    block = n_samples * n_steps
+    if len(frame) % block:
+        raise ValueError(f"corrupt forecast file {file}: {len(frame)} rows is not a multiple "
+                         f"of samples × steps = {block}; delete it")
+    n = len(frame) // block
+    values = frame[list(BAR_COLUMNS)].to_numpy(np.float32).reshape(n, n_samples, n_steps, -1)
+    stamps = frame["timestamp"].to_numpy("datetime64[ns]").reshape(n, n_samples, n_steps)
+    keys = frame["key"].to_numpy()[::block]
+    return {str(k): CachedPaths(values[i], stamps[i, 0]) for i, k in enumerate(keys)}

@@ -5,7 +5,8 @@ instrument's last ``lookback`` bars up to and including ``t``, and its future st
 :func:`~kronos_quant.calendars.future_timestamps` of the window's own stamps (optionally on
 an exchange calendar): nothing after ``t`` is read, so a score at ``t`` is the same in a
 backtest and live, whatever later rows the panel holds. Windows of every date and instrument
-are batched together into :meth:`KronosPredictor.forecast_batch` calls, and each window gets
+are batched together into :meth:`KronosPredictor.forecast_arrays` calls (the panel is validated
+once; windows travel as array slices, not DataFrames), and each window gets
 its own seed derived from ``(seed, instrument, date)``, so its paths do not depend on which
 windows share its batch: cached, partly cached and uncached runs agree.
 """
@@ -24,7 +25,7 @@ from .. import __version__
 from ..calendars import CalendarLike, calendar_sessions, future_timestamps
 from ..data import INDEX_NAMES, validate_panel
 from ..generation import SamplingParams
-from ..inputs import MIN_CONTEXT, checked_int
+from ..inputs import BAR_COLUMNS, MIN_CONTEXT, checked_int, complete_bars
 from .cache import ForecastCache, module_fingerprint, window_key, weights_fingerprint
 from .scorers import PathBatch, resolve_scorers, score_batch
 
@@ -91,7 +92,9 @@ class WindowSet:
 
 def split_instruments(panel: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     """Sorted instrument names, and per instrument its stamps (datetime64[ns]) and values
-    (float64, the panel's columns), in date order."""
+    (float64, the six :data:`~kronos_quant.inputs.BAR_COLUMNS`, amount filled as the
+    predictor fills it), in date order."""
+    panel = complete_bars(panel)[list(BAR_COLUMNS)]
     names = panel.index.get_level_values("instrument")
     codes, uniques = pd.factorize(names, sort=True)
     order = np.argsort(codes, kind="stable")  # rows of each instrument, still in date order
@@ -132,7 +135,7 @@ def plan_windows(panel: pd.DataFrame, *, lookback: int, pred_len: int, dates: pd
     d_idx, inst, end = d_idx[order], inst[order], end[order]
     keys = pd.MultiIndex.from_arrays([dates[d_idx], np.asarray(names, dtype=object)[inst]],
                                      names=list(INDEX_NAMES))
-    ws = WindowSet(keys, inst, end, [], stamps, values, list(panel.columns), lookback)
+    ws = WindowSet(keys, inst, end, [], stamps, values, list(BAR_COLUMNS), lookback)
     # Instruments trading the same days share window stamps: infer each distinct one once.
     known: dict[bytes, np.ndarray] = {}
     for j in range(len(ws)):
@@ -181,61 +184,72 @@ class PanelForecasts:
 
 
 @dataclass
-class _Job:
-    """Everything :func:`_run_windows` needs besides the windows themselves."""
+class ScoringJob:
+    """A planned walk-forward run: its windows and everything that makes their paths.
+
+    Built by :func:`plan_scoring`; :meth:`run` gives the forecasts of any subset of windows,
+    so a run can be split into chunks (:func:`iter_panel_forecasts`) or across processes
+    (:mod:`kronos_quant.signals.distributed`) with identical results.
+    """
 
     predictor: object
+    windows: WindowSet
     pred_len: int
     sampling: SamplingParams
     seed: int
-    cache: ForecastCache | None
-    fingerprint: str | None
     meta: dict
+    cache: ForecastCache | None = None
+    fingerprint: str | None = None
 
+    def window_seed(self, j: int) -> int:
+        key = self.windows.keys[j]
+        return window_seed(self.seed, key[1], key[0])
 
-def _generate(job: _Job, ws: WindowSet, idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Run the model on windows ``idx`` → paths (n, S, P, 6) and stamps (n, P)."""
-    frames, x_ts, y_ts, seeds = [], [], [], []
-    for j in idx:
-        values, stamps = ws.window(j)
-        index = pd.DatetimeIndex(stamps)
-        frames.append(pd.DataFrame(values, columns=ws.columns, index=index))
-        x_ts.append(index)
-        y_ts.append(pd.DatetimeIndex(ws.future[j]))
-        seeds.append(window_seed(job.seed, ws.keys[j][1], ws.keys[j][0]))
-    s = job.sampling
-    out = job.predictor.forecast_batch(frames, pred_len=job.pred_len, x_timestamps=x_ts,
-                                       y_timestamps=y_ts, sample_count=s.sample_count, T=s.T,
-                                       top_k=s.top_k, top_p=s.top_p, seed=seeds, verbose=False)
-    paths = np.stack([fc.paths for fc in out]).astype(np.float32)
-    stamps = np.stack([pd.DatetimeIndex(fc.index).to_numpy("datetime64[ns]") for fc in out])
-    return paths, stamps
+    def window_keys(self, idx: Iterable[int]) -> list[str]:
+        """Content-hash keys (:func:`~.cache.window_key`) of windows ``idx``."""
+        if self.fingerprint is None:
+            self.fingerprint = weights_fingerprint(self.predictor)
+        ws = self.windows
+        return [window_key(self.fingerprint, ws.columns, *ws.window(j), ws.future[j],
+                           pred_len=self.pred_len, sampling=self.sampling,
+                           seed=self.window_seed(j)) for j in idx]
 
+    def generate(self, idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Run the model on windows ``idx`` → paths (n, S, P, 6) float32 and stamps (n, P)."""
+        ws = self.windows
+        values = np.stack([ws.window(j)[0] for j in idx])  # (n, L, 6)
+        stamps = np.stack([ws.window(j)[1] for j in idx])  # (n, L)
+        future = np.stack([ws.future[j] for j in idx])  # (n, P)
+        s = self.sampling
+        paths = self.predictor.forecast_arrays(
+            values, stamps, future, sample_count=s.sample_count, T=s.T, top_k=s.top_k,
+            top_p=s.top_p, seed=[self.window_seed(j) for j in idx])
+        return paths.astype(np.float32), future
 
-def _run_windows(job: _Job, ws: WindowSet, idx: list[int]) -> PanelForecasts:
-    """Paths of windows ``idx`` (in order), from the cache where possible."""
-    keys = None
-    if job.cache is not None:
-        keys = [window_key(job.fingerprint, ws.columns, *ws.window(j), ws.future[j],
-                           pred_len=job.pred_len, sampling=job.sampling,
-                           seed=window_seed(job.seed, ws.keys[j][1], ws.keys[j][0])) for j in idx]
-    hits = job.cache.get_many(keys) if keys is not None else {}
-    misses = [n for n in range(len(idx)) if keys is None or keys[n] not in hits]
-    n_samples, close = job.sampling.sample_count, ws.columns.index("close")
-    paths = np.empty((len(idx), n_samples, job.pred_len, 6), np.float32)
-    stamps = np.empty((len(idx), job.pred_len), "datetime64[ns]")
-    if misses:
-        paths[misses], stamps[misses] = _generate(job, ws, [idx[n] for n in misses])
-        if job.cache is not None:
-            job.cache.put_many([keys[n] for n in misses], paths[misses], stamps[misses])
-    for n, key in enumerate(keys or []):
-        if key in hits:
-            paths[n], stamps[n] = hits[key].paths, hits[key].stamps
-    # Context statistics as the predictor sees them (float32 inputs).
-    ctx = np.stack([ws.window(j)[0][:, close] for j in idx]).astype(np.float32).astype(np.float64)
-    batch = PathBatch(paths, ctx[:, -1], ctx.mean(axis=1), ctx.std(axis=1),
-                      clip=float(job.predictor.clip))
-    return PanelForecasts(ws.keys[idx], batch, stamps, job.meta)
+    def forecasts(self, idx: list[int], paths: np.ndarray, stamps: np.ndarray) -> PanelForecasts:
+        """:class:`PanelForecasts` of windows ``idx`` from their paths (n, S, P, 6) and stamps."""
+        ws, close = self.windows, self.windows.columns.index("close")
+        # Context statistics as the predictor sees them (float32 inputs).
+        ctx = np.stack([ws.window(j)[0][:, close] for j in idx]).astype(np.float32).astype(np.float64)
+        batch = PathBatch(paths, ctx[:, -1], ctx.mean(axis=1), ctx.std(axis=1),
+                          clip=float(self.predictor.clip))
+        return PanelForecasts(ws.keys[idx], batch, stamps, self.meta)
+
+    def run(self, idx: list[int]) -> PanelForecasts:
+        """Forecasts of windows ``idx`` (in order), from the cache where possible."""
+        keys = self.window_keys(idx) if self.cache is not None else None
+        hits = self.cache.get_many(keys) if keys is not None else {}
+        misses = [n for n in range(len(idx)) if keys is None or keys[n] not in hits]
+        paths = np.empty((len(idx), self.sampling.sample_count, self.pred_len, 6), np.float32)
+        stamps = np.empty((len(idx), self.pred_len), "datetime64[ns]")
+        if misses:
+            paths[misses], stamps[misses] = self.generate([idx[n] for n in misses])
+            if self.cache is not None:
+                self.cache.put_many([keys[n] for n in misses], paths[misses], stamps[misses])
+        for n, key in enumerate(keys or []):
+            if key in hits:
+                paths[n], stamps[n] = hits[key].paths, hits[key].stamps
+        return self.forecasts(idx, paths, stamps)
 
 
 def score_metadata(predictor, *, lookback: int, pred_len: int, sampling: SamplingParams,
@@ -258,19 +272,17 @@ def score_metadata(predictor, *, lookback: int, pred_len: int, sampling: Samplin
             "kronos_quant_version": __version__}
 
 
-def iter_panel_forecasts(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int,
-                         sample_count: int, freq: int | str | None = 1, start: object = None,
-                         end: object = None, seed: int | None = None, T: float = 1.0,
-                         top_k: int = 0, top_p: float = 0.9, cache_dir: str | None = None,
-                         batch_size: int = 256, calendar: CalendarLike = None,
-                         verbose: bool = True) -> Iterator[PanelForecasts]:
-    """Yield :class:`PanelForecasts` chunks of at most ``batch_size`` windows, in
-    (date, instrument) order. Arguments as in :func:`score_panel`."""
-    if not hasattr(predictor, "forecast_batch"):
+def plan_scoring(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int,
+                 sample_count: int, freq: int | str | None = 1, start: object = None,
+                 end: object = None, seed: int | None = None, T: float = 1.0, top_k: int = 0,
+                 top_p: float = 0.9, cache_dir: str | None = None,
+                 calendar: CalendarLike = None) -> ScoringJob:
+    """Check the arguments, validate the panel once and plan every window (no model run).
+    Arguments as in :func:`score_panel`."""
+    if not hasattr(predictor, "forecast_arrays"):
         raise TypeError(f"predictor must be a KronosPredictor, got {type(predictor).__name__}")
     lookback = checked_int(lookback, name="lookback", minimum=MIN_CONTEXT)
     pred_len = checked_int(pred_len, name="pred_len")
-    batch_size = checked_int(batch_size, name="batch_size")
     sampling = SamplingParams(T=T, top_k=top_k, top_p=top_p,
                               sample_count=checked_int(sample_count, name="sample_count"))
     panel = validate_panel(panel)  # tz-aware datetimes become local wall-clock time here
@@ -281,16 +293,24 @@ def iter_panel_forecasts(predictor, panel: pd.DataFrame, *, lookback: int, pred_
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**63))
         logger.info("no seed given: using random seed %d (pass seed= to reproduce)", seed)
-    cache = ForecastCache(cache_dir) if cache_dir is not None else None
     meta = score_metadata(predictor, lookback=lookback, pred_len=pred_len, sampling=sampling,
                           seed=int(seed), freq=freq, calendar=calendar)
-    job = _Job(predictor, pred_len, sampling, int(seed), cache,
-               weights_fingerprint(predictor) if cache is not None else None, meta)
-    logger.info("scoring %d windows (%d dates × up to %d instruments)", len(ws), len(dates),
+    logger.info("planned %d windows (%d dates × up to %d instruments)", len(ws), len(dates),
                 len(ws.stamps))
-    with tqdm(total=len(ws), disable=not verbose, desc="scoring windows", unit="window") as bar:
-        for a in range(0, len(ws), batch_size):
-            chunk = _run_windows(job, ws, list(range(a, min(a + batch_size, len(ws)))))
+    return ScoringJob(predictor, ws, pred_len, sampling, int(seed), meta,
+                      cache=ForecastCache(cache_dir) if cache_dir is not None else None)
+
+
+def iter_panel_forecasts(predictor, panel: pd.DataFrame, *, batch_size: int = 256,
+                         verbose: bool = True, **options) -> Iterator[PanelForecasts]:
+    """Yield :class:`PanelForecasts` chunks of at most ``batch_size`` windows, in
+    (date, instrument) order. Arguments as in :func:`score_panel`."""
+    batch_size = checked_int(batch_size, name="batch_size")
+    job = plan_scoring(predictor, panel, **options)
+    n = len(job.windows)
+    with tqdm(total=n, disable=not verbose, desc="scoring windows", unit="window") as bar:
+        for a in range(0, n, batch_size):
+            chunk = job.run(list(range(a, min(a + batch_size, n))))
             bar.update(len(chunk))
             yield chunk
 
@@ -333,7 +353,7 @@ def score_panel(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int,
         Folder of the Parquet forecast cache; a rerun with the same inputs reads it and does
         not run the model.
     batch_size
-        Windows per ``forecast_batch`` call (the predictor splits them further to respect its
+        Windows per ``forecast_arrays`` call (the predictor splits them further to respect its
         ``max_batch_rows``); also the cache file granularity.
     calendar
         Future stamps of daily windows on an exchange calendar (``"XNYS"``; needs the
