@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import types
 
 import numpy as np
 import pandas as pd
@@ -144,13 +143,22 @@ def test_loads_csv_and_per_symbol_directory(tmp_path, panel):
 
 
 def test_qlib_without_adapter_names_the_extra(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "kronos_quant.adapters.qlib", None)  # import fails
+    monkeypatch.setitem(sys.modules, "kronos_quant.adapters.qlib_data", None)  # import fails
     with pytest.raises(ValueError, match=r"kronos-quant\[qlib\]"):
         load_training_panel(_cfg(data=str(tmp_path), data_format="qlib"))
 
 
-def test_qlib_adapter_without_a_panel_loader_says_how_to_get_the_panel(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "kronos_quant.adapters.qlib", types.ModuleType("qlib"))
-    with pytest.raises(ValueError, match=r"not wired into finetuning yet: .* no load_qlib_panel"
-                                         r"\(\); read the directory with .*read_provider"):
-        load_training_panel(_cfg(data=str(tmp_path), data_format="qlib"))
+def test_qlib_provider_directory_is_read_through_the_adapter(tmp_path):
+    pytest.importorskip("qlib")
+    from kronos_quant.adapters.qlib_data import write_provider
+
+    panel = synthetic_panel(3, 60, seed=4)
+    write_provider(panel, tmp_path / "qlib", verbose=False)
+    loaded = load_training_panel(_cfg(data=str(tmp_path / "qlib"), data_format="qlib"))
+    assert sorted(loaded.index.get_level_values("instrument").unique()) == ["SYN000", "SYN001",
+                                                                            "SYN002"]
+    # Qlib stores float32: the bars come back at float32 precision, on the same dates.
+    want = panel["close"].astype("float32").astype("float64")
+    got = loaded["close"]
+    assert got.index.equals(want.index)
+    np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())

@@ -92,24 +92,17 @@ def load_training_panel(config: FinetuneConfig) -> pd.DataFrame:
 
 
 def _load_qlib(config: FinetuneConfig) -> pd.DataFrame:
-    """A Qlib data directory through ``kronos_quant.adapters.qlib.load_qlib_panel``, once the
-    adapter provides it (finetuning is not wired to the Qlib adapter yet)."""
+    """A Qlib provider directory read through ``kronos_quant.adapters.qlib_data.read_provider``
+    (imported here, on demand: the adapter needs the optional Qlib engine)."""
     try:
-        adapter = importlib.import_module("kronos_quant.adapters.qlib")
+        adapter = importlib.import_module("kronos_quant.adapters.qlib_data")
     except ImportError as err:
         raise ValueError(
-            f"data_format: qlib needs the Qlib adapter kronos_quant.adapters.qlib, which could "
-            f"not be imported ({err}); install it with pip install 'kronos-quant[qlib]', or "
-            "export the Qlib data to CSV/Parquet and point `data` at it") from None
-    loader = getattr(adapter, "load_qlib_panel", None)
-    if loader is None:
-        raise ValueError(
-            "data_format: qlib is not wired into finetuning yet: kronos_quant.adapters.qlib "
-            "has no load_qlib_panel(); read the directory with kronos_quant.adapters.qlib_data"
-            ".read_provider(path, instruments=..., start=..., end=...) and pass the panel to "
-            "Trainer(config, panel=...), or export it to CSV/Parquet and point `data` at it")
-    return validate_panel(loader(config.data, instruments=config.instruments,
-                                 start=config.start, end=config.end))
+            f"data_format: qlib needs the Qlib adapter kronos_quant.adapters.qlib_data, which "
+            f"could not be imported ({err}); install it with pip install 'kronos-quant[qlib]', "
+            "or export the Qlib data to CSV/Parquet and point `data` at it") from None
+    return validate_panel(adapter.read_provider(config.data, instruments=config.instruments,
+                                                start=config.start, end=config.end))
 
 
 def select_panel(panel: pd.DataFrame, config: FinetuneConfig) -> pd.DataFrame:
