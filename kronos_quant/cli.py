@@ -16,6 +16,9 @@ COMMAND_MODULES = (
     "kronos_quant.demo",
     "kronos_quant.finetune.cli",
     "kronos_quant.signals.cli",
+    "kronos_quant.backtest_cli",
+    "kronos_quant.qlib_cli",
+    "kronos_quant.live_cli",
 )
 
 
