@@ -182,8 +182,9 @@ class KronosLogic:
 
     def _precomputed(self) -> tuple[pd.Series, pd.Series]:
         now = self._now()
-        keys = pd.MultiIndex.from_tuples([(self._stamp(d), d._name) for d in now],
-                                         names=list(INDEX_NAMES))
+        when = self._stamp(now[0])  # every data in ``now`` has its bar at this stamp
+        keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex([when] * len(now)),
+                                          [d._name for d in now]], names=list(INDEX_NAMES))
         scores = pd.Series([getattr(d.lines, self.p.scorer)[0] for d in now], index=keys,
                            name=self.p.scorer, dtype=np.float64)
         stops = (pd.Series([getattr(d.lines, STOP_LINE)[0] for d in now], index=keys)
