@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..data import PANEL_COLUMNS, INDEX_NAMES, unstack_field, validate_panel
+from ..data import PANEL_COLUMNS, INDEX_NAMES, validate_panel
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
 from ..portfolio import align, target_weights
 from ..signals.transforms import check_scores
@@ -56,16 +56,36 @@ def bar_freq(index: pd.DatetimeIndex) -> pd.Timedelta:
     return pd.Timedelta(np.median(np.diff(index.to_numpy("datetime64[ns]"))))
 
 
+def wide_fields(panel: pd.DataFrame, fields: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """Several panel columns as wide (bars × instruments) frames in one pass over a validated
+    panel (NaN where an instrument has no bar); instruments sorted as in the panel index."""
+    index = panel.index.remove_unused_levels()
+    dates, names = index.levels
+    rows, cols = index.codes
+    values = panel[list(fields)].to_numpy(np.float64)
+    out = np.full((len(fields), len(dates), len(names)), np.nan)
+    out[:, rows, cols] = values.T
+    bars = pd.DatetimeIndex(dates, name="datetime")
+    columns = pd.Index(names, name="instrument")
+    frames = {f: pd.DataFrame(out[k], index=bars, columns=columns, copy=False)
+              for k, f in enumerate(fields)}
+    if bars.is_monotonic_increasing and columns.is_monotonic_increasing:
+        return frames
+    return {f: frame.sort_index().sort_index(axis=1) for f, frame in frames.items()}
+
+
 def price_frames(panel: pd.DataFrame, *, execution: str = DEFAULT_EXECUTION
                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Wide (bars × instruments) frames for vectorbt: ``close`` to value positions, ``price``
     to fill orders at (the open for ``next_open``, else the close) and ``tradable`` (the
     instrument has a bar there). Gaps are forward-filled (and leading gaps back-filled, while
     nothing can be held) so a missing bar never turns the portfolio value into NaN."""
-    panel = validate_panel(panel)
-    close = unstack_field(panel, "close")
-    raw = unstack_field(panel, execution_price(execution))
+    field = execution_price(execution)
+    wide = wide_fields(validate_panel(panel), tuple(dict.fromkeys(("close", field))))
+    close, raw = wide["close"], wide[field]
     tradable = raw.notna()
+    if tradable.to_numpy().all():
+        return close, raw, tradable
     fill = lambda f: f.ffill().bfill()  # noqa: E731
     return fill(close), fill(raw), tradable
 

@@ -151,15 +151,18 @@ def test_bad_inputs_get_one_clear_error(planted_panel, monkeypatch):
 
 
 def _counting(predictor: KronosPredictor) -> list[int]:
-    """Wrap forecast_batch to record how many windows each model call forecasts."""
+    """Wrap the predictor's model entry points (``forecast_batch`` for DataFrames,
+    ``forecast_arrays`` for walk-forward arrays) to record how many windows each call runs."""
     calls: list[int] = []
-    original = predictor.forecast_batch
 
-    def forecast_batch(series, **kwargs):
-        calls.append(len(series))
-        return original(series, **kwargs)
+    def counted(method):
+        def wrapper(series, *args, **kwargs):
+            calls.append(len(series))
+            return method(series, *args, **kwargs)
+        return wrapper
 
-    predictor.forecast_batch = forecast_batch
+    for name in ("forecast_batch", "forecast_arrays"):
+        setattr(predictor, name, counted(getattr(predictor, name)))
     return calls
 
 
