@@ -168,8 +168,11 @@ def write_paths(file: Path, keys: Sequence[str], paths: np.ndarray, stamps: np.n
     frame.insert(0, "key", np.repeat(np.asarray(keys, dtype=object), n_samples * n_steps))
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(f".{file.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, file)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, file)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after a successful rename
     return file
 
 

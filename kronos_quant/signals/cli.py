@@ -1,7 +1,9 @@
 """``kronos-quant score`` and ``kronos-quant evaluate``.
 
 ``score`` runs walk-forward Kronos forecasts over a panel and writes one row per (date,
-instrument) and one column per scorer to Parquet (or CSV). ``evaluate`` compares such scores
+instrument) and one column per scorer to Parquet (or CSV). Under ``torchrun`` (or with
+``--store``) the windows are sharded across processes and GPUs through a partitioned forecast
+store (:mod:`kronos_quant.signals.distributed`); rank 0 writes the scores. ``evaluate`` compares such scores
 with realised forward returns and the random-walk, momentum and reversal baselines.
 """
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -72,9 +75,42 @@ def read_scores(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+def _sharded(args: argparse.Namespace) -> bool:
+    """Score through the sharded forecast store: under torchrun, or when --store is given."""
+    return args.store is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _forecast_sharded(args: argparse.Namespace, panel: pd.DataFrame, options: dict):
+    """Forecasts of every window on rank 0 (None on other ranks), each rank generating its
+    share of the partitions on its own device; raises ShardFailure naming failed ranks."""
+    from ..finetune.runtime import close_distributed, init_distributed
+    from ..predictor import KronosPredictor
+    from .distributed import forecast_panel_sharded
+
+    if args.cache_dir is not None:
+        raise ValueError("--cache-dir is for one process without --store; the --store "
+                         "folder is the cache of a sharded run")
+    store = Path(args.store) if args.store else Path(args.out).with_suffix(".forecasts")
+    env = init_distributed(args.device)
+    try:
+        predictor = KronosPredictor.from_pretrained(args.model, args.tokenizer, device=env.device,
+                                                    max_context=args.max_context)
+        run = forecast_panel_sharded(predictor, panel, store=store, env=env,
+                                     batch_size=args.batch_size,
+                                     verbose=not args.quiet and env.is_main, **options)
+    finally:
+        close_distributed(env)
+    if env.is_main:
+        print(f"forecast store {store}: {run.partitions} partitions; computed {run.computed} "
+              f"({run.computed_windows} windows) on {env.world_size} process(es), reused "
+              f"{run.reused}")
+    return run.forecasts
+
+
 def _score(args: argparse.Namespace) -> int:
     from ..predictor import KronosPredictor
     from .calibration import calibrate
+    from .distributed import ShardFailure
     from .plots import plot_calibration
     from .scorers import resolve_scorers
     from .walkforward import forecast_panel
@@ -83,14 +119,27 @@ def _score(args: argparse.Namespace) -> int:
         raise ValueError("--model and --tokenizer are required (Hub ids or local directories)")
     scorers = resolve_scorers(_csv_list(args.scorers))
     panel = load_panel(args.panel)
-    predictor = KronosPredictor.from_pretrained(args.model, args.tokenizer, device=args.device,
-                                                max_context=args.max_context)
-    forecasts = forecast_panel(predictor, panel, lookback=args.lookback, pred_len=args.pred_len,
-                               sample_count=args.samples, freq=_freq(args.freq), start=args.start,
-                               end=args.end, seed=args.seed, T=args.T, top_k=args.top_k,
-                               top_p=args.top_p, cache_dir=args.cache_dir,
-                               batch_size=args.batch_size, calendar=args.calendar,
-                               verbose=not args.quiet)
+    options = dict(lookback=args.lookback, pred_len=args.pred_len, sample_count=args.samples,
+                   freq=_freq(args.freq), start=args.start, end=args.end, seed=args.seed,
+                   T=args.T, top_k=args.top_k, top_p=args.top_p, calendar=args.calendar)
+    if _sharded(args):
+        try:
+            forecasts = _forecast_sharded(args, panel, options)
+        except ShardFailure as err:
+            # Said by rank 0 and by the failed ranks: torchrun may stop rank 0 first.
+            rank = int(os.environ.get("RANK", "0"))
+            if rank == 0 or rank in err.failures:
+                print(f"kronos-quant score: error: {err}", file=sys.stderr)
+            return 1
+        if forecasts is None:  # not rank 0: rank 0 writes the scores
+            return 0
+    else:
+        predictor = KronosPredictor.from_pretrained(args.model, args.tokenizer,
+                                                    device=args.device,
+                                                    max_context=args.max_context)
+        forecasts = forecast_panel(predictor, panel, cache_dir=args.cache_dir,
+                                   batch_size=args.batch_size, verbose=not args.quiet,
+                                   **options)
     scores = forecasts.score(scorers, log=args.log_returns).sort_index()
     out = write_scores(scores, args.out)
     dates = scores.index.get_level_values("datetime")
@@ -173,6 +222,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scorers", default=None, help="comma-separated scorer names (default: all built-ins)")
     p.add_argument("--log-returns", action="store_true", help="score on log returns")
     p.add_argument("--cache-dir", default=None, help="Parquet forecast cache folder (resumable runs)")
+    p.add_argument("--store", default=None,
+                   help="partitioned forecast store (one Parquet file per date block) shared "
+                        "by all processes; used under torchrun (default there: <out>.forecasts) "
+                        "and resumable: a rerun computes only missing partitions")
     p.add_argument("--batch-size", type=int_option(1), default=256,
                    help="windows per generation call")
     p.add_argument("--calibration", default=None, metavar="PNG",
