@@ -19,6 +19,14 @@ Sections (one function each; add an engine by adding functions to :data:`SECTION
   panel and the same weight frame: the engine plus our layer (panel → wide prices, execution
   alignment, order frame). Target: ≤ 20% over the engine alone.
 * ``vectorbt adapter (scores)``: the same from the scores, target weights included.
+* ``backtrader buy-and-hold`` and ``backtrader KronosStrategy (precomputed)``: the first
+  :data:`BT_DATAS` instruments × :data:`BT_BARS` bars of the same book as backtrader feeds
+  (backtrader runs bar by bar in Python, so the full book would take minutes): an
+  equal-weight buy-and-hold strategy against ``KronosStrategy`` trading the random scores
+  (top-:data:`BT_TOPK`, every 5th bar) on the same feeds; their ratio is our strategy's cost
+  (scores → weights → orders sized at the fill price) plus backtrader's per-order cost.
+* After the table, ``KronosStrategy``'s live-inference mode with the embedded demo model:
+  seconds per rebalance (one batched forecast of every data's window, then the orders).
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 TOPK, EVERY, FEES = 50, 5, 0.001
+BT_DATAS, BT_BARS, BT_TOPK = 50, 1000, 10
 
 
 def make_inputs(folder: Path, *, instruments: int, bars: int, seed: int = 0) -> None:
@@ -103,11 +112,73 @@ def _vectorbt_value(pf) -> float:
     return float(pf.final_value())
 
 
+# --- backtrader ----------------------------------------------------------------------------
+
+def _backtrader_book(data: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The first BT_DATAS instruments × BT_BARS bars of the panel and their scores."""
+    panel, scores = data["panel"], data["scores"]
+    names = panel.index.get_level_values("instrument").unique()[:BT_DATAS]
+    dates = panel.index.get_level_values("datetime").unique()[:BT_BARS]
+    keep = lambda f: f[f.index.get_level_values("instrument").isin(names)  # noqa: E731
+                       & f.index.get_level_values("datetime").isin(dates)]
+    return keep(panel), keep(scores)
+
+
+def backtrader_buy_and_hold(data: dict) -> Callable[[], object]:
+    from kronos_quant.strategies.backtrader import BuyAndHold, cerebro_for
+
+    panel, _ = _backtrader_book(data)
+
+    def run():
+        cerebro = cerebro_for(panel, commission=FEES, stdstats=False)
+        cerebro.addstrategy(BuyAndHold)
+        cerebro.run()
+        return cerebro
+    return run
+
+
+def backtrader_precomputed(data: dict) -> Callable[[], object]:
+    from kronos_quant.strategies.backtrader import run
+
+    panel, scores = _backtrader_book(data)
+    return lambda: run(panel, scores=scores, topk=BT_TOPK, rebalance=EVERY, commission=FEES,
+                       stdstats=False).cerebro
+
+
+def _backtrader_value(cerebro) -> float:
+    return float(cerebro.broker.getvalue())
+
+
+def backtrader_live_seconds_per_rebalance(folder: Path, *, datas: int = 20,
+                                          rebalances: int = 4) -> tuple[float, int]:
+    """Live inference with the demo model on ``datas`` instruments: seconds per rebalance."""
+    from kronos_quant import KronosPredictor
+    from kronos_quant.demo import ASSETS, embedded_demo
+    from kronos_quant.strategies.backtrader import run
+
+    demo = embedded_demo()
+    predictor = KronosPredictor.from_pretrained(str(ASSETS / "model"), str(ASSETS / "tokenizer"),
+                                                device="cpu")
+    panel = _load(folder)["panel"]
+    names = panel.index.get_level_values("instrument").unique()[:datas]
+    dates = panel.index.get_level_values("datetime").unique()
+    bars = dates[:demo.lookback + (rebalances - 1) * EVERY]
+    panel = panel[panel.index.get_level_values("instrument").isin(names)
+                  & panel.index.get_level_values("datetime").isin(bars)]
+    start = time.perf_counter()
+    result = run(panel, predictor=predictor, lookback=demo.lookback, pred_len=demo.pred_len,
+                 sample_count=8, seed=0, rebalance=EVERY, topk=BT_TOPK, stdstats=False)
+    made = len(result.result.decisions)
+    return (time.perf_counter() - start) / max(made, 1), made
+
+
 # name → (build a zero-argument run from the data, the run result's final value)
 SECTIONS: dict[str, tuple[Callable[[dict], Callable[[], object]], Callable[[object], float]]] = {
     "vectorbt from_orders alone": (vectorbt_alone, _vectorbt_value),
     "vectorbt adapter (weights)": (vectorbt_adapter_weights, _vectorbt_value),
     "vectorbt adapter (scores)": (vectorbt_adapter_scores, _vectorbt_value),
+    "backtrader buy-and-hold": (backtrader_buy_and_hold, _backtrader_value),
+    "backtrader KronosStrategy (precomputed)": (backtrader_precomputed, _backtrader_value),
 }
 
 
@@ -168,12 +239,20 @@ def main() -> None:
               f"every {EVERY} bars, top-{TOPK} equal weight, fees {FEES:g}, next_open "
               f"(built in {time.perf_counter() - start:.1f} s)")
         table = run_sections(names, Path(tmp), args.repeat)
+        live = (backtrader_live_seconds_per_rebalance(Path(tmp))
+                if any(n.startswith("backtrader") for n in names) else None)
     alone = "vectorbt from_orders alone"
     if alone in table.index:
         table["vs_engine_alone"] = table["seconds"] / table.loc[alone, "seconds"] - 1.0
     print(f"machine: {platform.processor() or platform.machine()}, python "
           f"{platform.python_version()}; best of {args.repeat} runs, memory from one more")
+    hold = "backtrader buy-and-hold"
+    if hold in table.index:
+        table["vs_buy_and_hold"] = table["seconds"] / table.loc[hold, "seconds"]
     print(table.to_string(float_format=lambda v: f"{v:,.3f}"))
+    if live is not None:
+        print(f"backtrader KronosStrategy live inference (demo model, 20 datas, 8 paths): "
+              f"{live[0]:.2f} s per rebalance over {live[1]} rebalances")
 
 
 if __name__ == "__main__":
