@@ -3,14 +3,18 @@
 #   1. exactness on CUDA: cached engine vs full-window recompute, greedy and seeded sampling;
 #   2. generation speed at the benchmark cases: reference vs exact engine, then bf16 autocast;
 #   3. finetune throughput, fp32 vs bf16 AMP (Kronos-small-sized predictor, base-sized tokenizer);
-#   4. a torchrun finetune with the NCCL backend.
+#   4. a torchrun finetune with the NCCL backend;
+#   5. torchrun walk-forward scoring with NCCL (tiny model, one process per GPU), checked
+#      against a one-process run on the same GPU.
 # Where no CUDA device exists it says so and exits 0. Output: stdout, and $OUT (default
-# gpu_check_out/) gets one log per step.
+# gpu_check_out/) gets one log per step. STEPS="1 5" runs a subset.
 #   bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${OUT:-gpu_check_out}
+STEPS=${STEPS:-1 2 3 4 5}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
@@ -22,6 +26,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 status=0
 
+if want 1; then
 echo "== 1. exactness on CUDA (cached engine vs full recompute)"
 "$PY" - <<'EOF' 2>&1 | tee "$OUT/exactness.log" || status=1
 import torch
@@ -58,20 +63,24 @@ for name, sampling in cases:
         if verdict == "MISMATCH":
             raise SystemExit(1)
 EOF
+fi
 
+if want 2; then
 echo "== 2. generation speed (Kronos-small-sized random weights)"
 "$PY" benchmarks/bench_generate.py --device cuda --cases ctx400,universe --repeats 3 \
   --skip-effect --skip-demo 2>&1 | tee "$OUT/generate_fp32.log" || status=1
 "$PY" benchmarks/bench_generate.py --device cuda --amp bf16 --cases ctx400,universe --repeats 3 \
   --skip-reference --skip-effect --skip-demo 2>&1 | tee "$OUT/generate_bf16.log" || status=1
+fi
 
+if want 3; then
 echo "== 3. finetune throughput (fp32 vs bf16 AMP)"
 "$PY" benchmarks/bench_finetune.py --device cuda --preset small --amp none,bf16 --steps 30 \
   2>&1 | tee "$OUT/finetune.log" || status=1
+fi
 
-echo "== 4. torchrun finetune with NCCL"
 work=$(mktemp -d)
-"$PY" - "$work" <<'EOF' 2>&1 | tee "$OUT/nccl.log" || status=1
+"$PY" - "$work" <<'EOF' 2>&1 | tee "$OUT/setup.log" || status=1
 import sys
 from pathlib import Path
 from kronos_quant.data import synthetic_panel
@@ -80,6 +89,8 @@ root = Path(sys.argv[1])
 synthetic_panel(8, 400, seed=1).reset_index().to_csv(root / "panel.csv", index=False)
 save_tiny_pair(root / "pair")
 EOF
+if want 4; then
+echo "== 4. torchrun finetune with NCCL"
 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m kronos_quant.cli --quiet finetune predictor \
   --data "$work/panel.csv" --tokenizer "$work/pair/tokenizer" --init "$work/pair/model" \
   --out "$work/run" --lookback 32 --pred-len 4 --batch-size 16 --max-steps 20 --device cuda --set log_every=5 \
@@ -92,6 +103,28 @@ steps = [r for r in rows if r.get("kind") == "step"]
 print(f"NCCL run: step records up to step {steps[-1]['step']}, last train loss "
       f"{steps[-1]['loss']:.4f}" if steps else "NCCL run: no step metrics written")
 EOF
+fi
+
+if want 5; then
+echo "== 5. torchrun scoring with NCCL (tiny model) vs one process"
+score=(--quiet score --model "$work/pair/model" --tokenizer "$work/pair/tokenizer"
+       --panel "$work/panel.csv" --lookback 64 --pred-len 5 --samples 16 --start 2023-01-02
+       --seed 0 --device cuda)
+"$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m -- kronos_quant.cli \
+  "${score[@]}" --store "$work/store" --out "$work/sharded.parquet" 2>&1 | tee "$OUT/score.log" \
+  || status=1
+"$PY" -m kronos_quant.cli "${score[@]}" --out "$work/single.parquet" 2>&1 \
+  | tee -a "$OUT/score.log" || status=1
+"$PY" - "$work" <<'EOF' 2>&1 | tee -a "$OUT/score.log" || status=1
+import sys
+import pandas as pd
+from kronos_quant.signals.cli import read_scores
+a, b = (read_scores(f"{sys.argv[1]}/{name}.parquet") for name in ("sharded", "single"))
+pd.testing.assert_frame_equal(a, b)
+print(f"torchrun (NCCL) scores equal the one-process run: {len(a)} windows, "
+      f"attrs equal: {a.attrs == b.attrs}")
+EOF
+fi
 rm -rf "$work"
 echo "gpu_check: done (status $status)"
 exit $status

@@ -83,7 +83,9 @@ def _sharded(args: argparse.Namespace) -> bool:
 def _forecast_sharded(args: argparse.Namespace, panel: pd.DataFrame, options: dict):
     """Forecasts of every window on rank 0 (None on other ranks), each rank generating its
     share of the partitions on its own device; raises ShardFailure naming failed ranks."""
-    from ..finetune.runtime import close_distributed, init_distributed
+    import torch.distributed as dist
+
+    from ..finetune.runtime import init_distributed
     from ..predictor import KronosPredictor
     from .distributed import forecast_panel_sharded
 
@@ -92,6 +94,11 @@ def _forecast_sharded(args: argparse.Namespace, panel: pd.DataFrame, options: di
                          "folder is the cache of a sharded run")
     store = Path(args.store) if args.store else Path(args.out).with_suffix(".forecasts")
     env = init_distributed(args.device)
+    if "TORCHELASTIC_RUN_ID" in os.environ and not dist.is_initialized():
+        # init_distributed joins no group for a one-process job; under torchrun join it
+        # anyway, so one process runs the same collectives (and backend) as many.
+        dist.init_process_group(backend="nccl" if env.device.type == "cuda" else "gloo")
+    backend = dist.get_backend() if dist.is_initialized() else "no process group"
     try:
         predictor = KronosPredictor.from_pretrained(args.model, args.tokenizer, device=env.device,
                                                     max_context=args.max_context)
@@ -99,11 +106,12 @@ def _forecast_sharded(args: argparse.Namespace, panel: pd.DataFrame, options: di
                                      batch_size=args.batch_size,
                                      verbose=not args.quiet and env.is_main, **options)
     finally:
-        close_distributed(env)
+        if dist.is_initialized():
+            dist.destroy_process_group()
     if env.is_main:
         print(f"forecast store {store}: {run.partitions} partitions; computed {run.computed} "
-              f"({run.computed_windows} windows) on {env.world_size} process(es), reused "
-              f"{run.reused}")
+              f"({run.computed_windows} windows) on {env.world_size} process(es) "
+              f"[{backend}, {env.device}], reused {run.reused}")
     return run.forecasts
 
 

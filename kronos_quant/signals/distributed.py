@@ -124,9 +124,15 @@ def assign_partitions(sizes: list[int], world_size: int) -> list[list[int]]:
     return [sorted(mine) for mine in out]
 
 
-def _broadcast(env: DistEnv, value: object) -> object:
+def grouped() -> bool:
+    """Whether this process belongs to a process group (then collectives run, even for a
+    torchrun job of one process)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def _broadcast(value: object) -> object:
     """Rank 0's ``value`` on every rank."""
-    if not env.distributed:
+    if not grouped():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
@@ -156,7 +162,7 @@ def _generate_partitions(job: ScoringJob, parts: list[Partition], store: Path, *
 
 def _exchange_status(env: DistEnv, group, status: dict) -> list[dict]:
     """Every rank's status dict, on every rank (over a gloo group with a long timeout)."""
-    if not env.distributed:
+    if not grouped():
         return [status]
     out: list = [None] * env.world_size
     dist.all_gather_object(out, status, group=group)
@@ -216,13 +222,13 @@ def forecast_panel_sharded(predictor, panel: pd.DataFrame, *, store: str | Path,
     env = env or DistEnv(0, 1, 0, predictor.device)
     batch_size = checked_int(batch_size, name="batch_size")
     # The gloo group is created while every rank is still in step (creating it is collective).
-    group = dist.new_group(backend="gloo", timeout=STATUS_TIMEOUT) if env.distributed else None
+    group = dist.new_group(backend="gloo", timeout=STATUS_TIMEOUT) if grouped() else None
     if seed is None:
-        seed = _broadcast(env, int(np.random.SeedSequence().entropy % (2**63)))
+        seed = _broadcast(int(np.random.SeedSequence().entropy % (2**63)))
     job = plan_scoring(predictor, panel, seed=seed, **options)
     store = Path(store)
     partitions = plan_partitions(job, partition_size=partition_size)
-    done = _broadcast(env, [p.path(store).is_file() for p in partitions] if env.is_main else None)
+    done = _broadcast([p.path(store).is_file() for p in partitions] if env.is_main else None)
     todo = [p for p, finished in zip(partitions, done) if not finished]
     mine = [todo[i] for i in assign_partitions([len(p) for p in todo], env.world_size)[env.rank]]
     logger.info("rank %d/%d: %d of %d partitions to compute (%d windows), %d already stored",
