@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 COMMAND_MODULES = (
     "kronos_quant.demo",
+    "kronos_quant.forecast_cli",
     "kronos_quant.finetune.cli",
     "kronos_quant.signals.cli",
     "kronos_quant.backtest_cli",

@@ -11,6 +11,14 @@ import pandas as pd
 from .inputs import BAR_COLUMNS
 
 
+def stamp_labels(stamps: Sequence[object]) -> list[str]:
+    """Tick labels for bar stamps: dates only when every stamp is at midnight (daily bars),
+    else date and minute."""
+    index = pd.DatetimeIndex(stamps)
+    daily = bool(len(index)) and bool((index == index.normalize()).all())
+    return list(index.strftime("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"))
+
+
 @dataclass
 class Forecast:
     """Monte Carlo forecast of one series.
@@ -26,12 +34,15 @@ class Forecast:
         timestamps; its last row is the last observed bar.
     name
         Series label (symbol), if any.
+    model_label
+        Which model made the forecast (shown on charts), if known.
     """
 
     paths: np.ndarray
     index: pd.Index
     history: pd.DataFrame
     name: str | None = None
+    model_label: str | None = None
 
     columns = BAR_COLUMNS
 
@@ -91,11 +102,12 @@ class Forecast:
         return frame
 
     def plot(self, path: str | Path | None = None, *, column: str = "close",
-             history: int = 120, title: str | None = None):
+             history: int = 120, title: str | None = None, model_label: str | None = None):
         """Fan chart: history, median, 10–90% and 25–75% bands; saved to ``path`` if given.
 
-        Uses matplotlib's Agg canvas directly, so it never touches pyplot's global backend.
-        Returns the matplotlib Figure.
+        ``model_label`` (default: :attr:`model_label`) is printed in the bottom-right corner, so
+        the chart says which model made it. Uses matplotlib's Agg canvas directly, so it never
+        touches pyplot's global backend. Returns the matplotlib Figure.
         """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -117,14 +129,18 @@ class Forecast:
         ax.axvline(n - 0.5, color="grey", lw=0.8, ls="--")
         ticks = np.linspace(0, len(stamps) - 1, num=min(8, len(stamps))).round().astype(int)
         ax.set_xticks(ticks)
-        ax.set_xticklabels([str(stamps[i])[:16] for i in ticks], rotation=25, ha="right",
+        ax.set_xticklabels(stamp_labels([stamps[i] for i in ticks]), rotation=25, ha="right",
                            fontsize=8)
         ax.set_title(title or f"{self.name or 'series'}: {column}, "
                               f"{self.sample_count} paths × {self.pred_len} bars")
+        label = model_label or self.model_label
+        if label:
+            fig.text(0.995, 0.005, f"model: {label}", ha="right", va="bottom", fontsize=7,
+                     color="dimgrey")
         ax.set_ylabel(column)
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.03 if label else 0, 1, 1))
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path)

@@ -1,22 +1,93 @@
-"""The main-job command runs offline and writes its files."""
+"""The main-job command runs offline, every step for real, and writes its files."""
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 import pytest
 
 from kronos_quant.cli import main
+from kronos_quant.demo import plan_steps
+from kronos_quant.demo_steps import STEPS, UNIVERSE, load_universe, write_universe
 
 
-def test_demo_writes_chart_and_tables(tmp_path, capsys):
+def test_demo_forecast_step_writes_chart_and_tables(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["-q", "demo", "--out", str(out), "--pred-len", "8", "--samples", "4"]) == 0
+    assert main(["-q", "demo", "--out", str(out), "--steps", "forecast", "--pred-len", "8",
+                 "--samples", "4"]) == 0
     printed = capsys.readouterr().out
-    assert "model:" in printed and "wrote fan_chart" in printed
-    assert (out / "forecast_fan.png").stat().st_size > 10_000
-    paths = pd.read_csv(out / "forecast_paths.csv")
+    assert "model:" in printed and "[1/1] forecast" in printed and "total" in printed
+    assert (out / "forecast" / "fan.png").stat().st_size > 10_000
+    paths = pd.read_csv(out / "forecast" / "paths.csv")
     assert len(paths) == 4 * 8 and paths["sample"].nunique() == 4
-    summary = pd.read_csv(out / "forecast_summary.csv")
-    assert (summary["close_q10"] <= summary["close_q90"]).all()
+    quantiles = pd.read_csv(out / "forecast" / "quantiles.csv")
+    assert (quantiles["close_q10"] <= quantiles["close_q90"]).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == ["forecast"] and summary["forecast"]["status"] == "ok"
+    page = (out / "index.html").read_text()
+    assert 'src="forecast/fan.png"' in page and "does not beat a random walk" in page
+
+
+def test_the_whole_demo_runs_every_engine_and_they_agree(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out), "--pred-len", "4", "--samples", "4",
+                 "--score-samples", "4", "--live-candles", "4"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == list(STEPS)
+    assert {name: r["status"] for name, r in summary.items()} == dict.fromkeys(STEPS, "ok")
+    for name in STEPS:
+        assert f"{name}: " in printed and summary[name]["seconds"] > 0
+    bt = summary["backtrader"]["numbers"]
+    same, bars = map(int, bt["bars with the same holdings as vectorbt"].split(" / "))
+    assert same == bars > 400 and bt["largest holding difference (relative)"] < 1e-6
+    assert abs(bt["final value"] / summary["vectorbt"]["numbers"]["final value"] - 1) < 1e-6
+    days, total = map(int, summary["qlib"]["numbers"][
+        "days holding the same names as our portfolio layer"].split(" / "))
+    assert days == total > 400
+    assert summary["live"]["numbers"]["decisions"] == 2 * 4
+    ev = summary["evaluate"]["numbers"]
+    assert ev["80% band coverage (conformal, later half)"] > ev["80% band coverage (raw, later half)"]
+    page = (out / "index.html").read_text()
+    for name, result in summary.items():
+        for path in result["files"].values():
+            rel = str(pd.io.common.Path(path).relative_to(out))
+            assert rel in page, f"{name}: {rel} not linked from index.html"
+    for sheet in ("tearsheet/tearsheet.html", "qlib/tearsheet.html", "live/tearsheet.html"):
+        assert "<html" in (out / sheet).read_text()[:2000].lower()
+
+
+def test_a_step_subset_brings_its_prerequisites():
+    assert plan_steps(["tearsheet"]) == ["scores", "evaluate", "vectorbt", "tearsheet"]
+    assert plan_steps(["live"]) == ["live"]
+    with pytest.raises(ValueError, match="unknown demo step"):
+        plan_steps(["nope"])
+
+
+def test_a_missing_engine_is_skipped_with_its_pip_command(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "vectorbt" else real(name, *a))
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out), "--steps", "vectorbt,backtrader",
+                 "--score-samples", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert 'vectorbt: vectorbt backtest … skipped (needs pip install "kronos-quant[vectorbt]")' in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["vectorbt"]["status"] == "skipped"
+    assert summary["backtrader"]["status"] == "ok"
+    assert "no cross-engine comparison" in summary["backtrader"]["notes"][0]
+
+
+def test_the_bundled_universe_is_the_demo_models_data(tmp_path):
+    pytest.importorskip("bokeh_sampledata")
+    rebuilt = write_universe(tmp_path / "universe.csv")
+    assert rebuilt.read_bytes() == UNIVERSE.read_bytes()
+    panel = load_universe()
+    assert sorted(panel.index.get_level_values("instrument").unique()) == ["AAPL", "GOOG", "IBM", "MSFT"]
+    assert UNIVERSE.stat().st_size < 1_000_000
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
@@ -30,6 +101,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     (["demo", "--pred-len", "0"], "argument --pred-len: must be an integer >= 1, got '0'"),
     (["demo", "--samples", "-3"], "argument --samples: must be an integer >= 1, got '-3'"),
     (["demo", "--lookback", "1"], "argument --lookback: must be an integer >= 2, got '1'"),
+    (["demo", "--steps", "forecast,bogus"], "argument --steps: unknown step(s) ['bogus']"),
     (["demo", "--max-context", "0"], "argument --max-context: must be an integer >= 1, got '0'"),
     (["demo", "--pred-len", "2.5"], "argument --pred-len: must be an integer >= 1, got '2.5'"),
     (["score", "--panel", "p.csv", "--lookback", "0"], "argument --lookback: must be an integer >= 2"),
@@ -47,5 +119,6 @@ def test_integer_options_are_validated_before_anything_runs(argv, message, capsy
 
 def test_an_explicit_pred_len_is_honoured(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["-q", "demo", "--out", str(out), "--pred-len", "3", "--samples", "2"]) == 0
-    assert len(pd.read_csv(out / "forecast_summary.csv")) == 3
+    assert main(["-q", "demo", "--out", str(out), "--steps", "forecast", "--pred-len", "3",
+                 "--samples", "2"]) == 0
+    assert len(pd.read_csv(out / "forecast" / "quantiles.csv")) == 3

@@ -19,18 +19,32 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: str | Path | None):
-    fig.tight_layout()
+def _save(fig, path: str | Path | None, model_label: str | None = None):
+    # Every chart says which model made it, in the bottom-right corner.
+    if model_label:
+        fig.text(0.995, 0.005, f"model: {model_label}", ha="right", va="bottom", fontsize=7,
+                 color="dimgrey")
+    fig.tight_layout(rect=(0, 0.03 if model_label else 0, 1, 1))
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
     return fig
 
 
+def fingerprint_label(metadata: dict) -> str | None:
+    """A model label from score metadata (its weights fingerprint), when nothing better is known."""
+    fingerprint = metadata.get("model_fingerprint")
+    return f"weights {str(fingerprint)[:12]}" if fingerprint else None
+
+
 def plot_ic(evaluation: Evaluation, path: str | Path | None = None, *,
-            signals: Sequence[str] | None = None, window: int = 20):
+            signals: Sequence[str] | None = None, window: int = 20,
+            model_label: str | None = None):
     """Cumulative RankIC of each signal (top) and the per-date RankIC of the first one with
-    its rolling mean (bottom). Saved to ``path`` if given; returns the Figure."""
+    its rolling mean (bottom). Saved to ``path`` if given; returns the Figure.
+
+    ``model_label`` names the model on the chart (default: the scores' weights fingerprint).
+    """
     rank_ic = evaluation.rank_ic
     names = list(signals) if signals is not None else list(rank_ic.columns)
     missing = [n for n in names if n not in rank_ic.columns]
@@ -56,12 +70,15 @@ def plot_ic(evaluation: Evaluation, path: str | Path | None = None, *,
     bottom.legend(fontsize=8)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, model_label or fingerprint_label(evaluation.metadata))
 
 
-def plot_calibration(calibration: Calibration, path: str | Path | None = None):
+def plot_calibration(calibration: Calibration, path: str | Path | None = None, *,
+                     model_label: str | None = None):
     """Nominal vs empirical band coverage per forecast step (left) and the PIT histogram
-    pooled over steps (right). Saved to ``path`` if given; returns the Figure."""
+    pooled over steps (right). Saved to ``path`` if given; returns the Figure.
+
+    ``model_label`` names the model that made the forecasts on the chart."""
     fig = _figure(10, 4.2)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     cov = calibration.coverage
@@ -83,4 +100,4 @@ def plot_calibration(calibration: Calibration, path: str | Path | None = None):
     right.legend(fontsize=8)
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, model_label)

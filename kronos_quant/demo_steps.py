@@ -1,0 +1,463 @@
+"""The steps of ``kronos-quant demo``: each one a real run of one part of the plugin.
+
+Every step takes the shared :class:`DemoContext` (output folder, predictor, bundled data,
+settings, what earlier steps produced) and returns a :class:`StepResult` with its key
+numbers, the files it wrote and HTML tables for the index page. Engines are imported inside
+the steps; :data:`STEPS` says which extra each one needs, so the runner can skip a step whose
+engine is missing and print the pip command that adds it.
+
+Bundled data (offline, shipped in the package): the demo model's series
+(``assets/demo/series.csv``) and a small universe of real daily bars
+(``assets/universe/us_stocks_daily.csv``: AAPL, GOOG, IBM, MSFT, 2010-09-01 … 2013-03-01,
+split- and dividend-adjusted, from the public-domain data the demo model was trained on;
+:func:`write_universe` rebuilds it from ``bokeh-sampledata``). Scoring starts on 2011-04-01,
+inside the demo model's held-out period (from 2011-03-29).
+"""
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .data import load_panel, unstack_field, validate_panel
+from .execution import DEFAULT_EXECUTION, describe_execution
+from .portfolio import target_weights
+
+UNIVERSE = Path(__file__).parent / "assets" / "universe" / "us_stocks_daily.csv"
+UNIVERSE_TICKERS: tuple[str, ...] = ("AAPL", "GOOG", "IBM", "MSFT")
+UNIVERSE_START = "2010-09-01"
+
+
+def write_universe(path: str | Path = UNIVERSE) -> Path:
+    """Rebuild the bundled universe CSV from ``bokeh-sampledata`` (the ``[demo-data]`` extra)."""
+    from .finetune.demo_model import real_stock_panel
+
+    panel = real_stock_panel()
+    keep = (panel.index.get_level_values("instrument").isin(UNIVERSE_TICKERS)
+            & (panel.index.get_level_values("datetime") >= UNIVERSE_START))
+    frame = panel[keep].reset_index()
+    frame["datetime"] = frame["datetime"].dt.strftime("%Y-%m-%d")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def load_universe() -> pd.DataFrame:
+    """The bundled universe as a canonical panel."""
+    return load_panel(UNIVERSE)
+
+
+def equal_weight_returns(panel: pd.DataFrame) -> pd.Series:
+    """Daily close-to-close return of the equal-weight universe (the demo's benchmark)."""
+    returns = unstack_field(panel, "close").pct_change(fill_method=None).mean(axis=1)
+    return returns.fillna(0.0).rename("equal-weight universe")
+
+
+@dataclass
+class DemoSettings:
+    """What the demo runs; the defaults keep it well under a minute on 2 CPU cores."""
+
+    pred_len: int = 20  # the fan chart's horizon
+    samples: int = 32  # paths of the fan chart
+    score_lookback: int = 120
+    score_pred_len: int = 5
+    score_samples: int = 16
+    freq: str = "W"
+    start: str = "2011-04-01"
+    scorer: str = "expected_return"
+    topk: int = 2
+    n_drop: int = 1
+    fees: float = 0.0005
+    cash: float = 1_000_000.0
+    execution: str = DEFAULT_EXECUTION
+    live_symbols: tuple[str, ...] = ("AAPL", "MSFT")
+    live_candles: int = 30
+    live_samples: int = 16
+    seed: int = 0
+
+
+@dataclass
+class StepResult:
+    """What one step did: key numbers, files, HTML tables and notes for the index page."""
+
+    numbers: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    tables: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    status: str = "ok"  # ok, skipped or failed
+    seconds: float = 0.0
+
+
+@dataclass
+class DemoContext:
+    """Shared by all steps: where to write, the model, the data and earlier results."""
+
+    out: Path
+    predictor: Any
+    model_label: str
+    series: pd.DataFrame
+    series_name: str
+    settings: DemoSettings = field(default_factory=DemoSettings)
+    verbose: bool = False
+    state: dict[str, Any] = field(default_factory=dict)
+    _panel: pd.DataFrame | None = None
+
+    @property
+    def panel(self) -> pd.DataFrame:
+        if self._panel is None:
+            self._panel = validate_panel(load_universe())
+        return self._panel
+
+    def folder(self, name: str) -> Path:
+        path = self.out / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def frame_html(frame: pd.DataFrame, digits: int = 4) -> str:
+    return frame.to_html(float_format=lambda v: f"{v:.{digits}f}", border=0, na_rep="–")
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+def step_forecast(ctx: DemoContext) -> StepResult:
+    """Fan chart, paths, quantiles and summary of the bundled series."""
+    from .forecast_cli import write_forecast
+
+    s = ctx.settings
+    fc = ctx.predictor.forecast(ctx.series, pred_len=s.pred_len, sample_count=s.samples,
+                                seed=s.seed, verbose=ctx.verbose, name=ctx.series_name)
+    title = f"{ctx.series_name}: {s.samples} paths × {s.pred_len} bars"
+    files, summary = write_forecast(fc, ctx.folder("forecast"), model_label=ctx.model_label,
+                                    title=title)
+    numbers = {"last close": summary["last_close"], "median at horizon": summary["median"],
+               "10–90% at horizon": f"{summary['q10']:.2f} … {summary['q90']:.2f}",
+               "P(up)": summary["prob_up"], "expected return": summary["expected_return"]}
+    return StepResult(numbers, files)
+
+
+def step_scores(ctx: DemoContext) -> StepResult:
+    """Walk-forward forecasts and scores of the universe at every rebalance date."""
+    from .signals import forecast_panel
+
+    s = ctx.settings
+    forecasts = forecast_panel(ctx.predictor, ctx.panel, lookback=s.score_lookback,
+                               pred_len=s.score_pred_len, sample_count=s.score_samples,
+                               freq=s.freq, start=s.start, seed=s.seed, verbose=ctx.verbose)
+    scores = forecasts.score().sort_index()
+    ctx.state.update(forecasts=forecasts, scores=scores)
+    folder = ctx.folder("scores")
+    files = {"scores": folder / "scores.csv"}
+    scores.to_csv(files["scores"])
+    dates = scores.index.get_level_values("datetime")
+    numbers = {"instruments": len(scores.index.get_level_values("instrument").unique()),
+               "rebalance dates": len(dates.unique()), "windows": len(forecasts),
+               "first / last date": f"{dates.min().date()} / {dates.max().date()}",
+               "scorers": scores.shape[1]}
+    latest = scores.xs(dates.max(), level="datetime")[[s.scorer, "prob_up", "volatility"]]
+    return StepResult(numbers, files, {"latest scores": frame_html(latest)})
+
+
+def step_evaluate(ctx: DemoContext) -> StepResult:
+    """IC/RankIC vs baselines under the execution convention, and band calibration with
+    split-conformal recalibration."""
+    from .signals import calibrate, evaluate, plot_calibration, plot_ic
+
+    s = ctx.settings
+    scores, forecasts = ctx.state["scores"], ctx.state["forecasts"]
+    # Four instruments: halves (top two vs bottom two) for the long-short column.
+    evaluation = evaluate(scores, ctx.panel, horizon=s.score_pred_len, quantiles=2,
+                          execution=s.execution)
+    calibration = calibrate(forecasts, ctx.panel)
+    ctx.state.update(evaluation=evaluation, calibration=calibration)
+    folder = ctx.folder("evaluation")
+    files = {"ic_chart": folder / "ic.png", "calibration_chart": folder / "calibration.png",
+             "evaluation": folder / "evaluation.csv", "conformal": folder / "conformal.csv"}
+    summary = evaluation.summary
+    summary.to_csv(files["evaluation"])
+    calibration.conformal.to_csv(files["conformal"])
+    plot_ic(evaluation, files["ic_chart"], signals=[s.scorer, "prob_up", "momentum_20",
+                                                    "reversal_5"], model_label=ctx.model_label)
+    plot_calibration(calibration, files["calibration_chart"], model_label=ctx.model_label)
+    conformal = calibration.conformal.xs(0.8, level="level")
+    best_base = summary[summary["kind"] == "baseline"]["rank_ic_mean"].max()
+    numbers = {f"RankIC {s.scorer}": summary.loc[s.scorer, "rank_ic_mean"],
+               f"IC {s.scorer}": summary.loc[s.scorer, "ic_mean"],
+               "best baseline RankIC": best_base,
+               "80% band coverage (raw, later half)": conformal["test_raw"].mean(),
+               "80% band coverage (conformal, later half)": conformal["test_conformal"].mean()}
+    columns = ["kind", "n_dates", "ic_mean", "rank_ic_mean", "rank_ic_t", "hit_rate",
+               "long_short", "turnover"]
+    tables = {"signals vs baselines": frame_html(summary[columns]),
+              "80% band coverage by step (before / after conformal)": frame_html(
+                  conformal[["margin", "test_raw", "test_conformal", "n_cal", "n_test"]])}
+    notes = [describe_execution(s.execution)] + list(evaluation.notes)
+    return StepResult(numbers, files, tables, notes)
+
+
+def demo_weights(ctx: DemoContext) -> pd.DataFrame:
+    """The one weight frame every engine trades: top-k with Qlib's dropout rule."""
+    if "weights" not in ctx.state:
+        s = ctx.settings
+        ctx.state["weights"] = target_weights(ctx.state["scores"], column=s.scorer,
+                                              topk=s.topk, n_drop=s.n_drop)
+    return ctx.state["weights"]
+
+
+def _engine_run(ctx: DemoContext, engine: str):
+    from .backtest_cli import ENGINES, BacktestJob
+
+    s = ctx.settings
+    job = BacktestJob(ctx.panel, demo_weights(ctx), s.execution, s.fees, 0.0, s.cash)
+    return ENGINES[engine].run(job)
+
+
+def _equity_chart(ctx: DemoContext, returns: pd.Series, path: Path, engine: str) -> Path:
+    from .backtest_cli import plot_equity
+
+    s = ctx.settings
+    title = (f"{engine}: top-{s.topk} (dropout {s.n_drop}) on {s.scorer}, {s.execution}, "
+             f"fees {s.fees:g}\nmodel: {ctx.model_label}")
+    return plot_equity(returns, equal_weight_returns(ctx.panel), path, title=title)
+
+
+def step_vectorbt(ctx: DemoContext) -> StepResult:
+    """The weights traded in vectorbt (``Portfolio.from_orders``, target percent)."""
+    result = _engine_run(ctx, "vectorbt")
+    pf = result.native
+    ctx.state["vectorbt"] = result
+    folder = ctx.folder("vectorbt")
+    files = {"equity_chart": _equity_chart(ctx, result.returns, folder / "equity.png", "vectorbt"),
+             "weights": folder / "weights.csv", "stats": folder / "stats.csv"}
+    demo_weights(ctx).to_csv(files["weights"])
+    stats = pf.stats()
+    stats.to_frame("value").to_csv(files["stats"])
+    numbers = {"final value": float(pf.final_value()), "total return": float(pf.total_return()),
+               "Sharpe": float(pf.sharpe_ratio()), "max drawdown": float(pf.max_drawdown()),
+               "orders": result.orders}
+    return StepResult(numbers, files)
+
+
+def fills_holdings(fills: list[dict], bars: pd.DatetimeIndex, names: pd.Index) -> pd.DataFrame:
+    """Shares held after each bar from backtrader fills (datetime, instrument, size)."""
+    trades = pd.DataFrame(fills).pivot_table(index="datetime", columns="instrument",
+                                             values="size", aggfunc="sum")
+    return trades.reindex(index=bars, columns=names).fillna(0.0).cumsum()
+
+
+def step_backtrader(ctx: DemoContext) -> StepResult:
+    """The same weights in backtrader, compared bar by bar with vectorbt when it ran."""
+    result = _engine_run(ctx, "backtrader")
+    run = result.native
+    ctx.state["backtrader"] = result
+    folder = ctx.folder("backtrader")
+    files = {"equity_chart": _equity_chart(ctx, result.returns, folder / "equity.png",
+                                           "backtrader")}
+    final = float(run.cerebro.broker.getvalue())
+    numbers = {"final value": final, "total return": final / ctx.settings.cash - 1.0,
+               "max drawdown": -run.result.analyzers.drawdown.get_analysis()["max"]["drawdown"] / 100,
+               "orders": result.orders}
+    notes = []
+    vb = ctx.state.get("vectorbt")
+    if vb is None:
+        notes.append("vectorbt did not run: no cross-engine comparison")
+        return StepResult(numbers, files, notes=notes)
+    assets = vb.native.assets()
+    ours = fills_holdings(run.result.fills, assets.index, assets.columns)
+    same_names = ((ours.abs() > 1e-9) == (assets.abs() > 1e-9)).all(axis=1)
+    share_gap = ((ours - assets).abs() / assets.abs().clip(lower=1.0)).to_numpy().max()
+    gap = final / float(vb.native.final_value()) - 1.0
+    numbers |= {"bars with the same holdings as vectorbt": f"{int(same_names.sum())} / {len(same_names)}",
+                "largest holding difference (relative)": float(share_gap),
+                "final equity vs vectorbt": f"{gap * 1e4:+.4f} bp"}
+    ctx.state["engine_agreement"] = {"same_bars": int(same_names.sum()), "bars": len(same_names),
+                                     "final_gap_bp": gap * 1e4}
+    table = pd.DataFrame({"vectorbt": [float(vb.native.final_value()), vb.orders],
+                          "backtrader": [final, result.orders]},
+                         index=["final value", "orders"])
+    return StepResult(numbers, files, {"vectorbt vs backtrader": frame_html(table, 2)}, notes)
+
+
+def step_qlib(ctx: DemoContext) -> StepResult:
+    """A generated Qlib provider directory and Qlib's TopkDropoutStrategy on the scores."""
+    from .adapters.qlib import run_topk_dropout
+    from .adapters.qlib_data import write_provider
+    from .portfolio import align
+
+    s = ctx.settings
+    provider = ctx.out / "qlib" / "provider"
+    write_provider(ctx.panel, provider, verbose=ctx.verbose)
+    reports = importlib.util.find_spec("quantstats") is not None
+    result = run_topk_dropout(ctx.state["scores"], provider, column=s.scorer, topk=s.topk,
+                              n_drop=s.n_drop, benchmark=equal_weight_returns(ctx.panel),
+                              execution=s.execution, region="us", account=s.cash,
+                              out_dir=ctx.folder("qlib"), tearsheet=reports,
+                              verbose=ctx.verbose)
+    ctx.state["qlib"] = result
+    files = {"provider": provider, "cumulative_chart": result.figure}
+    if result.tearsheet is not None:
+        files["tearsheet"] = result.tearsheet
+    held = result.holdings.fillna(0.0) > 0
+    calendar = pd.DatetimeIndex(ctx.panel.index.get_level_values("datetime").unique())
+    ours = align(demo_weights(ctx), calendar, execution=s.execution) > 0
+    ours = ours.reindex(index=held.index, columns=held.columns, fill_value=False)
+    same = (held == ours).all(axis=1)
+    report = result.report
+    numbers = {"trading days": len(report),
+               "return after cost": float((report["return"] - report["cost"]).sum()),
+               "benchmark return": float(report["bench"].sum()),
+               "annualised excess after cost": result.excess_return,
+               "days holding the same names as our portfolio layer": f"{int(same.sum())} / {len(same)}"}
+    notes = ["Qlib sums daily returns (its risk_analysis convention); costs: open 5 bp, close "
+             "15 bp, min 5; region us (trade unit 1, no limits)"]
+    return StepResult(numbers, files, {"Qlib risk analysis": frame_html(result.risk)}, notes)
+
+
+def step_tearsheet(ctx: DemoContext) -> StepResult:
+    """QuantStats tear sheet of the backtest, with the signal-quality section."""
+    from .adapters.quantstats import SignalReport, metrics, tearsheet
+
+    engine = "vectorbt" if "vectorbt" in ctx.state else "backtrader"
+    result = ctx.state[engine]
+    s = ctx.settings
+    report = SignalReport(evaluation=ctx.state.get("evaluation"),
+                          calibration=ctx.state.get("calibration"), execution=s.execution,
+                          metadata=dict(ctx.state["scores"].attrs))
+    bench = equal_weight_returns(ctx.panel)
+    path = tearsheet(result.returns, benchmark=bench, output=ctx.folder("tearsheet") / "tearsheet.html",
+                     title=f"Kronos demo · top-{s.topk} {s.scorer} ({engine}, {s.execution})",
+                     periods_per_year=252, signal_report=report)
+    table = metrics(result.returns, benchmark=bench, periods_per_year=252, mode="basic")
+    rows = [r for r in ("Cumulative Return", "Sharpe", "Max Drawdown", "Volatility (ann.)")
+            if r in table.index]
+    return StepResult({"engine": engine}, {"tearsheet": path},
+                      {"QuantStats metrics": table.loc[rows].to_html(border=0)})
+
+
+# --- live paper trading over recorded candles ------------------------------------------------
+
+class ReplayFeed:
+    """A feed that serves recorded candles as an exchange would: only those closed by ``now``.
+
+    Duck-types :class:`kronos_quant.adapters.ccxt.CcxtFeed` for
+    :class:`kronos_quant.strategies.live.LiveLoop` (``check``, ``step``, ``server_time_ms``,
+    ``fetch_closed``, ``exchange_id``), with its own clock (``now_ms``) that the caller moves
+    forward candle by candle, so a recorded day of trading replays in seconds.
+    """
+
+    exchange_id = "replay"
+
+    def __init__(self, candles: dict[str, pd.DataFrame], *, timeframe: str, step: pd.Timedelta,
+                 now_ms: int = 0) -> None:
+        self.candles, self.timeframe, self._step, self.now_ms = candles, timeframe, step, now_ms
+
+    def check(self, symbol: str, timeframe: str) -> None:
+        if symbol not in self.candles:
+            raise ValueError(f"symbol {symbol!r} has no recorded candles; have {sorted(self.candles)}")
+        if timeframe != self.timeframe:
+            raise ValueError(f"recorded candles are {self.timeframe}, not {timeframe}")
+
+    def step(self, timeframe: str) -> pd.Timedelta:
+        return self._step
+
+    def server_time_ms(self) -> int:
+        return self.now_ms
+
+    def fetch_closed(self, symbol: str, timeframe: str, *, since, now_ms: int | None = None):
+        from .adapters.ccxt import FetchReport, candles_frame
+        from .strategies.ledger import to_ms
+
+        now = self.now_ms if now_ms is None else int(now_ms)
+        frame = self.candles[symbol]
+        opens = np.array([to_ms(t) for t in frame.index], dtype=np.int64)
+        keep = (opens >= to_ms(since)) & (opens + self._step // pd.Timedelta(milliseconds=1) <= now)
+        values = frame[["open", "high", "low", "close", "volume"]].to_numpy()[keep]
+        rows = [[int(t), *map(float, v)] for t, v in zip(opens[keep], values)]
+        return candles_frame(rows), FetchReport(pages=1)
+
+
+def step_live(ctx: DemoContext) -> StepResult:
+    """The live loop (forecast → score → size → paper broker → SQLite ledger) replayed over
+    the last recorded daily candles of the universe."""
+    from .adapters.ccxt import CandleStore
+    from .adapters.quantstats import tearsheet
+    from .strategies.brokers import PaperBroker
+    from .strategies.ledger import Ledger, to_ms
+    from .strategies.live import LiveConfig, LiveLoop
+    from .strategies.live_report import live_report
+
+    s = ctx.settings
+    frames = {sym: ctx.panel.xs(sym, level="instrument") for sym in s.live_symbols}
+    step = pd.Timedelta(days=1)
+    feed = ReplayFeed(frames, timeframe="1d", step=step)
+    config = LiveConfig(exchange=feed.exchange_id, symbols=list(s.live_symbols), timeframe="1d",
+                        lookback=s.score_lookback, sample_count=s.live_samples, seed=s.seed,
+                        late_timeout_s=0.0, initial_cash=100_000.0)
+    state = ctx.out / "live" / "state"
+    if state.exists():  # a ledger refuses to be replayed twice; the demo starts afresh
+        import shutil
+        shutil.rmtree(state)
+    times = frames[s.live_symbols[0]].index[-s.live_candles:]
+    with Ledger(state) as ledger:
+        loop = LiveLoop(config, predictor=ctx.predictor, feed=feed,
+                        store=CandleStore(state / "candles"), ledger=ledger,
+                        broker=PaperBroker(fee_rate=0.001, slippage=0.0005),
+                        clock=lambda: feed.now_ms / 1000.0, sleep=lambda _s: None)
+        for t in times:  # candle t closes one step later; the loop wakes just after
+            feed.now_ms = to_ms(t + step) + 2_000
+            loop.run(once=True)
+        report = live_report(ledger)
+    folder = ctx.folder("live")
+    files = {"ledger": state / "ledger.sqlite", "equity": folder / "equity.csv"}
+    report.equity.to_csv(files["equity"])
+    files["tearsheet"] = tearsheet(report.equity.pct_change().dropna(),
+                                   output=folder / "tearsheet.html", periods_per_year=252,
+                                   title="Kronos demo · live loop, paper broker, replayed candles")
+    numbers = {"decisions": report.decisions, "candle times": len(report.equity),
+               "orders": report.orders, "final equity": float(report.equity.iloc[-1]),
+               "PnL": report.pnl, "hit rate": report.hit_rate}
+    notes = ["replayed candles: the universe's last daily bars, served only once closed; "
+             "paper broker fills at the next open with 10 bp fees and 5 bp slippage"]
+    return StepResult(numbers, files, notes=notes)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One demo step: what it runs, its title, the earlier steps and extras it needs."""
+
+    name: str
+    title: str
+    run: Callable[[DemoContext], StepResult]
+    needs: tuple[str, ...] = ()  # earlier steps
+    extras: tuple[tuple[str, str], ...] = ()  # (module, extra)
+
+
+STEPS: dict[str, Step] = {step.name: step for step in (
+    Step("forecast", "Forecast fan chart of one series", step_forecast),
+    Step("scores", "Walk-forward scores on a small universe", step_scores),
+    Step("evaluate", "Evaluation vs baselines and band calibration", step_evaluate, ("scores",)),
+    Step("vectorbt", "vectorbt backtest", step_vectorbt, ("scores",), (("vectorbt", "vectorbt"),)),
+    Step("backtrader", "backtrader run of the same weights", step_backtrader, ("scores",),
+         (("backtrader", "backtrader"),)),
+    Step("qlib", "Qlib top-k dropout backtest", step_qlib, ("scores",), (("qlib", "qlib"),)),
+    Step("live", "Live paper trading over recorded candles", step_live, (),
+         (("quantstats", "reports"),)),
+    Step("tearsheet", "QuantStats tear sheet", step_tearsheet, ("scores", "evaluate", "vectorbt"),
+         (("quantstats", "reports"), ("vectorbt", "vectorbt"))),
+)}
+
+
+def missing_extras(step: Step) -> list[str]:
+    """Extras of ``step`` whose engine is not importable."""
+    return sorted({extra for module, extra in step.extras
+                   if importlib.util.find_spec(module) is None})
+
+
+def install_hint(extras: list[str]) -> str:
+    return f'pip install "kronos-quant[{",".join(extras)}]"'
