@@ -17,7 +17,6 @@ vectorbt portfolios are known here, other adapters register theirs.
 from __future__ import annotations
 
 import html
-import inspect
 import logging
 import os
 import tempfile
@@ -26,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,15 +33,14 @@ import pandas as pd
 from ..execution import DEFAULT_EXECUTION, describe_execution
 from ..inputs import wall_clock
 
+if TYPE_CHECKING:
+    from ..signals import Calibration, Evaluation
+
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "kronos-quant[reports]"'
 EQUITY_YEAR, CRYPTO_YEAR = 252, 365
 SECTION_ID = "kronos-signal-quality"
-# Signal-summary columns shown in the report, with their labels.
-SIGNAL_COLUMNS = {"kind": "kind", "n_dates": "dates", "ic_mean": "IC", "rank_ic_mean": "RankIC",
-                  "rank_icir": "RankICIR", "rank_ic_t": "t(RankIC)", "hit_rate": "hit",
-                  "long_short": "L/S", "turnover": "turnover"}
 
 
 def require_quantstats():
@@ -183,11 +182,10 @@ class SignalReport:
     convention the backtest traded under; ``metadata``: the scores' ``attrs``.
     """
 
-    evaluation: object | None = None
-    calibration: object | None = None
+    evaluation: Evaluation | None = None
+    calibration: Calibration | None = None
     execution: str = DEFAULT_EXECUTION
     metadata: Mapping[str, object] = field(default_factory=dict)
-    measured: str | None = None  # the convention the evaluation's forward returns used
 
     def summary(self) -> dict[str, float]:
         """IC/RankIC of the first model signal and mean 80% band coverage, for summaries."""
@@ -223,13 +221,15 @@ class SignalReport:
                  "<h2>Signal quality (kronos-quant)</h2>",
                  f"<p>Execution: {html.escape(describe_execution(self.execution))}</p>"]
         if self.evaluation is not None:
-            table = self.evaluation.summary[list(SIGNAL_COLUMNS)].rename(columns=SIGNAL_COLUMNS)
+            labels = self.evaluation.TABLE_COLUMNS
+            table = self.evaluation.summary[list(labels)].rename(columns=labels)
             parts += [f"<h3>IC, RankIC and long-short vs baselines (horizon "
                       f"{int(self.evaluation.horizon)} bars)</h3>",
                       table.to_html(float_format=fmt, border=0)]
             notes = list(self.evaluation.notes)
-            if self.measured not in (None, self.execution):
-                notes.append(f"forward returns measured under {self.measured}, while the "
+            measured = self.evaluation.execution
+            if measured != self.execution:
+                notes.append(f"forward returns measured under {measured}, while the "
                              f"backtest trades under {self.execution}")
             parts += [f"<p>note: {html.escape(str(n))}</p>" for n in notes]
         coverage = self.coverage()
@@ -244,7 +244,7 @@ class SignalReport:
 
 
 def evaluate_signal(scores: pd.Series | pd.DataFrame, panel: pd.DataFrame, *, horizon: int,
-                  execution: str = DEFAULT_EXECUTION, calibration: object | None = None,
+                  execution: str = DEFAULT_EXECUTION, calibration: Calibration | None = None,
                   **evaluate_options) -> SignalReport:
     """Evaluate ``scores`` on ``panel`` (with baselines) and bundle it for :func:`tearsheet`.
 
@@ -254,14 +254,9 @@ def evaluate_signal(scores: pd.Series | pd.DataFrame, panel: pd.DataFrame, *, ho
     from ..signals import evaluate
 
     numeric = scores.select_dtypes("number") if isinstance(scores, pd.DataFrame) else scores
-    # evaluate() gains execution= with the trading contract (issue 8); until then it measures
-    # close-to-close forward returns, i.e. same_close, and the section says so.
-    measured = "same_close"
-    if "execution" in inspect.signature(evaluate).parameters:
-        evaluate_options["execution"] = measured = execution
-    evaluation = evaluate(numeric, panel, horizon=horizon, **evaluate_options)
-    return SignalReport(evaluation, calibration, execution, dict(getattr(scores, "attrs", {})),
-                        measured)
+    evaluation = evaluate(numeric, panel, horizon=horizon, execution=execution,
+                          **evaluate_options)
+    return SignalReport(evaluation, calibration, execution, dict(evaluation.metadata))
 
 
 # --- QuantStats ------------------------------------------------------------------------------

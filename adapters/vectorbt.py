@@ -57,14 +57,17 @@ def bar_freq(index: pd.DatetimeIndex) -> pd.Timedelta:
 
 
 def wide_fields(panel: pd.DataFrame, fields: tuple[str, ...]) -> dict[str, pd.DataFrame]:
-    """Several panel columns as wide (bars × instruments) frames in one pass over a validated
-    panel (NaN where an instrument has no bar); instruments sorted as in the panel index."""
+    """Several columns of a validated panel as wide (bars × instruments) frames in one pass,
+    NaN where an instrument has no bar; bars and instruments sorted."""
     index = panel.index.remove_unused_levels()
     dates, names = index.levels
-    rows, cols = index.codes
-    values = panel[list(fields)].to_numpy(np.float64)
-    out = np.full((len(fields), len(dates), len(names)), np.nan)
-    out[:, rows, cols] = values.T
+    values = panel[list(fields)].to_numpy(np.float64).T  # (F, rows)
+    shape = (len(fields), len(dates), len(names))
+    if len(panel) == shape[1] * shape[2]:  # every bar present: sorted rows are date-major
+        out = values.reshape(shape)
+    else:
+        out = np.full(shape, np.nan)
+        out[:, index.codes[0], index.codes[1]] = values
     bars = pd.DatetimeIndex(dates, name="datetime")
     columns = pd.Index(names, name="instrument")
     frames = {f: pd.DataFrame(out[k], index=bars, columns=columns, copy=False)
@@ -83,8 +86,9 @@ def price_frames(panel: pd.DataFrame, *, execution: str = DEFAULT_EXECUTION
     field = execution_price(execution)
     wide = wide_fields(validate_panel(panel), tuple(dict.fromkeys(("close", field))))
     close, raw = wide["close"], wide[field]
-    tradable = raw.notna()
-    if tradable.to_numpy().all():
+    present = ~np.isnan(raw.to_numpy())
+    tradable = pd.DataFrame(present, index=raw.index, columns=raw.columns, copy=False)
+    if present.all():
         return close, raw, tradable
     fill = lambda f: f.ffill().bfill()  # noqa: E731
     return fill(close), fill(raw), tradable
@@ -124,7 +128,9 @@ def order_frame(weights: pd.DataFrame, close: pd.DataFrame, tradable: pd.DataFra
         logger.warning("%d order(s) skipped: the instrument has no bar at its execution bar, "
                        "first %s", int(blocked.to_numpy().sum()),
                        blocked.stack()[lambda s: s].index[0])
-    return orders.mask(blocked)
+    # Row-major, as vectorbt's simulation walks it (bar by bar): no strided reads.
+    values = np.ascontiguousarray(orders.mask(blocked).to_numpy(np.float64))
+    return pd.DataFrame(values, index=orders.index, columns=orders.columns, copy=False)
 
 
 def backtest(scores_or_weights: pd.Series | pd.DataFrame, panel: pd.DataFrame, *,

@@ -78,7 +78,7 @@ def test_backtest_scores_with_the_model_and_reports_coverage(files, tmp_path):
     assert summary["signal"] == "expected_return" and 0.0 <= summary["coverage_80"] <= 1.0
     assert summary["horizon"] == 5  # bars between rebalances
     page = (tmp_path / "out" / "tearsheet.html").read_text(encoding="utf-8")
-    assert "band coverage vs nominal" in page
+    assert "band coverage vs nominal" in page and "sample_count" in page  # score attrs
 
 
 def test_a_registered_engine_receives_the_same_book(files, tmp_path):
