@@ -382,37 +382,66 @@ class ReplayFeed:
         return candles_frame(rows), FetchReport(pages=1)
 
 
-def step_live(ctx: DemoContext) -> StepResult:
-    """The live loop (forecast → score → size → paper broker → SQLite ledger) replayed over
-    the last recorded daily candles of the universe."""
+TIMEFRAME_UNITS = {"m": "min", "h": "h", "d": "D", "w": "W"}
+
+
+def timeframe_step(timeframe: str) -> pd.Timedelta:
+    """A ccxt-style timeframe (``"1m"``, ``"4h"``, ``"1d"``, ``"1w"``) as a Timedelta."""
+    unit = TIMEFRAME_UNITS.get(timeframe[-1:])
+    if unit is None or not timeframe[:-1].isdigit():
+        raise ValueError(f"timeframe must be a number and one of m, h, d, w (e.g. '1h'), "
+                         f"got {timeframe!r}")
+    return pd.Timedelta(int(timeframe[:-1]), unit=unit)
+
+
+def replay_live(candles: dict[str, pd.DataFrame], config: Any, *, predictor: Any,
+                state: str | Path, times: pd.DatetimeIndex, broker: Any = None):
+    """Run the live loop over recorded ``candles`` (symbol → bars), waking after each of
+    ``times`` closes, with a fresh ledger in ``state``; returns the ledger's
+    :class:`~kronos_quant.strategies.live_report.LiveReport`.
+
+    ``config`` is a :class:`~kronos_quant.strategies.live.LiveConfig` whose ``timeframe`` is
+    the bars' spacing (e.g. ``"1d"``, ``"1h"``); ``broker`` defaults to the paper broker (10 bp
+    fees, 5 bp slippage). A state folder that already holds a ledger is refused by the ledger
+    unless its settings match; pass a new folder per replay.
+    """
     from .adapters.ccxt import CandleStore
-    from .adapters.quantstats import tearsheet
     from .strategies.brokers import PaperBroker
     from .strategies.ledger import Ledger, to_ms
-    from .strategies.live import LiveConfig, LiveLoop
+    from .strategies.live import LiveLoop
     from .strategies.live_report import live_report
 
-    s = ctx.settings
-    frames = {sym: ctx.panel.xs(sym, level="instrument") for sym in s.live_symbols}
-    step = pd.Timedelta(days=1)
-    feed = ReplayFeed(frames, timeframe="1d", step=step)
-    config = LiveConfig(exchange=feed.exchange_id, symbols=list(s.live_symbols), timeframe="1d",
-                        lookback=s.score_lookback, sample_count=s.live_samples, seed=s.seed,
-                        late_timeout_s=0.0, initial_cash=100_000.0)
-    state = ctx.out / "live" / "state"
-    if state.exists():  # a ledger refuses to be replayed twice; the demo starts afresh
-        import shutil
-        shutil.rmtree(state)
-    times = frames[s.live_symbols[0]].index[-s.live_candles:]
+    step = timeframe_step(config.timeframe)
+    feed = ReplayFeed(candles, timeframe=config.timeframe, step=step)
+    state = Path(state)
     with Ledger(state) as ledger:
-        loop = LiveLoop(config, predictor=ctx.predictor, feed=feed,
+        loop = LiveLoop(config, predictor=predictor, feed=feed,
                         store=CandleStore(state / "candles"), ledger=ledger,
-                        broker=PaperBroker(fee_rate=0.001, slippage=0.0005),
+                        broker=broker or PaperBroker(fee_rate=0.001, slippage=0.0005),
                         clock=lambda: feed.now_ms / 1000.0, sleep=lambda _s: None)
         for t in times:  # candle t closes one step later; the loop wakes just after
             feed.now_ms = to_ms(t + step) + 2_000
             loop.run(once=True)
-        report = live_report(ledger)
+        return live_report(ledger)
+
+
+def step_live(ctx: DemoContext) -> StepResult:
+    """The live loop (forecast → score → size → paper broker → SQLite ledger) replayed over
+    the last recorded daily candles of the universe."""
+    import shutil
+
+    from .adapters.quantstats import tearsheet
+    from .strategies.live import LiveConfig
+
+    s = ctx.settings
+    frames = {sym: ctx.panel.xs(sym, level="instrument") for sym in s.live_symbols}
+    config = LiveConfig(exchange=ReplayFeed.exchange_id, symbols=list(s.live_symbols),
+                        timeframe="1d", lookback=s.score_lookback, sample_count=s.live_samples,
+                        seed=s.seed, late_timeout_s=0.0, initial_cash=100_000.0)
+    state = ctx.out / "live" / "state"
+    shutil.rmtree(state, ignore_errors=True)  # a rerun of the demo replays afresh
+    times = frames[s.live_symbols[0]].index[-s.live_candles:]
+    report = replay_live(frames, config, predictor=ctx.predictor, state=state, times=times)
     folder = ctx.folder("live")
     files = {"ledger": state / "ledger.sqlite", "equity": folder / "equity.csv"}
     report.equity.to_csv(files["equity"])
