@@ -198,3 +198,18 @@ def test_indicator_sweep_runs_the_model_once_per_window(tmp_path):
     for _ in range(2):  # through the forecast cache: the second run reads it
         KronosIndicator.run(wide["close"], **options, cache_dir=str(tmp_path / "cache"))
     assert calls and sum(calls) == windows
+
+
+def test_a_missing_bar_skips_that_order_and_keeps_values_finite(planted_panel, caplog):
+    scores = planted_signal(planted_panel)
+    weights = target_weights(scores, topk=4)
+    held = weights.columns[weights.iloc[0] > 0][0]
+    bars = planted_panel.index.get_level_values("datetime").unique()
+    gone = (bars[1], held)  # the execution bar of the first rebalance, for a name it buys
+    panel = planted_panel.drop(index=[gone])
+    with caplog.at_level("WARNING", logger="kronos_quant.adapters.vectorbt"):
+        pf = backtest(weights, panel)
+    assert "order(s) skipped" in caplog.text and str(held) in caplog.text
+    orders = pf.orders.records_readable
+    assert not ((orders["Timestamp"] == bars[1]) & (orders["Column"] == held)).any()
+    assert np.isfinite(pf.value().to_numpy()).all()
