@@ -90,7 +90,7 @@ synthetic_panel(8, 400, seed=1).reset_index().to_csv(root / "panel.csv", index=F
 save_tiny_pair(root / "pair")
 EOF
 if want 4; then
-echo "== 4. torchrun finetune with NCCL"
+echo "== 4. torchrun finetune on CUDA (one process)"
 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m kronos_quant.cli --quiet finetune predictor \
   --data "$work/panel.csv" --tokenizer "$work/pair/tokenizer" --init "$work/pair/model" \
   --out "$work/run" --lookback 32 --pred-len 4 --batch-size 16 --max-steps 20 --device cuda --set log_every=5 \
@@ -100,8 +100,8 @@ import sys
 from kronos_quant.finetune.runtime import read_metrics
 rows = read_metrics(sys.argv[1])
 steps = [r for r in rows if r.get("kind") == "step"]
-print(f"NCCL run: step records up to step {steps[-1]['step']}, last train loss "
-      f"{steps[-1]['loss']:.4f}" if steps else "NCCL run: no step metrics written")
+print(f"torchrun finetune: step records up to step {steps[-1]['step']}, last train loss "
+      f"{steps[-1]['loss']:.4f}" if steps else "torchrun finetune: no step metrics written")
 EOF
 fi
 

@@ -73,7 +73,7 @@ def test_tiny_model_predicts_cached_and_backtests(setup, tmp_path):
     # Cache honoured: a second run gives the same scores without calling the model.
     def refuse(*args, **kwargs):
         raise AssertionError("model called despite a warm cache")
-    m.predictor.forecast_batch = refuse
+    m.predictor.forecast_batch = m.predictor.forecast_arrays = refuse
     pd.testing.assert_series_equal(m.predict(ds), pred)
     # The scores of a segment do not depend on data after it.
     later = _model(tok, model).fit(_dataset(root, end="2022-05-20")).predict(_dataset(root, end="2022-05-20"))

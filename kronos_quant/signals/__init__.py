@@ -6,7 +6,7 @@ bars up to and including t. See docs/signals.md.
 """
 from __future__ import annotations
 
-from .cache import ForecastCache, weights_fingerprint, window_key
+from .cache import ForecastCache, module_fingerprint, weights_fingerprint, window_key
 from .calibration import (Calibration, band_coverage, calibrate, central_band, conformal_margin,
                           crps_ensemble, pit_histogram, pit_values, realised_closes)
 from .evaluation import (Evaluation, baseline_scores, evaluate, hit_rate, per_date_ic,
@@ -16,8 +16,10 @@ from .scorers import (BUILTIN_SCORERS, PathBatch, describe_scorers, get_scorer, 
                       register_scorer, score_batch, score_forecast, score_forecasts)
 from .transforms import (check_scores, cross_sectional, cs_demean, cs_rank, cs_winsorise,
                          cs_winsorize, cs_zscore)
-from .walkforward import (PanelForecasts, forecast_panel, iter_panel_forecasts, rebalance_dates,
-                          score_panel, window_seed)
+from .distributed import ShardedRun, ShardFailure, forecast_panel_sharded
+from .walkforward import (PanelForecasts, ScoringJob, forecast_panel, iter_panel_forecasts,
+                          plan_scoring, rebalance_dates, score_metadata, score_panel,
+                          split_instruments, window_seed)
 
 __all__ = [
     # scorers
@@ -28,7 +30,10 @@ __all__ = [
     "cs_demean",
     # walk-forward scoring and its cache
     "PanelForecasts", "forecast_panel", "iter_panel_forecasts", "rebalance_dates", "score_panel",
-    "window_seed", "ForecastCache", "weights_fingerprint", "window_key",
+    "window_seed", "ForecastCache", "weights_fingerprint", "module_fingerprint", "window_key",
+    "ScoringJob", "plan_scoring", "score_metadata", "split_instruments",
+    # sharded scoring under torchrun
+    "forecast_panel_sharded", "ShardedRun", "ShardFailure",
     # evaluation and calibration
     "Evaluation", "evaluate", "baseline_scores", "per_date_ic", "hit_rate", "quantile_returns",
     "topk_turnover", "Calibration", "calibrate", "central_band", "band_coverage", "pit_values",
