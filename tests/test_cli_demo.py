@@ -122,3 +122,48 @@ def test_an_explicit_pred_len_is_honoured(tmp_path, capsys):
     assert main(["-q", "demo", "--out", str(out), "--steps", "forecast", "--pred-len", "3",
                  "--samples", "2"]) == 0
     assert len(pd.read_csv(out / "forecast" / "quantiles.csv")) == 3
+
+
+def test_forecast_command_writes_chart_paths_quantiles_and_summary(tmp_path, capsys):
+    from kronos_quant.demo import ASSETS
+
+    bars = pd.read_csv(ASSETS / "series.csv")
+    bars.insert(1, "symbol", "MSFT")
+    source = tmp_path / "bars.parquet"
+    bars.to_parquet(source)
+    out = tmp_path / "fc"
+    assert main(["-q", "forecast", "--input", str(source), "--pred-len", "5", "--samples", "6",
+                 "--quantiles", "0.2,0.8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "6 paths × 5 bars" in printed and "P(up)" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["series"] == "bars" and "demo model" in summary["model"]
+    assert summary["last_timestamp"].startswith("2013-03-01")
+    paths = pd.read_csv(out / "paths.csv")
+    assert len(paths) == 30
+    horizon = paths[paths["timestamp"] == paths["timestamp"].max()]["close"]
+    assert summary["prob_up"] == pytest.approx((horizon > summary["last_close"]).mean())
+    quantiles = pd.read_csv(out / "quantiles.csv", index_col="timestamp")
+    assert list(quantiles.columns[:3]) == ["open_mean", "open_q20", "open_q80"]
+    assert (quantiles["close_q20"] <= quantiles["close_q80"]).all()
+    assert (out / "fan.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("setup, argv, message", [
+    ("two", ["--input", "{two}"], "holds 2 series in column 'instrument' (A, B); pick one"),
+    ("two", ["--input", "{two}", "--instrument", "C"], "instrument 'C' is not in column"),
+    (None, ["--input", "{missing}"], "no such file"),
+    ("txt", ["--input", "{txt}"], "expected a .csv or .parquet file, got '.txt'"),
+])
+def test_forecast_command_bad_input_is_one_line(setup, argv, message, tmp_path, capsys):
+    from kronos_quant.demo import ASSETS
+
+    bars = pd.read_csv(ASSETS / "series.csv")
+    two = pd.concat([bars.assign(instrument="A"), bars.assign(instrument="B")])
+    two.to_csv(tmp_path / "two.csv", index=False)
+    (tmp_path / "bars.txt").write_text("x")
+    names = {"two": tmp_path / "two.csv", "missing": tmp_path / "nope.csv",
+             "txt": tmp_path / "bars.txt"}
+    args = [a.format(**names) for a in argv]
+    assert main(["forecast", *args, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
