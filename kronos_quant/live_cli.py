@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from .execution import DEFAULT_EXECUTION
+from .inputs import int_option
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +25,6 @@ def _symbols(values: list[str]) -> list[str]:
     if not out:
         raise ValueError("--symbol is required (e.g. --symbol BTC/USDT, repeatable)")
     return out
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
 
 
 def _predictor(args: argparse.Namespace):
@@ -128,14 +122,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--api-host", default=None,
                    help="replace the host of every API URL (regional host, proxy, local mock)")
     p.add_argument("--once", action="store_true", help="decide what has closed, then exit")
-    p.add_argument("--max-cycles", type=_positive_int, default=None, help="stop after N cycles")
+    p.add_argument("--max-cycles", type=int_option(1), default=None, help="stop after N cycles")
     g = p.add_argument_group("forecast")
-    g.add_argument("--lookback", type=_positive_int, default=120, help="context candles")
-    g.add_argument("--pred-len", type=_positive_int, default=1, help="candles forecast")
-    g.add_argument("--samples", type=_positive_int, default=32, help="sample paths")
+    g.add_argument("--lookback", type=int_option(1), default=120, help="context candles")
+    g.add_argument("--pred-len", type=int_option(1), default=1, help="candles forecast")
+    g.add_argument("--samples", type=int_option(1), default=32, help="sample paths")
     g.add_argument("--T", type=float, default=1.0, help="sampling temperature")
     g.add_argument("--top-p", type=float, default=0.9)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int_option(0), default=0)
     g = p.add_argument_group("sizing")
     g.add_argument("--sizing", choices=("prob", "threshold"), default="prob",
                    help="prob: weight ∝ 2·P(up) − 1; threshold: equal weight above --threshold")
@@ -159,9 +153,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--late-timeout", type=float, default=30.0,
                    help="seconds to wait for a late candle before moving on")
     g.add_argument("--late-poll", type=float, default=2.0, help="seconds between late polls")
-    g.add_argument("--retries", type=_positive_int, default=6, help="attempts per request")
+    g.add_argument("--retries", type=int_option(1), default=6, help="attempts per request")
     g.add_argument("--retry-delay", type=float, default=1.0, help="first backoff (seconds)")
-    g.add_argument("--timeout-ms", type=_positive_int, default=10_000, help="HTTP timeout")
+    g.add_argument("--timeout-ms", type=int_option(1), default=10_000, help="HTTP timeout")
     p.set_defaults(func=_live)
 
     r = subparsers.add_parser("live-report", help="equity, PnL, hit rate and tear sheet of a "

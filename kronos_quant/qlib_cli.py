@@ -10,19 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
+from .inputs import int_option
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -99,8 +87,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bt.add_argument("--benchmark", required=True, help="benchmark instrument of the provider")
     bt.add_argument("--columns", help="score columns, comma-separated (default: all; several "
                                       "are compared side by side)")
-    bt.add_argument("--topk", type=_positive, default=10)
-    bt.add_argument("--n-drop", type=_non_negative, default=2)
+    bt.add_argument("--topk", type=int_option(1), default=10)
+    bt.add_argument("--n-drop", type=int_option(0), default=2)
     bt.add_argument("--execution", default="next_open", choices=["next_open", "next_close"])
     bt.add_argument("--region", default="cn", choices=["cn", "us"],
                     help="trade unit and price limits (cn: 100 and 9.5%%; us: 1 and none)")

@@ -245,16 +245,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__)
     e.add_argument("--scores", required=True, help="scores file written by `kronos-quant score`")
     e.add_argument("--panel", required=True, help="the panel the scores were computed on")
-    e.add_argument("--horizon", type=int, default=5, help="forward-return horizon in bars")
+    e.add_argument("--horizon", type=int_option(1), default=5, help="forward-return horizon in bars")
     e.add_argument("--execution", choices=EXECUTIONS, default=DEFAULT_EXECUTION,
                    help="when a score at bar t trades: next_open (default, open of t+1), "
                         "next_close (close of t+1) or same_close (close of t: needs "
                         "market-on-close orders)")
     e.add_argument("--signals", default=None, help="comma-separated score columns (default: all)")
-    e.add_argument("--quantiles", type=int, default=5)
-    e.add_argument("--top-k", type=int, default=None, help="top-k set for turnover")
-    e.add_argument("--momentum-window", type=int, default=20)
-    e.add_argument("--reversal-window", type=int, default=5)
+    e.add_argument("--quantiles", type=int_option(2), default=5)
+    e.add_argument("--top-k", type=int_option(1), default=None, help="top-k set for turnover")
+    e.add_argument("--momentum-window", type=int_option(1), default=20)
+    e.add_argument("--reversal-window", type=int_option(1), default=5)
     e.add_argument("--log-returns", action="store_true", help="evaluate on log forward returns")
     e.add_argument("--no-baselines", action="store_true")
     e.add_argument("--out", default=None, help="write the summary table to this CSV")

@@ -1,0 +1,53 @@
+"""Integer options of every command: a bad value is one usage line naming the option."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from kronos_quant import backtest_cli, live_cli, qlib_cli
+from kronos_quant.signals import cli as signals_cli
+
+# (register module, argv up to the option, option, smallest valid value)
+CASES = [
+    (live_cli, ["live", "--exchange", "x", "--timeframe", "1m", "--state", "s"], "--lookback", 1),
+    (live_cli, ["live", "--exchange", "x", "--timeframe", "1m", "--state", "s"], "--retries", 1),
+    (live_cli, ["live", "--exchange", "x", "--timeframe", "1m", "--state", "s"],
+     "--max-cycles", 1),
+    (qlib_cli, ["qlib-backtest", "--scores", "s", "--provider", "p", "--benchmark", "b"],
+     "--topk", 1),
+    (qlib_cli, ["qlib-backtest", "--scores", "s", "--provider", "p", "--benchmark", "b"],
+     "--n-drop", 0),
+    (backtest_cli, ["backtest", "--panel", "p", "--out", "o"], "--topk", 1),
+    (backtest_cli, ["backtest", "--panel", "p", "--out", "o"], "--n-drop", 0),
+    (backtest_cli, ["backtest", "--panel", "p", "--out", "o"], "--samples", 1),
+    (signals_cli, ["score", "--panel", "p"], "--pred-len", 1),
+    (signals_cli, ["score", "--panel", "p"], "--lookback", 2),
+    (signals_cli, ["evaluate", "--scores", "s", "--panel", "p"], "--horizon", 1),
+    (signals_cli, ["evaluate", "--scores", "s", "--panel", "p"], "--quantiles", 2),
+    (signals_cli, ["evaluate", "--scores", "s", "--panel", "p"], "--top-k", 1),
+    (signals_cli, ["evaluate", "--scores", "s", "--panel", "p"], "--momentum-window", 1),
+    (signals_cli, ["evaluate", "--scores", "s", "--panel", "p"], "--reversal-window", 1),
+]
+
+
+def _parser(module) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kronos-quant")
+    module.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+@pytest.mark.parametrize("module, argv, option, minimum", CASES,
+                         ids=[f"{c[1][0]}{c[2]}" for c in CASES])
+def test_integer_option_bad_values_are_one_usage_error(module, argv, option, minimum, capsys):
+    parser = _parser(module)
+    dest = option.lstrip("-").replace("-", "_")
+    assert getattr(parser.parse_args([*argv, option, str(minimum)]), dest) == minimum
+    for bad in (str(minimum - 1), "-3", "2.5", "ten"):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([*argv, option, bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1] == (f"kronos-quant {argv[0]}: error: argument {option}: "
+                           f"must be an integer >= {minimum}, got {bad!r}"), err
+        assert not any("Traceback" in line for line in err)
