@@ -101,14 +101,13 @@ def _scores_from_model(args: argparse.Namespace, panel: pd.DataFrame):
     """Walk-forward scores (and the forecasts, for calibration) from --model/--tokenizer."""
     from .predictor import KronosPredictor
     from .signals import forecast_panel
+    from .signals.cli import scoring_options
 
     predictor = KronosPredictor.from_pretrained(args.model, args.tokenizer, device=args.device,
                                                 max_context=args.max_context)
-    freq = int(args.freq) if args.freq.isdigit() else args.freq
-    forecasts = forecast_panel(predictor, panel, lookback=args.lookback, pred_len=args.pred_len,
-                               sample_count=args.samples, freq=freq, seed=args.seed,
-                               cache_dir=args.cache_dir, batch_size=args.batch_size,
-                               verbose=not args.quiet)
+    forecasts = forecast_panel(predictor, panel, cache_dir=args.cache_dir,
+                               batch_size=args.batch_size, verbose=not args.quiet,
+                               **scoring_options(args))
     scores = forecasts.score([args.signal or DEFAULT_SCORER]).sort_index()
     return scores, forecasts
 
@@ -247,6 +246,7 @@ def _positive(text: str) -> float:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from .cli import add_model_args
+    from .signals.cli import add_scoring_args
 
     p = subparsers.add_parser("backtest", help="backtest scores in an engine; tear sheet + summary",
                               description=__doc__,
@@ -259,15 +259,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"score column to trade (default: the first); with --model, the scorer "
                         f"(default: {DEFAULT_SCORER})")
     add_model_args(p, default_model=None, default_tokenizer=None)
-    g = p.add_argument_group("scoring with --model (walk-forward, as kronos-quant score)")
-    g.add_argument("--lookback", type=int_option(1), default=64)
-    g.add_argument("--pred-len", type=int_option(1), default=5)
-    g.add_argument("--samples", type=int_option(1), default=16)
-    g.add_argument("--freq", default="1", help="every k-th date (int) or a pandas period (W, ME)")
-    g.add_argument("--seed", type=int_option(0), default=0)
-    g.add_argument("--cache-dir", default=None, help="forecast cache folder")
-    g.add_argument("--batch-size", type=int_option(1), default=256)
-    g.add_argument("--calibration", action="store_true", help="also report band coverage")
+    add_scoring_args(p, title="scoring with --model (walk-forward, as kronos-quant score)")
+    p.add_argument("--calibration", action="store_true",
+                   help="with --model: also report band coverage")
     p.add_argument("--method", choices=METHODS, default="topk")
     p.add_argument("--topk", type=int_option(1), default=10)
     p.add_argument("--n-drop", type=int_option(0), default=None,

@@ -51,3 +51,20 @@ def test_integer_option_bad_values_are_one_usage_error(module, argv, option, min
         assert err[-1] == (f"kronos-quant {argv[0]}: error: argument {option}: "
                            f"must be an integer >= {minimum}, got {bad!r}"), err
         assert not any("Traceback" in line for line in err)
+
+
+def test_backtest_scores_with_the_options_of_score():
+    """`backtest --model` and `score` read one set of walk-forward options, into one dict."""
+    scoring = ["--lookback", "24", "--pred-len", "3", "--samples", "4", "--freq", "W",
+               "--start", "2021-02-01", "--seed", "7", "--T", "0.8", "--top-k", "5",
+               "--top-p", "0.7", "--calendar", "XNYS"]
+    score = _parser(signals_cli).parse_args(["score", "--panel", "p", *scoring])
+    backtest = _parser(backtest_cli).parse_args(["backtest", "--panel", "p", "--out", "o",
+                                                 *scoring])
+    expected = dict(lookback=24, pred_len=3, sample_count=4, freq="W", start="2021-02-01",
+                    end=None, seed=7, T=0.8, top_k=5, top_p=0.7, calendar="XNYS")
+    assert signals_cli.scoring_options(score) == expected
+    assert signals_cli.scoring_options(backtest) == expected
+    default = signals_cli.scoring_options(_parser(backtest_cli).parse_args(
+        ["backtest", "--panel", "p", "--out", "o"]))
+    assert default["freq"] == 1 and default["lookback"] == 64

@@ -127,9 +127,7 @@ def _score(args: argparse.Namespace) -> int:
         raise ValueError("--model and --tokenizer are required (Hub ids or local directories)")
     scorers = resolve_scorers(_csv_list(args.scorers))
     panel = load_panel(args.panel)
-    options = dict(lookback=args.lookback, pred_len=args.pred_len, sample_count=args.samples,
-                   freq=_freq(args.freq), start=args.start, end=args.end, seed=args.seed,
-                   T=args.T, top_k=args.top_k, top_p=args.top_p, calendar=args.calendar)
+    options = scoring_options(args)
     if _sharded(args):
         try:
             forecasts = _forecast_sharded(args, panel, options)
@@ -204,38 +202,59 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_scoring_args(parser: argparse.ArgumentParser, *,
+                     title: str = "walk-forward forecasts") -> None:
+    """The walk-forward forecast options (``--lookback`` … ``--batch-size``) as one argument
+    group: ``kronos-quant score`` and every command that scores with ``--model`` use these."""
+    from ..inputs import MIN_CONTEXT, int_option
+
+    g = parser.add_argument_group(title)
+    g.add_argument("--lookback", type=int_option(MIN_CONTEXT), default=64,
+                   help="context bars per window")
+    g.add_argument("--pred-len", type=int_option(1), default=5, help="bars forecast per window")
+    g.add_argument("--samples", type=int_option(1), default=16, help="sample paths per window")
+    g.add_argument("--freq", default="1",
+                   help="rebalance every k-th date (int) or a pandas period such as W, ME")
+    g.add_argument("--start", default=None, help="first rebalance date (inclusive)")
+    g.add_argument("--end", default=None, help="last rebalance date (inclusive)")
+    g.add_argument("--seed", type=int_option(0), default=0)
+    g.add_argument("--T", type=float, default=1.0, help="sampling temperature")
+    g.add_argument("--top-k", type=int_option(0), default=0,
+                   help="sample from the k likeliest tokens (0: off)")
+    g.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass")
+    g.add_argument("--calendar", default=None,
+                   help="exchange calendar for daily future stamps, e.g. XNYS (needs the "
+                        "[calendars] extra; default: weekdays)")
+    g.add_argument("--cache-dir", default=None,
+                   help="Parquet forecast cache folder (resumable runs)")
+    g.add_argument("--batch-size", type=int_option(1), default=256,
+                   help="windows per generation call")
+
+
+def scoring_options(args: argparse.Namespace) -> dict:
+    """Keyword options of :func:`~kronos_quant.signals.forecast_panel` from the options
+    :func:`add_scoring_args` added (``cache_dir`` and ``batch_size`` are left to the caller)."""
+    return dict(lookback=args.lookback, pred_len=args.pred_len, sample_count=args.samples,
+                freq=_freq(args.freq), start=args.start, end=args.end, seed=args.seed,
+                T=args.T, top_k=args.top_k, top_p=args.top_p, calendar=args.calendar)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..cli import add_model_args
     from ..execution import DEFAULT_EXECUTION, EXECUTIONS
-    from ..inputs import MIN_CONTEXT, int_option
+    from ..inputs import int_option
 
     p = subparsers.add_parser("score", help="walk-forward Kronos scores for every instrument",
                               description=__doc__)
     add_model_args(p, default_model=None, default_tokenizer=None)
     p.add_argument("--panel", required=True, help="long CSV/Parquet file or folder of per-symbol files")
-    p.add_argument("--lookback", type=int_option(MIN_CONTEXT), default=64,
-                   help="context bars per window")
-    p.add_argument("--pred-len", type=int_option(1), default=5, help="bars forecast per window")
-    p.add_argument("--samples", type=int_option(1), default=16, help="sample paths per window")
-    p.add_argument("--freq", default="1", help="every k-th date (int) or a pandas period such as W, ME")
-    p.add_argument("--start", default=None, help="first rebalance date (inclusive)")
-    p.add_argument("--end", default=None, help="last rebalance date (inclusive)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--T", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--top-k", type=int_option(0), default=0)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--calendar", default=None,
-                   help="exchange calendar for daily future stamps, e.g. XNYS (needs the "
-                        "[calendars] extra; default: weekdays)")
     p.add_argument("--scorers", default=None, help="comma-separated scorer names (default: all built-ins)")
     p.add_argument("--log-returns", action="store_true", help="score on log returns")
-    p.add_argument("--cache-dir", default=None, help="Parquet forecast cache folder (resumable runs)")
+    add_scoring_args(p)
     p.add_argument("--store", default=None,
                    help="partitioned forecast store (one Parquet file per date block) shared "
                         "by all processes; used under torchrun (default there: <out>.forecasts) "
                         "and resumable: a rerun computes only missing partitions")
-    p.add_argument("--batch-size", type=int_option(1), default=256,
-                   help="windows per generation call")
     p.add_argument("--calibration", default=None, metavar="PNG",
                    help="also check path calibration against the panel and save a chart here")
     p.add_argument("--out", default="scores.parquet", help="output .parquet or .csv")
