@@ -27,8 +27,9 @@ import pandas as pd
 
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_lag, execution_price
 from ..signals.transforms import check_scores
-from .qlib_data import (ALL_MARKET, DAY_FREQ, REGION_DEFAULTS, check_region, import_qlib,
-                        init_qlib, quiet_qlib, read_calendar, read_instruments, read_provider)
+from .qlib_data import (ALL_MARKET, DAY_FREQ, init_qlib, read_calendar, read_instruments,
+                        read_provider)
+from .qlib_runtime import REGION_DEFAULTS, check_region, import_qlib, quiet_qlib
 
 logger = logging.getLogger(__name__)
 
