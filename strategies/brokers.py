@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -103,9 +103,16 @@ class CcxtBroker:
     """Market orders on a real exchange through ccxt (only behind ``--live-orders``).
 
     Orders are recorded ``pending`` in the decision's transaction and sent after the commit;
-    ``pending`` orders left by a crash are sent at the next start with the same client order
-    id. Only the newest decision of a symbol is sent: older pending ones (a restart after a
-    long stop) are marked ``stale``, since the target position supersedes them.
+    the live loop also calls :meth:`after_commit` at the start of every cycle, so ``pending``
+    orders left by a crash or a failed send go out at the next start with the same client
+    order id. A pending order older than its symbol's newest decision is superseded by it (that
+    decision sized its order from the ledger without this one) and marked ``stale``.
+
+    Sending is idempotent even on exchanges that accept a reused client order id once the
+    first order is filled (Binance: the id is unique among *open* orders only): every attempt,
+    the first and each retry after a timeout, first looks the client order id up and sends
+    only when the exchange does not know it. An order found that way is recorded as submitted
+    (and its fill, when the exchange reports one), never sent again.
     """
 
     name = "ccxt"
@@ -127,38 +134,111 @@ class CcxtBroker:
         Ledger.put_order(db, order.client_id, order.symbol, order.timeframe, order.ts,
                          order.qty, order.ref_price, "pending")
 
+    def lookup(self, symbol: str, client_id: str) -> dict | None:
+        """The exchange's order with this client order id, or None when it has none."""
+        from ..adapters.ccxt import require_ccxt
+
+        try:
+            return self.exchange.fetch_order(None, symbol, {"clientOrderId": client_id})
+        except require_ccxt().OrderNotFound:
+            return None
+
+    def _send(self, symbol: str, side: str, amount: float, client_id: str) -> tuple[dict, bool]:
+        """(the order, whether it was already at the exchange), retried on network errors."""
+        def attempt() -> tuple[dict, bool]:
+            found = self.lookup(symbol, client_id)
+            if found is not None:
+                return found, True
+            return self.exchange.create_order(symbol, "market", side, amount, None,
+                                              {"clientOrderId": client_id}), False
+
+        return self.retry.call(attempt, what=f"create_order {client_id}", exchange=self.exchange)
+
     def after_commit(self, ledger: Ledger) -> None:
+        """Send (or recognise) every pending order; mark superseded ones stale."""
+        pending = ledger.orders("pending")
+        if len(pending):  # amount_to_precision needs the markets (ccxt caches them)
+            self.retry.call(self.exchange.load_markets, what="load_markets",
+                            exchange=self.exchange)
+        for _, order in pending.iterrows():
+            newest = ledger.last_decided_by_symbol(order["timeframe"]).get(order["symbol"])
+            if newest is not None and order["ts"] < newest:
+                found = self.retry.call(lambda: self.lookup(order["symbol"], order["client_id"]),
+                                        what=f"fetch_order {order['client_id']}",
+                                        exchange=self.exchange)
+                if found is None:
+                    with ledger.transaction() as db:
+                        Ledger.set_order_status(db, order["client_id"], "stale",
+                                                note="superseded by a newer decision")
+                    continue
+                self._record(ledger, order, found, "sent before a restart")
+            else:
+                self._submit(ledger, order)
+
+    def _submit(self, ledger: Ledger, order: Mapping[str, Any]) -> None:
         from ..adapters.ccxt import require_ccxt
 
         ccxt = require_ccxt()
-        pending = ledger.orders("pending")
-        newest = pending.groupby("symbol")["ts"].transform("max") if len(pending) else None
-        for i, order in pending.iterrows():
-            cid = order["client_id"]
-            if order["ts"] < newest[i]:
-                with ledger.transaction() as db:
-                    Ledger.set_order_status(db, cid, "stale", note="superseded by a newer decision")
-                continue
-            amount = float(self.exchange.amount_to_precision(order["symbol"], order["qty"]))
-            try:
-                placed = self.retry.call(
-                    lambda: self.exchange.create_order(order["symbol"], "market", order["side"],
-                                                       amount, None, {"clientOrderId": cid}),
-                    what=f"create_order {cid}", exchange=self.exchange)
-            except ccxt.DuplicateOrderId:
-                status, note, placed = "submitted", "already at the exchange (resent)", {}
-            except (ccxt.InvalidOrder, ccxt.InsufficientFunds) as err:
-                status, note, placed = "rejected", f"{type(err).__name__}: {err}"[:200], {}
-            else:
-                status, note = "submitted", None
+        cid, symbol = order["client_id"], order["symbol"]
+        try:
+            amount = float(self.exchange.amount_to_precision(symbol, order["qty"]))
+            placed, known = self._send(symbol, order["side"], amount, cid)
+        except ccxt.DuplicateOrderId:
+            placed, known = self.lookup(symbol, cid) or {}, True
+        except (ccxt.InvalidOrder, ccxt.InsufficientFunds) as err:
             with ledger.transaction() as db:
-                Ledger.set_order_status(db, cid, status, exchange_order_id=placed.get("id"),
-                                        note=note)
-                filled, price = placed.get("filled"), placed.get("average")
-                if status == "submitted" and filled and price:
-                    fee = float((placed.get("fee") or {}).get("cost") or 0.0)
-                    sign = 1.0 if order["side"] == "buy" else -1.0
-                    Ledger.put_fill(db, cid, order["symbol"], int(order["ts"]), sign * float(filled),
-                                    float(price), fee)
-            logger.info("order %s %s %s %.8g: %s%s", cid, order["side"], order["symbol"], amount,
-                        status, f" ({note})" if note else "")
+                Ledger.set_order_status(db, cid, "rejected", note=f"{type(err).__name__}: "
+                                        f"{err}"[:200])
+            logger.warning("order %s %s %s rejected: %s", cid, order["side"], symbol,
+                           type(err).__name__)
+            return
+        self._record(ledger, order, placed, "already at the exchange, not resent" if known
+                     else None)
+
+    def _fees(self, placed: Mapping[str, Any], symbol: str) -> list[Mapping[str, Any]]:
+        """The order's fees; from its trades when the order itself does not carry them (an
+        order looked up rather than answered with its fills)."""
+        fees = [f for f in (placed.get("fees") or [placed.get("fee")]) if f]
+        if fees or not placed.get("id"):
+            return fees
+        trades = self.retry.call(lambda: self.exchange.fetch_order_trades(placed["id"], symbol),
+                                 what=f"fetch_order_trades {placed['id']}", exchange=self.exchange)
+        return [t["fee"] for t in trades if t.get("fee")]
+
+    def _record(self, ledger: Ledger, order: Mapping[str, Any], placed: Mapping[str, Any],
+                note: str | None) -> None:
+        """The exchange's answer into the ledger: submitted, and its fill when reported."""
+        cid, symbol = order["client_id"], order["symbol"]
+        with ledger.transaction() as db:
+            Ledger.set_order_status(db, cid, "submitted", exchange_order_id=placed.get("id"),
+                                    note=note)
+            filled, price = placed.get("filled"), placed.get("average")
+            if filled and price:
+                sign = 1.0 if order["side"] == "buy" else -1.0
+                qty, fee = fill_in_quote(self.exchange.market(symbol), sign * float(filled),
+                                         float(price), self._fees(placed, symbol))
+                Ledger.put_fill(db, cid, symbol, int(order["ts"]), qty, float(price), fee)
+        logger.info("order %s %s %s %.8g: %s%s", cid, order["side"], symbol, order["qty"],
+                    "filled" if placed.get("filled") else "submitted",
+                    f" ({note})" if note else "")
+
+
+def fill_in_quote(market: Mapping[str, Any], qty: float, price: float,
+                  fees: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+    """(position change, fee in the quote currency) of a fill of signed ``qty`` at ``price``.
+
+    A commission taken in the base asset (Binance's default on buys) shrinks the position by
+    its amount and is worth ``amount × price``; one in the quote asset is taken as it is; one
+    in a third asset (e.g. BNB) cannot be priced here and is counted as 0, with a warning.
+    """
+    quote_fee = 0.0
+    for fee in fees:
+        cost, currency = float(fee.get("cost") or 0.0), fee.get("currency")
+        if cost == 0.0 or currency == market.get("quote"):
+            quote_fee += cost
+        elif currency == market.get("base"):
+            qty, quote_fee = qty - cost, quote_fee + cost * price
+        else:
+            logger.warning("fee of %.8g %s not in %s or %s: not counted in the ledger's cash",
+                           cost, currency, market.get("base"), market.get("quote"))
+    return qty, quote_fee

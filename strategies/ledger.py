@@ -149,6 +149,12 @@ class Ledger:
                                 (timeframe,)).fetchone()
         return None if row[0] is None else int(row[0])
 
+    def last_decided_by_symbol(self, timeframe: str) -> dict[str, int]:
+        """Newest decided candle time (ms) of each symbol."""
+        rows = self.conn.execute("SELECT symbol, MAX(ts) FROM decisions WHERE timeframe = ? "
+                                 "GROUP BY symbol", (timeframe,)).fetchall()
+        return {symbol: int(ts) for symbol, ts in rows}
+
     def is_decided(self, symbol: str, timeframe: str, ts: int) -> bool:
         return self.conn.execute("SELECT 1 FROM decisions WHERE symbol=? AND timeframe=? AND ts=?",
                                  (symbol, timeframe, ts)).fetchone() is not None

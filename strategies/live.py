@@ -258,6 +258,9 @@ class LiveLoop:
     def cycle(self) -> CycleResult:
         """Fetch what is new, wait briefly for late candles, decide every decidable time."""
         result = CycleResult()
+        # Orders a crash or a failed send left pending go out (or are found at the exchange)
+        # before anything new is sized from the ledger's positions.
+        self.broker.after_commit(self.ledger)
         deadline = self.clock() + self.config.late_timeout_s
         while True:
             now_ms = self.feed.server_time_ms()

@@ -10,10 +10,20 @@ Candles are a deterministic function of their open time (seeded per bar), so any
 the mock's clock exists and a restart sees the same bars. The forming candle (open time + period
 > now) is served too, as Binance does, with values that depend on ``now`` — a client that keeps
 it sees prices change under it. Faults are queued per path and consumed in order.
+
+Signed spot trading (for the ``--live-orders`` broker): ``POST /api/v3/order`` (MARKET orders,
+filled at once at the forming candle's price, FULL response with fills; commission 0.1% in the
+asset received, as Binance charges without BNB), ``GET /api/v3/order`` by ``orderId`` or
+``origClientOrderId``, ``GET /api/v3/openOrders``, ``GET /api/v3/myTrades``, ``GET /api/v3/account`` and the (empty) currency
+and margin lists ccxt loads when keys are set. ``newClientOrderId`` is unique among *open* orders only, as
+on Binance: a filled order's id can be sent again and makes a second order. Signatures are
+not checked (the keys are fake); the ``X-MBX-APIKEY`` header of each signed call is kept in
+``api_keys``.
 """
 from __future__ import annotations
 
 import json
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +35,8 @@ import numpy as np
 
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
                "30m": 1_800_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
-FAULT_KINDS = ("500", "429", "timeout", "truncated", "duplicate", "late")
+FAULT_KINDS = ("500", "429", "timeout", "truncated", "duplicate", "late", "lost")
+COMMISSION = 0.001
 
 
 @dataclass
@@ -35,13 +46,16 @@ class Fault:
     kinds: ``500`` (server error), ``429`` (rate limited, with ``Retry-After: retry_after``),
     ``timeout`` (answer after ``delay`` seconds, longer than the client's timeout),
     ``truncated`` (HTTP 200 with half a JSON body), ``duplicate`` (klines with one row twice),
-    ``late`` (klines without the newest closed candle, as when the exchange is slow to close it).
+    ``late`` (klines without the newest closed candle, as when the exchange is slow to close it),
+    ``lost`` (the request takes effect, then no answer within ``delay`` seconds: a response lost
+    on the way back). ``method`` limits the fault to one HTTP method (default: any).
     """
 
     kind: str
     path: str = "/klines"
     retry_after: float = 0.05
     delay: float = 0.5
+    method: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -86,10 +100,16 @@ class MockExchange:
         with self._lock:
             self.faults.extend(faults)
 
-    def take_fault(self, path: str) -> Fault | None:
+    orders: list[dict] = field(default_factory=list)  # every order accepted, in order
+    trades: list[dict] = field(default_factory=list)  # their fills, in myTrades' layout
+    balances: dict[str, float] = field(default_factory=lambda: {"USDT": 1_000_000.0})
+    api_keys: list[str] = field(default_factory=list)
+    _order_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def take_fault(self, path: str, method: str = "GET") -> Fault | None:
         with self._lock:
             for i, fault in enumerate(self.faults):
-                if path.endswith(fault.path):
+                if path.endswith(fault.path) and fault.method in (None, method):
                     return self.faults.pop(i)
         return None
 
@@ -130,6 +150,60 @@ class MockExchange:
             rows = rows[:limit]
         return rows
 
+    def new_order(self, form: dict[str, str]) -> dict:
+        """Accept a MARKET order and fill it at once (ValueError: Binance's code and message)."""
+        symbol, side, cid = form.get("symbol"), form.get("side"), form.get("newClientOrderId")
+        if symbol not in self.symbols:
+            raise KeyError(symbol)
+        if form.get("type") != "MARKET" or side not in ("BUY", "SELL"):
+            raise ValueError(-1116, "Invalid orderType.")
+        with self._lock:
+            if cid and any(o["clientOrderId"] == cid and o["status"] == "NEW" for o in self.orders):
+                raise ValueError(-2010, "Duplicate order sent.")
+            base, quote = self.symbols[symbol]
+            qty, now = float(form["quantity"]), self.clock_ms()
+            price = float(self.candle(symbol, now // 60_000 * 60_000, 60_000, now)[4])
+            got, paid = (base, quote) if side == "BUY" else (quote, base)
+            got_amount, paid_amount = (qty, qty * price) if side == "BUY" else (qty * price, qty)
+            if self.balances.get(paid, 0.0) < paid_amount:
+                raise ValueError(-2010, "Account has insufficient balance for requested action.")
+            commission = got_amount * COMMISSION
+            self.balances[paid] = self.balances.get(paid, 0.0) - paid_amount
+            self.balances[got] = self.balances.get(got, 0.0) + got_amount - commission
+            order = {"symbol": symbol, "orderId": next(self._order_ids), "orderListId": -1,
+                     "clientOrderId": cid or f"mock{now}", "transactTime": now, "time": now,
+                     "updateTime": now, "price": "0.00000000", "origQty": f"{qty:.8f}",
+                     "executedQty": f"{qty:.8f}", "cummulativeQuoteQty": f"{qty * price:.8f}",
+                     "status": "FILLED", "timeInForce": "GTC", "type": "MARKET", "side": side,
+                     "stopPrice": "0.00000000", "icebergQty": "0.00000000", "isWorking": True,
+                     "origQuoteOrderQty": "0.00000000", "selfTradePreventionMode": "NONE"}
+            self.orders.append(order)
+            fill = {"price": f"{price:.8f}", "qty": f"{qty:.8f}",
+                    "commission": f"{commission:.8f}", "commissionAsset": got,
+                    "tradeId": order["orderId"]}
+            self.trades.append({"symbol": symbol, "id": order["orderId"],
+                                "orderId": order["orderId"], "orderListId": -1,
+                                "quoteQty": f"{qty * price:.8f}", "time": now,
+                                "isBuyer": side == "BUY", "isMaker": False, "isBestMatch": True,
+                                **{k: v for k, v in fill.items() if k != "tradeId"}})
+        return {**order, "fills": [fill]}
+
+    def find_order(self, query: dict[str, str]) -> dict:
+        """The newest order with this ``orderId`` or ``origClientOrderId`` (KeyError if none)."""
+        with self._lock:
+            for order in reversed(self.orders):
+                if order["symbol"] == query.get("symbol") and (
+                        str(order["orderId"]) == query.get("orderId")
+                        or order["clientOrderId"] == query.get("origClientOrderId")):
+                    return dict(order)
+        raise LookupError("Order does not exist.")
+
+    def account(self) -> dict:
+        return {"makerCommission": 10, "takerCommission": 10, "canTrade": True,
+                "accountType": "SPOT", "updateTime": self.clock_ms(), "permissions": ["SPOT"],
+                "balances": [{"asset": a, "free": f"{v:.8f}", "locked": "0.00000000"}
+                             for a, v in sorted(self.balances.items())]}
+
     def exchange_info(self, path: str) -> dict:
         info = {"timezone": "UTC", "serverTime": self.clock_ms(), "rateLimits": [], "symbols": []}
         if not path.startswith("/api/"):
@@ -163,10 +237,44 @@ def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self._serve("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._serve("POST")
+
+        def _route(self, method: str, path: str, query: dict[str, str],
+                   fault: Fault | None) -> object:
+            if path.endswith("/exchangeInfo"):
+                return mock.exchange_info(path)
+            if path.endswith("/time"):
+                return {"serverTime": mock.clock_ms()}
+            if path.endswith("/klines"):
+                return mock.klines(query, fault)
+            if path == "/api/v3/order":
+                return mock.new_order(query) if method == "POST" else mock.find_order(query)
+            if path == "/api/v3/openOrders":
+                return [o for o in mock.orders if o["status"] == "NEW"
+                        and query.get("symbol") in (None, o["symbol"])]
+            if path == "/api/v3/myTrades":
+                return [t for t in mock.trades if t["symbol"] == query.get("symbol")
+                        and str(t["orderId"]) == query.get("orderId", str(t["orderId"]))]
+            if path == "/api/v3/account":
+                return mock.account()
+            if path.endswith(("/capital/config/getall", "/allPairs")):
+                return []  # ccxt then takes the currencies from the markets
+            raise FileNotFoundError(path)
+
+        def _serve(self, method: str) -> None:
             url = urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            mock.requests.append(url.path)
-            fault = mock.take_fault(url.path)
+            if method == "POST":
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode()
+                query |= {k: v[-1] for k, v in parse_qs(body).items()}
+            if self.headers.get("X-MBX-APIKEY"):
+                mock.api_keys.append(self.headers["X-MBX-APIKEY"])
+            mock.requests.append(url.path if method == "GET" else f"{method} {url.path}")
+            fault = mock.take_fault(url.path, method)
             if fault is not None and fault.kind == "500":
                 # a load balancer's page, not Binance's JSON: ccxt maps the status itself
                 return self._send(500, "<html>500 Internal Server Error</html>")
@@ -176,16 +284,19 @@ def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
             if fault is not None and fault.kind == "timeout":
                 time.sleep(fault.delay)
             try:
-                if url.path.endswith("/exchangeInfo"):
-                    payload: object = mock.exchange_info(url.path)
-                elif url.path.endswith("/time"):
-                    payload = {"serverTime": mock.clock_ms()}
-                elif url.path.endswith("/klines"):
-                    payload = mock.klines(query, fault)
-                else:
-                    return self._send(404, '{"code":-1,"msg":"unknown path"}')
+                payload = self._route(method, url.path, query, fault)
+            except FileNotFoundError:
+                return self._send(404, '{"code":-1,"msg":"unknown path"}')
             except KeyError:
                 return self._send(400, '{"code":-1121,"msg":"Invalid symbol."}')
+            except LookupError as err:  # after KeyError, its subclass
+                return self._send(400, json.dumps({"code": -2013, "msg": str(err)}))
+            except ValueError as err:
+                code, msg = err.args
+                return self._send(400, json.dumps({"code": code, "msg": msg}))
+            if fault is not None and fault.kind == "lost":
+                time.sleep(fault.delay)  # done, but the client hears nothing before its timeout
+                return None
             body = json.dumps(payload)
             if fault is not None and fault.kind == "truncated":
                 body = body[: len(body) // 2]
