@@ -219,12 +219,16 @@ def _engine_run(ctx: DemoContext, engine: str):
 
 
 def _equity_chart(ctx: DemoContext, returns: pd.Series, path: Path, engine: str) -> Path:
+    """Growth of 1 from the first rebalance (before it the book is empty), vs the universe."""
     from .backtest_cli import plot_equity
 
     s = ctx.settings
+    start = demo_weights(ctx).index[0]
+    short_label = ctx.model_label.split(" (")[0]
     title = (f"{engine}: top-{s.topk} (dropout {s.n_drop}) on {s.scorer}, {s.execution}, "
-             f"fees {s.fees:g}\nmodel: {ctx.model_label}")
-    return plot_equity(returns, equal_weight_returns(ctx.panel), path, title=title)
+             f"fees {s.fees:g}\nmodel: {short_label}")
+    return plot_equity(returns.loc[start:], equal_weight_returns(ctx.panel).loc[start:], path,
+                       title=title)
 
 
 def step_vectorbt(ctx: DemoContext) -> StepResult:
@@ -329,11 +333,12 @@ def step_tearsheet(ctx: DemoContext) -> StepResult:
     report = SignalReport(evaluation=ctx.state.get("evaluation"),
                           calibration=ctx.state.get("calibration"), execution=s.execution,
                           metadata=dict(ctx.state["scores"].attrs))
-    bench = equal_weight_returns(ctx.panel)
-    path = tearsheet(result.returns, benchmark=bench, output=ctx.folder("tearsheet") / "tearsheet.html",
+    start = demo_weights(ctx).index[0]  # before the first rebalance the book is empty
+    returns, bench = result.returns.loc[start:], equal_weight_returns(ctx.panel).loc[start:]
+    path = tearsheet(returns, benchmark=bench, output=ctx.folder("tearsheet") / "tearsheet.html",
                      title=f"Kronos demo · top-{s.topk} {s.scorer} ({engine}, {s.execution})",
                      periods_per_year=252, signal_report=report)
-    table = metrics(result.returns, benchmark=bench, periods_per_year=252, mode="basic")
+    table = metrics(returns, benchmark=bench, periods_per_year=252, mode="basic")
     rows = [r for r in ("Cumulative Return", "Sharpe", "Max Drawdown", "Volatility (ann.)")
             if r in table.index]
     return StepResult({"engine": engine}, {"tearsheet": path},
