@@ -31,7 +31,8 @@ __all__ = ["METHODS", "target_weights", "align", "turnover", "exposure", "EXECUT
            "DEFAULT_EXECUTION", "check_execution", "execution_lag", "execution_price",
            "execution_returns"]
 
-METHODS: tuple[str, ...] = ("topk", "rank", "proportional", "threshold", "long_short")
+METHODS: tuple[str, ...] = ("topk", "rank", "proportional", "threshold", "long_short",
+                            "conviction")
 _EQUAL_WEIGHT = ("topk", "threshold", "long_short")
 
 
@@ -127,8 +128,9 @@ def _strengths(x: np.ndarray, spec: _Spec) -> tuple[np.ndarray, np.ndarray]:
     finite = np.isfinite(x)
     if spec.method == "threshold":
         base = np.where(x > spec.high, 1.0, np.where(x < spec.low, -1.0, 0.0))
-    elif spec.method == "proportional":
-        base = x - np.nanmean(x) if spec.long_short and finite.any() else x
+    elif spec.method in ("proportional", "conviction"):
+        base = 2.0 * x - 1.0 if spec.method == "conviction" else x
+        base = base - np.nanmean(base) if spec.long_short and finite.any() else base
     else:  # topk, rank, long_short: average rank, centred for long-short (ties stay together)
         ranks = pd.Series(x).rank(method="average").to_numpy()
         base = ranks - (finite.sum() + 1) / 2.0 if spec.long_short else ranks
@@ -198,9 +200,20 @@ def _dropout(x: np.ndarray, eligible: np.ndarray, held: np.ndarray, spec: _Spec)
     return new
 
 
+def _row_gross(x: np.ndarray, spec: _Spec) -> float:
+    """The date's total |weight|: ``gross``, times the mean |conviction| for ``conviction``."""
+    if spec.method != "conviction":
+        return spec.gross
+    conviction = 2.0 * x[np.isfinite(x)] - 1.0
+    if not spec.long_short:
+        conviction = np.clip(conviction, 0.0, None)
+    return spec.gross * float(np.abs(conviction).mean()) if conviction.size else 0.0
+
+
 def _row(x: np.ndarray, held: np.ndarray, spec: _Spec) -> tuple[np.ndarray, np.ndarray, bool]:
     """Weights of one rebalance date, the held set, and whether the caps kept the gross."""
     long, short = _strengths(x, spec)
+    gross = _row_gross(x, spec)
     if spec.n_drop is not None:
         held = _dropout(x, long > 0, held, spec)
         w, ok = _leg(np.ones(x.size), np.flatnonzero(held), spec.gross, spec)
@@ -208,13 +221,13 @@ def _row(x: np.ndarray, held: np.ndarray, spec: _Spec) -> tuple[np.ndarray, np.n
     k = spec.topk
     longs = _ranked(x, long > 0)[:k]
     if not spec.long_short:
-        w, ok = _leg(long, longs, spec.gross, spec)
+        w, ok = _leg(long, longs, gross, spec)
         return w, w > 0, ok
     shorts = _ranked(x, short > 0, descending=False)[:k]
     if not (longs.size and shorts.size):  # one leg alone is not neutral: hold nothing
         return np.zeros(x.size), np.zeros(x.size, dtype=bool), True
-    wl, ok_l = _leg(long, longs, spec.gross / 2, spec)
-    ws, ok_s = _leg(short, shorts, spec.gross / 2, spec)
+    wl, ok_l = _leg(long, longs, gross / 2, spec)
+    ws, ok_s = _leg(short, shorts, gross / 2, spec)
     if not (ok_l and ok_s):  # a cap shortened a leg: shrink the other one too, net stays 0
         both = min(wl.sum(), ws.sum())
         wl, ws = wl * both / wl.sum(), ws * both / ws.sum()
@@ -238,7 +251,12 @@ def target_weights(scores: pd.Series | pd.DataFrame, *, column: str | None = Non
     method : ``"topk"`` equal weight on the ``topk`` best; ``"rank"`` weight ∝ average
         cross-sectional rank (1 = worst); ``"proportional"`` weight ∝ score (long only: positive
         scores only); ``"threshold"`` equal weight on scores above ``threshold``;
-        ``"long_short"`` = ``"topk"`` with ``long_short=True``.
+        ``"long_short"`` = ``"topk"`` with ``long_short=True``; ``"conviction"``: scores are
+        probabilities of a rise p ∈ [0, 1] (e.g. the ``prob_up`` scorer), conviction
+        c = 2·p − 1, weight ∝ c as in ``"proportional"`` (long only: c > 0 only), and the
+        date's gross is ``gross`` × the mean |c| over the scored names (long only: c clipped
+        at 0), so full ``gross`` only at full conviction: one name with p = 0.75 holds
+        ``gross``/2, with p = 0.5 nothing.
     topk : names per leg (required for ``topk``/``long_short``; optional cap on the others).
     n_drop : Qlib ``TopkDropoutStrategy`` (``method_sell="bottom"``, ``method_buy="top"``,
         tradability and ``hold_thresh`` ignored); long-only ``method="topk"``. Rank order as the
@@ -257,14 +275,16 @@ def target_weights(scores: pd.Series | pd.DataFrame, *, column: str | None = Non
         from cash and does not re-equalise held names: compare held names, not sizes. Qlib
         orders ties with pandas' sort (stable only for small sets): compare on untied scores.
     long_short : long leg +``gross``/2 and short leg −``gross``/2 (net 0): ``topk``/``rank``
-        sides by centred average rank, ``proportional`` by score minus the date's mean,
+        sides by centred average rank, ``proportional`` by score minus the date's mean
+        (``conviction``: conviction minus its mean),
         ``threshold`` by ``score > high`` / ``score < low``. A date where one leg is empty holds
         nothing.
     max_weight : cap on each |weight|; the excess goes pro rata to uncapped names of the same
         leg, repeatedly. If the cap makes the leg's gross unreachable the cap wins (the row
         sums to less; in long-short the other leg shrinks to match, net 0) and a warning says
-        on how many dates.
-    gross : sum of |weights| per date (> 0).
+        on how many dates (at DEBUG for ``conviction``: there the cap is the intended
+        per-name limit of a gross that is a fraction by design).
+    gross : sum of |weights| per date (> 0; ``conviction``: at full conviction).
     min_score : long-leg names need ``score >= min_score``.
     threshold : ``t`` (long ``> t``, short ``< −t``) or ``(low, high)``; ``method="threshold"`` only.
 
@@ -276,6 +296,8 @@ def target_weights(scores: pd.Series | pd.DataFrame, *, column: str | None = Non
     spec = _spec(method, topk, n_drop, long_short, max_weight, gross, min_score, threshold)
     wide = _score_matrix(scores, column)
     values = wide.to_numpy()
+    if spec.method == "conviction":
+        _check_probabilities(wide)
     out = np.zeros(values.shape)
     held = np.zeros(values.shape[1], dtype=bool)
     capped_dates = 0
@@ -284,13 +306,30 @@ def target_weights(scores: pd.Series | pd.DataFrame, *, column: str | None = Non
         capped_dates += not ok
     weights = pd.DataFrame(out, index=wide.index, columns=wide.columns)
     if capped_dates:
-        logger.warning("max_weight=%g keeps %d of %d dates below gross=%g (too few names); the "
-                       "cap wins", spec.max_weight, capped_dates, len(weights), spec.gross)
+        _log_cap(spec, capped_dates, len(weights))
     empty = int((np.abs(out).sum(axis=1) == 0).sum())
     if empty:
         logger.info("%d of %d rebalance dates hold nothing (no candidate names)",
                     empty, len(weights))
     return weights
+
+
+def _check_probabilities(wide: pd.DataFrame) -> None:
+    values = wide.to_numpy()
+    bad = np.isfinite(values) & ((values < 0) | (values > 1))
+    if bad.any():
+        i, j = (int(k[0]) for k in np.nonzero(bad))
+        raise ValueError(f"method='conviction' needs probabilities in [0, 1] (e.g. the "
+                         f"prob_up scorer); got {float(values[i, j])!r} at {wide.index[i]}, "
+                         f"{wide.columns[j]!r}")
+
+
+def _log_cap(spec: _Spec, capped_dates: int, dates: int) -> None:
+    """The cap-wins message: a warning, or DEBUG for ``conviction``, whose gross is a fraction
+    by design and whose cap is the intended per-name limit (the live loop sizes every candle)."""
+    logger.log(logging.DEBUG if spec.method == "conviction" else logging.WARNING,
+               "max_weight=%g keeps %d of %d dates below gross=%g (too few names); the cap "
+               "wins", spec.max_weight, capped_dates, dates, spec.gross)
 
 
 def _bars(bars_index) -> pd.DatetimeIndex:

@@ -9,8 +9,9 @@ candles ≤ t with future stamps from :func:`kronos_quant.calendars.future_times
 same function backtests use), seeded per (symbol, t) with
 :func:`kronos_quant.signals.window_seed`, scores the paths with
 :func:`kronos_quant.signals.score_forecasts`, sizes targets with :func:`target_positions` on
-:func:`kronos_quant.portfolio.target_weights`, and writes everything — fills the candle
-settles, candles, forecasts, scores, orders, equity — in one ledger transaction. A crash before
+:func:`kronos_quant.portfolio.target_weights` (``conviction`` or ``threshold``), and writes
+everything — fills the candle settles, candles, forecasts, scores, orders, equity — in one
+ledger transaction. A crash before
 the commit leaves no trace of t; after it, t is never decided again.
 
 :meth:`LiveLoop.run` wakes at each candle close (plus ``grace_s``) on the injected clock and
@@ -96,41 +97,33 @@ class LiveConfig:
 
 
 def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
-    """Target weight per symbol for one candle time (``scores``: symbols × scorers).
+    """Target weight per symbol for one candle time (``scores``: symbols × scorers), sized by
+    :func:`kronos_quant.portfolio.target_weights` with ``max_weight`` and ``gross``.
 
-    ``threshold``: ``target_weights(method="threshold")`` on ``config.score`` — equal weight
-    (summing to ``gross``) on symbols whose score is above ``threshold`` (and, with
-    ``long_short``, short below ``−threshold``), each capped at ``max_weight``.
+    ``threshold``: ``method="threshold"`` on ``config.score`` — equal weight (summing to
+    ``gross``) on symbols whose score is above ``threshold`` (and, with ``long_short``, short
+    below ``−threshold``).
 
-    ``prob`` (probability-weighted): conviction ``c = 2·p − 1`` from ``p = prob_up``, ignored
-    inside the dead band ``|p − 0.5| ≤ dead_band``. ``target_weights(method="proportional")``
-    splits ``gross`` ∝ c (capped at ``max_weight``); the row is then scaled by
-    ``Σ|c| / n_symbols``, so a lone symbol with p = 0.75 holds half of ``gross`` and
-    p = 1 all of it. Long only unless ``long_short`` (then proportional's long-short rule:
-    legs by conviction minus its cross-sectional mean, net 0; needs several symbols).
+    ``prob`` (probability-weighted): ``method="conviction"`` on ``p = prob_up``, after setting
+    p to 0.5 (no conviction) inside the dead band ``|p − 0.5| ≤ dead_band``: weight ∝ 2·p − 1,
+    the candle's gross scaled by the mean conviction, so a lone symbol with p = 0.75 holds
+    half of ``gross`` and p = 1 all of it.
     """
     values = scores[config.score].astype(float)
     if config.sizing == "prob":
-        conviction = 2.0 * values - 1.0
-        conviction = conviction.where(conviction.abs() > 2 * config.dead_band, 0.0)
-        if not config.long_short:
-            conviction = conviction.clip(lower=0.0)
-        if not (conviction.abs() > 0).any():
-            return pd.Series(0.0, index=scores.index)
-        frame = conviction.rename("conviction")
-        kwargs: dict[str, Any] = dict(method="proportional")
-        scale = float(conviction.abs().sum()) / len(conviction)
+        frame = values.where((values - 0.5).abs() > config.dead_band, 0.5)
+        kwargs: dict[str, Any] = dict(method="conviction")
     else:
-        frame, scale = values.rename(config.score), 1.0
+        frame = values
         # long above t; short (long_short only) below −t. A negative t stays a long threshold.
         t = config.threshold
         kwargs = dict(method="threshold", threshold=(min(t, -t), t))
     stamp = pd.Timestamp("1970-01-01")  # one rebalance row; the date itself is irrelevant
-    panel = frame.to_frame()
+    panel = frame.rename(config.score).to_frame()
     panel.index = pd.MultiIndex.from_product([[stamp], frame.index], names=["datetime", "instrument"])
-    weights = target_weights(panel, method=kwargs.pop("method"), long_short=config.long_short,
-                             max_weight=config.max_weight, gross=config.gross, **kwargs)
-    return (weights.iloc[0] * scale).reindex(scores.index).fillna(0.0)
+    weights = target_weights(panel, long_short=config.long_short, max_weight=config.max_weight,
+                             gross=config.gross, **kwargs)
+    return weights.iloc[0].reindex(scores.index).fillna(0.0)
 
 
 def forecast_summary(fc: Any) -> dict[str, Any]:

@@ -232,3 +232,30 @@ def test_execution_names_are_re_exported():
     for name in ("EXECUTIONS", "DEFAULT_EXECUTION", "check_execution", "execution_lag",
                  "execution_price", "execution_returns"):
         assert getattr(portfolio, name) is getattr(execution, name)
+
+
+def test_conviction_weights_by_probability_with_a_gross_that_follows_conviction(caplog):
+    # p → c = 2p − 1: A 0.5, B 0 (p = 0.5), C 1.0, D −0.6 (long only: 0); mean c = 1.5 / 4
+    s = scores_of({0: {"A": 0.75, "B": 0.5, "C": 1.0, "D": 0.2},
+                   1: {"A": 0.75},  # one name alone at p = 0.75: half the gross
+                   2: {"A": 0.5, "B": 0.3}})  # no conviction: nothing held
+    w = target_weights(s, method="conviction", gross=2.0)
+    gross0 = 2.0 * 1.5 / 4
+    np.testing.assert_allclose(w.loc[DATES[0]].to_numpy(), [gross0 / 3, 0, 2 * gross0 / 3, 0])
+    np.testing.assert_allclose(w.loc[DATES[1]].to_numpy(), [1.0, 0, 0, 0])
+    assert (w.loc[DATES[2]] == 0).all()
+    # long-short: c = 0.5, 0, 1, −0.6 minus its mean 0.225 → legs of gross·mean|c| / 2 each
+    ls = target_weights(s.loc[[DATES[0]]], method="conviction", long_short=True)
+    legs = np.array([0.275, -0.225, 0.775, -0.825])
+    half = (0.5 + 0 + 1 + 0.6) / 4 / 2
+    expected = np.where(legs > 0, legs / legs[legs > 0].sum(), legs / -legs[legs < 0].sum()) * half
+    np.testing.assert_allclose(ls.iloc[0].to_numpy(), expected)
+    assert ls.iloc[0].sum() == pytest.approx(0.0)
+    # the cap is per name on the final weight and binds quietly (DEBUG, not WARNING)
+    with caplog.at_level(logging.DEBUG, logger="kronos_quant.portfolio"):
+        capped = target_weights(s.loc[[DATES[1]]], method="conviction", gross=2.0,
+                                max_weight=0.4)
+    assert capped.iloc[0, 0] == pytest.approx(0.4)
+    assert [r.levelno for r in caplog.records if "cap wins" in r.message] == [logging.DEBUG]
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\].*1\.5 at .*'B'"):
+        target_weights(scores_of({0: {"A": 0.2, "B": 1.5}}), method="conviction")
