@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 DEMO_SEED = 7
 ASSETS = Path(__file__).parent / "assets" / "demo"
 FALLBACK_LOOKBACK, FALLBACK_PRED_LEN = 400, 48
+# Per-cycle and per-rebalance info lines the demo's own progress lines replace.
+CHATTY_LOGGERS = ("kronos_quant.strategies.live", "kronos_quant.portfolio")
 
 
 @dataclass
@@ -193,6 +195,8 @@ def _command(args: argparse.Namespace) -> int:
     # The demo model is small: one thread is fastest, and on a shared machine OpenMP threads
     # spinning against other jobs make it many times slower.
     torch.set_num_threads(args.threads)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     predictor, label = demo_predictor(args.model, args.tokenizer, device=args.device,
                                       max_context=args.max_context, assets=assets)
     print(f"model: {label}")
