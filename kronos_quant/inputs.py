@@ -199,12 +199,22 @@ def check_timestamps(ts: pd.DatetimeIndex, *, what: str) -> None:
                              f"{ts[i - 1]} then {ts[i]}")
 
 
+# Notices said once per process at WARNING, then at DEBUG (forecasts repeat per call).
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    logger.log(logging.DEBUG if key in _WARNED else logging.WARNING, message, *args)
+    _WARNED.add(key)
+
+
 def complete_bars(cols: pd.DataFrame, *, source: str = "") -> pd.DataFrame:
     """Fill missing volume/amount as the reference does (the one definition): no volume →
-    volume and amount 0 (logged); no amount → volume × mean of the four prices."""
+    volume and amount 0 (a warning the first time in a process, then DEBUG: a forecast loop
+    without volume calls this every time); no amount → volume × mean of the four prices."""
     if "volume" not in cols:
-        logger.warning("%sno volume column: volume and amount are fed to the model as 0",
-                       _prefix(source))
+        _warn_once("no volume", "%sno volume column: volume and amount are fed to the model "
+                   "as 0", _prefix(source))
         cols = cols.assign(volume=0.0, amount=0.0)
     elif "amount" not in cols:
         cols = cols.assign(amount=cols["volume"] * cols[list(PRICE_COLUMNS)].mean(axis=1))

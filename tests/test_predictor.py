@@ -259,3 +259,15 @@ def test_mismatched_tokenizer_is_rejected():
                                             n_heads=2, ff_dim=32))
     with pytest.raises(ValueError, match="tokenizer bits"):
         KronosPredictor(other, tok, device="cpu")
+
+
+def test_no_volume_warns_once_per_process_then_debug(predictor, bars, caplog, monkeypatch):
+    from kronos_quant import inputs
+
+    monkeypatch.setattr(inputs, "_WARNED", set())  # as in a fresh process
+    prices = bars[["open", "high", "low", "close"]]
+    with caplog.at_level(logging.DEBUG, logger="kronos_quant.inputs"):
+        for _ in range(3):  # the reference's "prediction without volume" loop
+            predictor.predict(prices, None, None, pred_len=2, top_k=1, verbose=False)
+    levels = [r.levelno for r in caplog.records if "no volume column" in r.message]
+    assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG]

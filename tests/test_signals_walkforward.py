@@ -91,10 +91,12 @@ def test_no_look_ahead_truncating_the_panel(predictor, panel):
 @pytest.fixture(scope="module")
 def holiday_panel():
     """Business days from 2023 with the NYSE holidays removed, running a year past July 2023."""
-    import exchange_calendars as xcals
+    pytest.importorskip("exchange_calendars")
+    from kronos_quant.calendars import calendar_sessions
 
     raw = synthetic_panel(3, 420, seed=5, start="2023-01-03")
-    sessions = xcals.get_calendar("XNYS", start="2023-01-01").sessions
+    # through our one door to exchange_calendars (its pandas-3 deprecations are contained there)
+    sessions = calendar_sessions("XNYS", start="2023-01-01")
     keep = raw.index.get_level_values("datetime").isin(sessions)
     return raw[keep]
 
