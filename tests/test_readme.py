@@ -223,3 +223,21 @@ def test_delegated_and_text_blocks():
         if block.mode == "text":
             folders = re.findall(r"^(\S+)/", block.code, re.M)
             assert folders and all((ROOT / f).is_dir() for f in folders), folders
+
+
+def test_the_api_reference_builds_offline(tmp_path):
+    """``make docs``: pdoc renders every module, the mapped adapters and strategies included."""
+    pytest.importorskip("pdoc")
+    sys.path.insert(0, str(ROOT / "docs"))
+    import build_api
+
+    names = build_api.modules()
+    assert {"kronos_quant.predictor", "kronos_quant.adapters.vectorbt",
+            "kronos_quant.strategies.live", "kronos_quant.signals.walkforward"} <= set(names)
+    index = build_api.build(tmp_path / "api")
+    assert index.is_file()
+    page = (tmp_path / "api" / "kronos_quant" / "predictor.html").read_text()
+    assert "forecast_batch" in page and "KronosPredictor" in page
+    assert (tmp_path / "api" / "kronos_quant" / "adapters" / "vectorbt.html").is_file()
+    done = subprocess.run(["make", "-n", "docs"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "docs/build_api.py" in done.stdout
