@@ -186,3 +186,22 @@ def test_a_failing_write_raises_shard_failure_naming_the_rank(tmp_path, predicto
     with pytest.raises(ShardFailure, match=r"rank 0 of 1 failed: .*Error"):
         forecast_panel_sharded(predictor, panel, store=tmp_path / "store", lookback=12,
                                pred_len=2, sample_count=2, seed=0, verbose=False)
+
+
+def test_init_distributed_passes_its_timeout_to_the_process_group(monkeypatch):
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from kronos_quant.finetune import runtime
+
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kw: calls.append(kw))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    env = runtime.init_distributed("cpu", timeout=timedelta(hours=2))
+    assert (env.rank, env.world_size, env.device.type) == (1, 2, "cpu")
+    assert calls == [{"backend": "gloo", "timeout": timedelta(hours=2)}]
+    runtime.init_distributed("cpu")
+    assert calls[-1]["timeout"] is None  # torch's own default

@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,13 @@ class DistEnv:
         return values
 
 
-def init_distributed(device: str | None = None) -> DistEnv:
+def init_distributed(device: str | None = None, *,
+                     timeout: timedelta | None = None) -> DistEnv:
     """Join the ``torchrun`` process group if there is one (NCCL on CUDA, gloo on CPU).
 
     Under ``torchrun`` each process uses ``cuda:LOCAL_RANK`` when CUDA is available and
-    ``device`` is not ``"cpu"``; otherwise the CPU.
+    ``device`` is not ``"cpu"``; otherwise the CPU. ``timeout`` is the group's collective
+    timeout (None: torch's default for the backend).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -73,7 +76,7 @@ def init_distributed(device: str | None = None) -> DistEnv:
     else:
         dev = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timeout)
     logger.info("rank %d/%d on %s", rank, world, dev)
     return DistEnv(rank, world, local, dev)
 

@@ -222,6 +222,9 @@ def forecast_panel_sharded(predictor, panel: pd.DataFrame, *, store: str | Path,
     env = env or DistEnv(0, 1, 0, predictor.device)
     batch_size = checked_int(batch_size, name="batch_size")
     # The gloo group is created while every rank is still in step (creating it is collective).
+    # Not the default group with init_distributed(timeout=STATUS_TIMEOUT): on GPUs that group
+    # is NCCL, whose broadcasts should still time out at torch's default, and a rank whose
+    # CUDA context failed can still report its error over gloo.
     group = dist.new_group(backend="gloo", timeout=STATUS_TIMEOUT) if grouped() else None
     if seed is None:
         seed = _broadcast(int(np.random.SeedSequence().entropy % (2**63)))
