@@ -27,32 +27,35 @@ def test_embedded_assets_are_complete_small_and_honest():
 
 def test_demo_uses_the_embedded_model_and_writes_chart_and_scores(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["-q", "demo", "--out", str(out), "--samples", "4", "--pred-len", "5"]) == 0
+    assert main(["-q", "demo", "--out", str(out), "--steps", "forecast", "--samples", "4",
+                 "--pred-len", "5"]) == 0
     printed = capsys.readouterr().out
     assert "model: kronos-quant demo model" in printed and "not the published Kronos" in printed
-    assert "series: MSFT" in printed
-    assert (out / "forecast_fan.png").stat().st_size > 10_000
-    scores = pd.read_csv(out / "scores.csv", index_col="scorer")
-    assert {"expected_return", "prob_up"} <= set(scores.index)
-    assert np.isfinite(scores["score"]).all() and 0 <= scores.loc["prob_up", "score"] <= 1
-    paths = pd.read_csv(out / "forecast_paths.csv")
+    summary = json.loads((out / "forecast" / "summary.json").read_text())
+    assert summary["series"].startswith("MSFT")
+    assert (out / "forecast" / "fan.png").stat().st_size > 10_000
+    scores = summary["scores"]
+    assert {"expected_return", "prob_up"} <= set(scores)
+    assert np.isfinite(list(scores.values())).all() and 0 <= scores["prob_up"] <= 1
+    paths = pd.read_csv(out / "forecast" / "paths.csv")
     assert len(paths) == 4 * 5
 
 
 def test_demo_falls_back_with_a_message_when_assets_are_missing(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(demo, "ASSETS", tmp_path / "missing")
-    code = main(["-q", "demo", "--out", str(tmp_path / "o"), "--samples", "2", "--pred-len", "3",
-                 "--lookback", "64"])
+    code = main(["-q", "demo", "--out", str(tmp_path / "o"), "--steps", "forecast",
+                 "--samples", "2", "--pred-len", "3", "--lookback", "64"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "embedded demo model is missing" in printed and "random weights" in printed
-    assert (tmp_path / "o" / "scores.csv").is_file()
+    assert (tmp_path / "o" / "forecast" / "summary.json").is_file()
 
 
 def test_model_and_tokenizer_flags_switch_the_model(tmp_path, capsys, tiny_dirs):
     tok_dir, model_dir = tiny_dirs
-    code = main(["-q", "demo", "--out", str(tmp_path / "o"), "--model", str(model_dir),
-                 "--tokenizer", str(tok_dir), "--samples", "2", "--pred-len", "3"])
+    code = main(["-q", "demo", "--out", str(tmp_path / "o"), "--steps", "forecast",
+                 "--model", str(model_dir), "--tokenizer", str(tok_dir), "--samples", "2",
+                 "--pred-len", "3"])
     assert code == 0
     assert f"model: {model_dir} + {tok_dir}" in capsys.readouterr().out
 
