@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -35,13 +39,14 @@ from kronos_quant import generation
 from kronos_quant.config import KronosConfig, KronosTokenizerConfig
 from kronos_quant.data import synthetic_ohlcv
 from kronos_quant.demo import embedded_demo
-from kronos_quant.generation import SamplingParams, generate
+from kronos_quant.generation import SamplingParams
 from kronos_quant.inputs import prepare_series
 from kronos_quant.model import Kronos
 from kronos_quant.predictor import KronosPredictor
 from kronos_quant.testing import recompute_generate
 from kronos_quant.tokenizer import KronosTokenizer
 
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "a_share_5min_sample.csv"
 MAX_CONTEXT = 512
 AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -111,13 +116,14 @@ class PeakMemory:
 
 
 class SlideTimer:
-    """Time spent in the engine's window re-prefills (every prefill after the first)."""
+    """Time spent in the engine's window re-prefills (every prefill after the first) of the
+    generation module ``module`` (this tree's or a baseline's)."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.seconds, self.count = device, 0.0, 0
+    def __init__(self, device: torch.device, module=generation):
+        self.device, self.module, self.seconds, self.count = device, module, 0.0, 0
 
     def __enter__(self) -> "SlideTimer":
-        self._original = original = generation._Decoder.prefill
+        self._original = original = self.module._Decoder.prefill
         calls = {"n": 0}
 
         def timed(dec, start):
@@ -130,11 +136,11 @@ class SlideTimer:
             self.count += 1
             return out
 
-        generation._Decoder.prefill = timed
+        self.module._Decoder.prefill = timed
         return self
 
     def __exit__(self, *exc) -> None:
-        generation._Decoder.prefill = self._original
+        self.module._Decoder.prefill = self._original
 
 
 def _now(device: torch.device) -> float:
@@ -149,6 +155,25 @@ def build_models(seed: int, device: torch.device) -> tuple[KronosTokenizer, Kron
     tok = KronosTokenizer.from_config(KronosTokenizerConfig()).eval().to(device)
     model = Kronos.from_config(KronosConfig()).eval().to(device)
     return tok, model
+
+
+def baseline_engine(rev: str, models, workdir: Path):
+    """The generation module of commit ``rev`` (its ``kronos_quant`` exported with ``git archive`` and
+    imported as the package ``kq_baseline``) and copies of ``models`` built by its classes
+    with the same weights, so that old and new engines alternate in one process."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "kronos_quant"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(workdir)], input=archive, check=True)
+    (workdir / "kronos_quant").rename(workdir / "kq_baseline")
+    sys.path.insert(0, str(workdir))
+    old_tok = importlib.import_module("kq_baseline.tokenizer").KronosTokenizer
+    old_model = importlib.import_module("kq_baseline.model").Kronos
+    tok, model = models
+    copies = (old_tok.from_config(tok.config), old_model.from_config(model.config))
+    for new, old in zip(models, copies):
+        old.load_state_dict(new.state_dict())
+        old.eval().to(next(new.parameters()).device)
+    return importlib.import_module("kq_baseline.generation"), copies
 
 
 def case_inputs(case: Case, seed: int, device: torch.device):
@@ -187,28 +212,34 @@ def timed_run(fn, device: torch.device) -> tuple[float, tuple[float, float], obj
 
 
 def case_runners(case: Case, args, models, inputs) -> dict[str, tuple]:
-    """Mode name → (callable(generator) returning bars, bars it generates) per timed mode."""
+    """Mode name → (callable(generator) returning bars, bars it generates, generation module)
+    per timed mode."""
     tok, model = models
     x, xs, ys = inputs
     sampling = SamplingParams(sample_count=case.paths)
     amp = AMP[args.amp]
     tag = "" if amp is None else f" +{args.amp}"
 
-    def engine(slide_block: int, amp_dtype):
-        return lambda g: generate(model, tok, x, xs, ys, pred_len=case.pred,
-                                  max_context=MAX_CONTEXT, sampling=sampling, generator=g,
-                                  slide_block=slide_block, amp_dtype=amp_dtype).bars
+    def engine(slide_block: int, amp_dtype, module=generation, pair=models):
+        return lambda g: module.generate(pair[1], pair[0], x, xs, ys, pred_len=case.pred,
+                                         max_context=MAX_CONTEXT, sampling=sampling,
+                                         generator=g, slide_block=slide_block,
+                                         amp_dtype=amp_dtype).bars
 
     runners = {}
     if not args.skip_reference:
         ref_pred = min(args.estimate_reference_bars or case.pred, case.pred)
         runners["reference"] = (lambda g: recompute_generate(
             model, tok, x, xs, ys[:, :ref_pred], pred_len=ref_pred, max_context=MAX_CONTEXT,
-            sampling=sampling, generator=g), ref_pred)
-    runners["exact" + tag] = (engine(1, amp), case.pred)
+            sampling=sampling, generator=g), ref_pred, generation)
+    if args.baseline_engine is not None:  # the same mode with the engine of another commit
+        old, old_models = args.baseline_engine
+        runners[f"exact{tag} ({args.baseline})"] = (engine(1, amp, old, old_models), case.pred,
+                                                  old)
+    runners["exact" + tag] = (engine(1, amp), case.pred, generation)
     if case.fast:
         for k in args.slide_blocks:
-            runners[f"fast k={k}{tag}"] = (engine(k, amp), case.pred)
+            runners[f"fast k={k}{tag}"] = (engine(k, amp), case.pred, generation)
     return runners
 
 
@@ -221,16 +252,16 @@ def run_case(case: Case, args, models, device) -> list[dict]:
     slides = {m: (0.0, 0) for m in runners}
     outputs = {}
     for _ in range(args.repeats):
-        for mode, (fn, _) in runners.items():
+        for mode, (fn, _, module) in runners.items():
             gen = torch.Generator(device=device).manual_seed(args.seed)
-            with SlideTimer(device) as st:
+            with SlideTimer(device, module) as st:
                 seconds, peak, outputs[mode] = timed_run(lambda: fn(gen), device)
             times[mode].append(seconds)
             peaks[mode] = max(peaks[mode], peak)  # the run with the highest peak
             slides[mode] = (st.seconds, st.count)
     rows = []
     ref = outputs.get("reference")
-    for mode, (fn, pred) in runners.items():
+    for mode, (fn, pred, _) in runners.items():
         seconds = float(np.median(times[mode]))
         estimate = pred < case.pred
         if estimate:  # scale by the tokens the reference would have run for all bars
@@ -361,6 +392,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--estimate-reference-bars", type=int, default=0, metavar="N",
                    help="time the reference for only N bars and scale to all bars by the "
                         "tokens it runs (labelled an estimate); 0 measures it for real")
+    p.add_argument("--baseline", metavar="REV", default="",
+                   help="also time exact mode with the engine of commit REV (before/after)")
     p.add_argument("--slide-blocks", default="16", help="fast-mode k values, comma-separated")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", choices=sorted(AMP), default="none",
@@ -402,6 +435,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     models = build_models(args.seed, device)
+    args.baseline_engine = None
+    workdir = tempfile.TemporaryDirectory(prefix="bench_generate_")
+    if args.baseline:
+        args.baseline_engine = baseline_engine(args.baseline, models, Path(workdir.name))
     n_params = sum(p.numel() for p in models[1].parameters())
     print(f"{machine_line(device)}; predictor {n_params / 1e6:.1f}M parameters (random, seed "
           f"{args.seed}); max_context {MAX_CONTEXT}; top_p 0.9, T 1")

@@ -34,6 +34,30 @@ class RMSNorm(nn.Module):
         return out.type_as(x) * self.weight
 
 
+def stacked_linear(owner: nn.Module, x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> torch.Tensor:
+    """``cat([lin(x) for lin in linears], -1)`` as one matrix product (inference only).
+
+    The concatenated weight is built once and kept on ``owner`` (outside its state dict, so
+    checkpoint keys are unchanged) until any of the weights is replaced or updated in place
+    (an in-place update bumps the tensor's version). One product instead of several reads
+    ``x`` once and saves per-call overhead, which dominates the small decode steps.
+    """
+    params = [p for lin in linears for p in (lin.weight, lin.bias) if p is not None]
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    cached = owner.__dict__.get("_stacked_weights")
+    if cached is None or cached[0] != key:
+        weight = torch.cat([lin.weight for lin in linears])  # (sum out, in)
+        bias = None if linears[0].bias is None else torch.cat([lin.bias for lin in linears])
+        cached = owner.__dict__["_stacked_weights"] = (key, weight, bias)
+    return F.linear(x, cached[1], cached[2])
+
+
+def fuse_projections() -> bool:
+    """Whether layers use stacked projections: only under ``torch.inference_mode`` (the
+    generation engine), so training and gradient-enabled passes keep their exact numbers."""
+    return torch.is_inference_mode_enabled()
+
+
 class FeedForward(nn.Module):
     """SwiGLU feed-forward: w2(silu(w1 x) * w3 x), no biases."""
 
@@ -45,6 +69,9 @@ class FeedForward(nn.Module):
         self.ffn_dropout = nn.Dropout(dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fuse_projections():
+            gate, up = stacked_linear(self, x, (self.w1, self.w3)).chunk(2, dim=-1)  # (B, L, ff)
+            return self.ffn_dropout(self.w2(F.silu(gate).mul_(up)))  # one buffer fewer
         return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
 
@@ -64,15 +91,20 @@ class RotaryEmbedding(nn.Module):
             t = torch.arange(n, device=device, dtype=self.inv_freq.dtype)
             freqs = torch.outer(t, self.inv_freq.to(device))  # (n, hd/2)
             emb = torch.cat((freqs, freqs), dim=-1)  # (n, hd)
-            self._table = (n, device, emb.cos(), emb.sin())
+            # The sine's first half negated: rotate-half becomes a roll (see apply_rotary).
+            sin = emb.sin() * torch.cat((-torch.ones_like(freqs), torch.ones_like(freqs)), -1)
+            self._table = (n, device, emb.cos(), sin)
         return self._table[2][:end], self._table[3][:end]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` (B, H, L, hd) by per-position ``cos``/``sin`` (L, hd)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+    """Rotate ``x`` (B, H, L, hd) by per-position ``cos`` and sign-folded ``sin`` (L, hd).
+
+    ``sin`` is :meth:`RotaryEmbedding.cos_sin`'s, whose first half is negated, so that
+    ``cat(-x2, x1) * sin_table`` equals ``roll(x) * sin``: bit for bit (a sign flip is
+    exact) with two kernels fewer.
+    """
+    return x * cos.to(x.dtype) + x.roll(x.shape[-1] // 2, dims=-1) * sin.to(x.dtype)
 
 
 @dataclass
@@ -127,6 +159,35 @@ def _prepend_shared(shared: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _flash_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                    causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPU flash attention (B, H, Lq, hd) that also returns the rows' log-sum-exp (B, H, Lq)."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal)
+    return out, lse
+
+
+def _split_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_shared: torch.Tensor,
+                     v_shared: torch.Tensor) -> torch.Tensor:
+    """:func:`shared_prefix_attention` as two flash-attention calls merged by their
+    log-sum-exps: the prefix attended once per group with every row's queries stacked (no
+    mask, no per-row copy), the own keys causally; the queries sit at own slots
+    ``0 … Lq-1`` (``Lq == Lo``, a re-prefill)."""
+    rows, heads, q_len, hd = q.shape
+    groups = k_shared.shape[0]
+    per = rows // groups
+    qg = q.view(groups, per, heads, q_len, hd).transpose(1, 2).reshape(groups, heads, -1, hd)
+    o_shared, lse_shared = _flash_with_lse(qg, k_shared, v_shared, causal=False)  # (G, H, S·Lq, ·)
+    o_shared = o_shared.view(groups, heads, per, q_len, hd).transpose(1, 2)  # (G, S, H, Lq, hd)
+    lse_shared = lse_shared.view(groups, heads, per, q_len).transpose(1, 2)  # (G, S, H, Lq)
+    o_own, lse_own = _flash_with_lse(q, k, v, causal=True)  # (R, H, Lq, hd), (R, H, Lq)
+    lse_shared = lse_shared.reshape(rows, heads, q_len)
+    top = torch.maximum(lse_shared, lse_own)
+    w_shared, w_own = (lse_shared - top).exp_(), (lse_own - top).exp_()  # (R, H, Lq)
+    total = w_shared + w_own
+    out = o_shared.reshape(rows, heads, q_len, hd) * (w_shared / total)[..., None]
+    return out.add_(o_own * (w_own / total)[..., None])  # (R, H, Lq, hd)
+
+
 def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             k_shared: torch.Tensor, v_shared: torch.Tensor, *,
                             start: int) -> torch.Tensor:
@@ -137,12 +198,17 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     by R/G consecutive rows (series-major). Every query sees the whole prefix. Equal to SDPA
     over the concatenated keys up to float rounding.
 
-    Few queries per row (decode steps, short re-prefills): the prefix is read in place, once
-    per group, and its scores are one matrix product per group. Many queries: the fused SDPA
-    kernel over keys copied per row is faster than the unfused softmax here.
+    One query per row (decode steps): the prefix is read in place, once per group, and its
+    scores are one matrix product per group. A re-prefill of the rows' own keys on CPU
+    (queries at own slots 0 …, as many as own keys): two flash-attention calls, see
+    :func:`_split_attention`. Otherwise many queries: the fused SDPA kernel over keys copied
+    per row is faster than the unfused softmax here.
     """
     rows, heads, q_len, hd = q.shape
     groups, s_len = k_shared.shape[0], k_shared.shape[2]
+    if (q_len > 1 and start == 0 and q_len == k.shape[2] and q.device.type == "cpu"
+            and not torch.is_grad_enabled() and q.dtype == k.dtype == k_shared.dtype):
+        return _split_attention(q, k, v, k_shared, v_shared)
     if q_len > max(1, s_len // 8):  # crossover measured on CPU at Ls ≈ 400-500
         return attention(q, _prepend_shared(k_shared, k), _prepend_shared(v_shared, v),
                          causal=True, start=s_len + start)
@@ -227,6 +293,12 @@ class _Projections(nn.Module):
         b, l, _ = t.shape
         return t.view(b, l, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
 
+    def _project(self, x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> list[torch.Tensor]:
+        """Per-head projections of ``x`` (B, L, d) by ``linears``, each (B, H, L, hd)."""
+        if fuse_projections():
+            return [self._heads(t) for t in stacked_linear(self, x, linears).split(self.d_model, -1)]
+        return [self._heads(lin(x)) for lin in linears]
+
 
 class MultiHeadAttention(_Projections):
     """Causal self-attention with rotary q/k (parameter names as in the checkpoints)."""
@@ -234,7 +306,7 @@ class MultiHeadAttention(_Projections):
     def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, layer: int = 0,
                 start: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, l, _ = x.shape
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        q, k, v = self._project(x, (self.q_proj, self.k_proj, self.v_proj))
         cos, sin = self.rotary.cos_sin(start + l, x.device)
         cos, sin = cos[start:], sin[start:]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, H, L, hd)
@@ -260,7 +332,8 @@ class CrossAttention(_Projections):
 
     def project_kv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unrotated keys/values of hidden states ``h`` (B, L, d) → each (B, H, L, hd)."""
-        return self._heads(self.k_proj(h)), self._heads(self.v_proj(h))
+        k, v = self._project(h, (self.k_proj, self.v_proj))
+        return k, v
 
     def attend_one(self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    shared: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:

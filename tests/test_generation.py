@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from kronos_quant.generation import SamplingParams, _Decoder, decode_paths, generate
-from kronos_quant.layers import shared_prefix_attention
+from kronos_quant.layers import TransformerBlock, shared_prefix_attention
 from kronos_quant.testing import recompute_generate, recompute_logits, tiny_pair
 
 GREEDY = SamplingParams(top_k=1)
@@ -210,17 +210,21 @@ def test_caches_are_preallocated_and_written_in_place(pair):
 
 
 # One query (decode step), a few queries over a long prefix (grouped math path, causal among
-# the own keys), many queries (fused kernel over copied keys), and an empty own part.
+# the own keys), many queries (fused kernel over copied keys), and an empty own part. Under
+# inference mode a re-prefill of the own keys (q_len == own) takes the two-flash-call path.
+@pytest.mark.parametrize("inference", [False, True])
 @pytest.mark.parametrize("groups, per, q_len, s_len, own", [
     (2, 3, 1, 7, 4), (1, 4, 1, 5, 1), (1, 3, 4, 64, 6), (2, 2, 2, 24, 9), (2, 2, 5, 6, 5),
-    (3, 1, 3, 4, 8)])
-def test_shared_prefix_attention_equals_sdpa_over_copied_keys(groups, per, q_len, s_len, own):
+    (3, 1, 3, 4, 8), (2, 3, 9, 40, 9), (1, 2, 30, 8, 30)])
+def test_shared_prefix_attention_equals_sdpa_over_copied_keys(groups, per, q_len, s_len, own,
+                                                              inference):
     gen = torch.Generator().manual_seed(0)
     rows, heads, hd = groups * per, 2, 8
     q = torch.randn(rows, heads, q_len, hd, generator=gen)
     k, v = torch.randn(2, rows, heads, own, hd, generator=gen)
     ks, vs = torch.randn(2, groups, heads, s_len, hd, generator=gen)
-    got = shared_prefix_attention(q, k, v, ks, vs, start=own - q_len)
+    with torch.inference_mode(inference):
+        got = shared_prefix_attention(q, k, v, ks, vs, start=own - q_len)
     full_k = torch.cat([ks.repeat_interleave(per, 0), k], dim=2)
     full_v = torch.cat([vs.repeat_interleave(per, 0), v], dim=2)
     n_keys = s_len + own
@@ -273,3 +277,26 @@ def test_bf16_autocast_path_runs_on_cpu(pair):
     b = generate(model, tok, x, xs, ys, generator=torch.Generator().manual_seed(0), **kwargs)
     assert a.bars.dtype == torch.float32 and a.bars.shape == (2, 3, 8, 6)
     assert torch.isfinite(a.bars).all() and torch.equal(a.bars, b.bars)
+
+
+def test_stacked_projections_follow_weight_updates():
+    """Inference mode stacks q/k/v (and w1/w3) into one product; an in-place weight update
+    (e.g. load_state_dict, an optimizer step) must rebuild the stacked copy."""
+    torch.manual_seed(0)
+    block = TransformerBlock(16, 2, 32).eval()
+    x = torch.randn(2, 5, 16)
+
+    def both():
+        with torch.inference_mode():
+            fused = block(x)
+        with torch.no_grad():
+            return fused, block(x)  # no_grad: the separate projections
+
+    fused, separate = both()
+    torch.testing.assert_close(fused, separate, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        block.self_attn.k_proj.weight.mul_(2.0)
+        block.ffn.w3.weight.add_(0.1)
+    fused2, separate2 = both()
+    assert not torch.allclose(separate2, separate)
+    torch.testing.assert_close(fused2, separate2, rtol=1e-6, atol=1e-6)
