@@ -145,6 +145,7 @@ def step_forecast(ctx: DemoContext) -> StepResult:
 def step_scores(ctx: DemoContext) -> StepResult:
     """Walk-forward forecasts and scores of the universe at every rebalance date."""
     from .signals import forecast_panel
+    from .signals.cli import write_scores
 
     s = ctx.settings
     forecasts = forecast_panel(ctx.predictor, ctx.panel, lookback=s.score_lookback,
@@ -154,7 +155,7 @@ def step_scores(ctx: DemoContext) -> StepResult:
     ctx.state.update(forecasts=forecasts, scores=scores)
     folder = ctx.folder("scores")
     files = {"scores": folder / "scores.csv"}
-    scores.to_csv(files["scores"])
+    write_scores(scores, files["scores"])  # keeps the score metadata (attrs) in a sidecar
     dates = scores.index.get_level_values("datetime")
     numbers = {"instruments": len(scores.index.get_level_values("instrument").unique()),
                "rebalance dates": len(dates.unique()), "windows": len(forecasts),
