@@ -227,7 +227,7 @@ def case_runners(case: Case, args, models, inputs) -> dict[str, tuple]:
                                          amp_dtype=amp_dtype).bars
 
     runners = {}
-    if not args.skip_reference:
+    if not args.skip_reference and case.name in args.reference_cases:
         ref_pred = min(args.estimate_reference_bars or case.pred, case.pred)
         runners["reference"] = (lambda g: recompute_generate(
             model, tok, x, xs, ys[:, :ref_pred], pred_len=ref_pred, max_context=MAX_CONTEXT,
@@ -389,6 +389,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"comma-separated subset of {', '.join(CASES)}")
     p.add_argument("--repeats", type=int, default=1, help="alternating rounds (median taken)")
     p.add_argument("--skip-reference", action="store_true", help="time the engine only")
+    p.add_argument("--reference-cases", default="",
+                   help="time the reference only for these cases (comma-separated; default all)")
     p.add_argument("--estimate-reference-bars", type=int, default=0, metavar="N",
                    help="time the reference for only N bars and scale to all bars by the "
                         "tokens it runs (labelled an estimate); 0 measures it for real")
@@ -411,6 +413,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
     args.cases = [CASES[c] for c in args.cases.split(",")]
+    args.reference_cases = (set(args.reference_cases.split(",")) if args.reference_cases
+                            else {c.name for c in args.cases})
     args.slide_blocks = [int(k) for k in args.slide_blocks.split(",")]
     return args
 
@@ -447,7 +451,9 @@ def main(argv=None) -> int:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         case_rows = run_case(case, args, models, device)
         rows += case_rows
-        print(f"  {case.label}: done (load average at start {load:.2f})", flush=True)
+        end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"  {case.label}: done (load average {load:.2f} at start, {end:.2f} at end)",
+              flush=True)
     print()
     print(format_table(rows))
     if not args.skip_effect and any(c.fast for c in args.cases):

@@ -78,7 +78,8 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams,
         q = torch.empty_like(logits).exponential_()  # (B, V)
         top = logits == logits.amax(dim=-1, keepdim=True)  # (B, V)
         return (top / q).argmax(dim=-1, keepdim=True)
-    logits = logits / params.T
+    if params.T != 1.0:  # dividing by 1 changes nothing but costs a pass over (B, V)
+        logits = logits / params.T
     if params.top_k > 0:
         kth = torch.topk(logits, min(params.top_k, logits.shape[-1])).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

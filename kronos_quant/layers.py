@@ -34,30 +34,6 @@ class RMSNorm(nn.Module):
         return out.type_as(x) * self.weight
 
 
-def stacked_linear(owner: nn.Module, x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> torch.Tensor:
-    """``cat([lin(x) for lin in linears], -1)`` as one matrix product (inference only).
-
-    The concatenated weight is built once and kept on ``owner`` (outside its state dict, so
-    checkpoint keys are unchanged) until any of the weights is replaced or updated in place
-    (an in-place update bumps the tensor's version). One product instead of several reads
-    ``x`` once and saves per-call overhead, which dominates the small decode steps.
-    """
-    params = [p for lin in linears for p in (lin.weight, lin.bias) if p is not None]
-    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-    cached = owner.__dict__.get("_stacked_weights")
-    if cached is None or cached[0] != key:
-        weight = torch.cat([lin.weight for lin in linears])  # (sum out, in)
-        bias = None if linears[0].bias is None else torch.cat([lin.bias for lin in linears])
-        cached = owner.__dict__["_stacked_weights"] = (key, weight, bias)
-    return F.linear(x, cached[1], cached[2])
-
-
-def fuse_projections() -> bool:
-    """Whether layers use stacked projections: only under ``torch.inference_mode`` (the
-    generation engine), so training and gradient-enabled passes keep their exact numbers."""
-    return torch.is_inference_mode_enabled()
-
-
 class FeedForward(nn.Module):
     """SwiGLU feed-forward: w2(silu(w1 x) * w3 x), no biases."""
 
@@ -69,9 +45,6 @@ class FeedForward(nn.Module):
         self.ffn_dropout = nn.Dropout(dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fuse_projections():
-            gate, up = stacked_linear(self, x, (self.w1, self.w3)).chunk(2, dim=-1)  # (B, L, ff)
-            return self.ffn_dropout(self.w2(F.silu(gate).mul_(up)))  # one buffer fewer
         return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
 
@@ -293,12 +266,6 @@ class _Projections(nn.Module):
         b, l, _ = t.shape
         return t.view(b, l, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
 
-    def _project(self, x: torch.Tensor, linears: tuple[nn.Linear, ...]) -> list[torch.Tensor]:
-        """Per-head projections of ``x`` (B, L, d) by ``linears``, each (B, H, L, hd)."""
-        if fuse_projections():
-            return [self._heads(t) for t in stacked_linear(self, x, linears).split(self.d_model, -1)]
-        return [self._heads(lin(x)) for lin in linears]
-
 
 class MultiHeadAttention(_Projections):
     """Causal self-attention with rotary q/k (parameter names as in the checkpoints)."""
@@ -306,7 +273,7 @@ class MultiHeadAttention(_Projections):
     def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, layer: int = 0,
                 start: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, l, _ = x.shape
-        q, k, v = self._project(x, (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
         cos, sin = self.rotary.cos_sin(start + l, x.device)
         cos, sin = cos[start:], sin[start:]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, H, L, hd)
@@ -332,8 +299,7 @@ class CrossAttention(_Projections):
 
     def project_kv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unrotated keys/values of hidden states ``h`` (B, L, d) → each (B, H, L, hd)."""
-        k, v = self._project(h, (self.k_proj, self.v_proj))
-        return k, v
+        return self._heads(self.k_proj(h)), self._heads(self.v_proj(h))
 
     def attend_one(self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    shared: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
