@@ -132,6 +132,11 @@ def _prepend_shared(shared: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
     return out
 
 
+# A private ATen op (the kernel behind CPU SDPA) that also returns the log-sum-exp; if a torch
+# release renames it, re-prefills fall back to the fused SDPA path below (same numbers).
+_HAS_CPU_FLASH = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+
+
 def _flash_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                     causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """CPU flash attention (B, H, Lq, hd) that also returns the rows' log-sum-exp (B, H, Lq)."""
@@ -179,7 +184,8 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """
     rows, heads, q_len, hd = q.shape
     groups, s_len = k_shared.shape[0], k_shared.shape[2]
-    if (q_len > 1 and start == 0 and q_len == k.shape[2] and q.device.type == "cpu"
+    if (_HAS_CPU_FLASH and q_len > 1 and start == 0 and q_len == k.shape[2]
+            and q.device.type == "cpu"
             and not torch.is_grad_enabled() and q.dtype == k.dtype == k_shared.dtype):
         return _split_attention(q, k, v, k_shared, v_shared)
     if q_len > max(1, s_len // 8):  # crossover measured on CPU at Ls ≈ 400-500
