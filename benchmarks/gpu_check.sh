@@ -3,7 +3,7 @@
 #   1. exactness on CUDA: cached engine vs full-window recompute, greedy and seeded sampling;
 #   2. generation speed at the benchmark cases: reference vs exact engine, then bf16 autocast;
 #   3. finetune throughput, fp32 vs bf16 AMP (Kronos-small-sized predictor, base-sized tokenizer);
-#   4. a torchrun finetune with the NCCL backend;
+#   4. a torchrun finetune on CUDA (one process: no process group, so no NCCL traffic);
 #   5. torchrun walk-forward scoring with NCCL (tiny model, one process per GPU), checked
 #      against a one-process run on the same GPU.
 # Where no CUDA device exists it says so and exits 0. Output: stdout, and $OUT (default
