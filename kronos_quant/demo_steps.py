@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .data import load_panel, unstack_field, validate_panel
@@ -348,89 +347,6 @@ def step_tearsheet(ctx: DemoContext) -> StepResult:
 
 # --- live paper trading over recorded candles ------------------------------------------------
 
-class ReplayFeed:
-    """A feed that serves recorded candles as an exchange would: only those closed by ``now``.
-
-    Duck-types :class:`kronos_quant.adapters.ccxt.CcxtFeed` for
-    :class:`kronos_quant.strategies.live.LiveLoop` (``check``, ``step``, ``server_time_ms``,
-    ``fetch_closed``, ``exchange_id``), with its own clock (``now_ms``) that the caller moves
-    forward candle by candle, so a recorded day of trading replays in seconds.
-    """
-
-    exchange_id = "replay"
-
-    def __init__(self, candles: dict[str, pd.DataFrame], *, timeframe: str, step: pd.Timedelta,
-                 now_ms: int = 0) -> None:
-        self.candles, self.timeframe, self._step, self.now_ms = candles, timeframe, step, now_ms
-
-    def check(self, symbol: str, timeframe: str) -> None:
-        if symbol not in self.candles:
-            raise ValueError(f"symbol {symbol!r} has no recorded candles; have {sorted(self.candles)}")
-        if timeframe != self.timeframe:
-            raise ValueError(f"recorded candles are {self.timeframe}, not {timeframe}")
-
-    def step(self, timeframe: str) -> pd.Timedelta:
-        return self._step
-
-    def server_time_ms(self) -> int:
-        return self.now_ms
-
-    def fetch_closed(self, symbol: str, timeframe: str, *, since, now_ms: int | None = None):
-        from .adapters.ccxt import FetchReport, candles_frame
-        from .strategies.ledger import to_ms
-
-        now = self.now_ms if now_ms is None else int(now_ms)
-        frame = self.candles[symbol]
-        opens = np.array([to_ms(t) for t in frame.index], dtype=np.int64)
-        keep = (opens >= to_ms(since)) & (opens + self._step // pd.Timedelta(milliseconds=1) <= now)
-        values = frame[["open", "high", "low", "close", "volume"]].to_numpy()[keep]
-        rows = [[int(t), *map(float, v)] for t, v in zip(opens[keep], values)]
-        return candles_frame(rows), FetchReport(pages=1)
-
-
-TIMEFRAME_UNITS = {"m": "min", "h": "h", "d": "D", "w": "W"}
-
-
-def timeframe_step(timeframe: str) -> pd.Timedelta:
-    """A ccxt-style timeframe (``"1m"``, ``"4h"``, ``"1d"``, ``"1w"``) as a Timedelta."""
-    unit = TIMEFRAME_UNITS.get(timeframe[-1:])
-    if unit is None or not timeframe[:-1].isdigit():
-        raise ValueError(f"timeframe must be a number and one of m, h, d, w (e.g. '1h'), "
-                         f"got {timeframe!r}")
-    return pd.Timedelta(int(timeframe[:-1]), unit=unit)
-
-
-def replay_live(candles: dict[str, pd.DataFrame], config: Any, *, predictor: Any,
-                state: str | Path, times: pd.DatetimeIndex, broker: Any = None):
-    """Run the live loop over recorded ``candles`` (symbol → bars), waking after each of
-    ``times`` closes, with a fresh ledger in ``state``; returns the ledger's
-    :class:`~kronos_quant.strategies.live_report.LiveReport`.
-
-    ``config`` is a :class:`~kronos_quant.strategies.live.LiveConfig` whose ``timeframe`` is
-    the bars' spacing (e.g. ``"1d"``, ``"1h"``); ``broker`` defaults to the paper broker (10 bp
-    fees, 5 bp slippage). A state folder that already holds a ledger is refused by the ledger
-    unless its settings match; pass a new folder per replay.
-    """
-    from .adapters.ccxt import CandleStore
-    from .strategies.brokers import PaperBroker
-    from .strategies.ledger import Ledger, to_ms
-    from .strategies.live import LiveLoop
-    from .strategies.live_report import live_report
-
-    step = timeframe_step(config.timeframe)
-    feed = ReplayFeed(candles, timeframe=config.timeframe, step=step)
-    state = Path(state)
-    with Ledger(state) as ledger:
-        loop = LiveLoop(config, predictor=predictor, feed=feed,
-                        store=CandleStore(state / "candles"), ledger=ledger,
-                        broker=broker or PaperBroker(fee_rate=0.001, slippage=0.0005),
-                        clock=lambda: feed.now_ms / 1000.0, sleep=lambda _s: None)
-        for t in times:  # candle t closes one step later; the loop wakes just after
-            feed.now_ms = to_ms(t + step) + 2_000
-            loop.run(once=True)
-        return live_report(ledger)
-
-
 def step_live(ctx: DemoContext) -> StepResult:
     """The live loop (forecast → score → size → paper broker → SQLite ledger) replayed over
     the last recorded daily candles of the universe."""
@@ -438,6 +354,7 @@ def step_live(ctx: DemoContext) -> StepResult:
 
     from .adapters.quantstats import tearsheet
     from .strategies.live import LiveConfig
+    from .strategies.replay import ReplayFeed, replay_live
 
     s = ctx.settings
     frames = {sym: ctx.panel.xs(sym, level="instrument") for sym in s.live_symbols}
