@@ -8,7 +8,9 @@ private method, :meth:`KronosPredictor._sample`.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,19 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def checkpoint_label(model: str | Path, tokenizer: str | Path) -> str:
+    """Short label of a checkpoint pair: the last two parts of each Hub id or directory.
+
+    ``"NeoQuasar/Kronos-small + NeoQuasar/Kronos-Tokenizer-base"`` for Hub ids,
+    ``"run/best + run/tokenizer"`` for a fine-tuned run's folders.
+    """
+    def name(source: str | Path) -> str:
+        path = Path(os.path.abspath(source)) if Path(source).exists() else Path(source)
+        return "/".join(path.parts[-2:])
+
+    return f"{name(model)} + {name(tokenizer)}"
+
+
 class KronosPredictor:
     """Forecasts OHLCV(A) frames with a Kronos model and its tokenizer.
 
@@ -68,11 +83,15 @@ class KronosPredictor:
         Optional autocast dtype for CUDA (``torch.bfloat16`` or ``torch.float16``).
     max_batch_rows
         Upper bound on series × sample paths generated together (bounds cache memory).
+    model_label
+        Which model this is, in a few words; every :class:`Forecast` carries it (charts show
+        it). :meth:`from_pretrained` sets the checkpoint names (:func:`checkpoint_label`).
     """
 
     def __init__(self, model: Kronos, tokenizer: KronosTokenizer, device: str | None = None,
                  max_context: int = 512, clip: float = 5, *, slide_block: int = 1,
-                 amp_dtype: torch.dtype | None = None, max_batch_rows: int = 1024):
+                 amp_dtype: torch.dtype | None = None, max_batch_rows: int = 1024,
+                 model_label: str | None = None):
         if (tokenizer.s1_bits, tokenizer.s2_bits) != (model.s1_bits, model.s2_bits):
             raise ValueError(f"tokenizer bits (s1={tokenizer.s1_bits}, s2={tokenizer.s2_bits}) do "
                              f"not match the model's (s1={model.s1_bits}, s2={model.s2_bits})")
@@ -87,6 +106,7 @@ class KronosPredictor:
         self.max_context, self.clip = int(max_context), float(clip)
         self.slide_block, self.amp_dtype = slide_block, amp_dtype
         self.max_batch_rows = max_batch_rows
+        self.model_label = model_label
 
     @classmethod
     def from_pretrained(cls, model: str, tokenizer: str, *, device: str | None = None,
@@ -95,8 +115,10 @@ class KronosPredictor:
         """Load a predictor/tokenizer pair (Hub ids or directories) strictly and wrap them.
 
         Example: ``KronosPredictor.from_pretrained("NeoQuasar/Kronos-small",
-        "NeoQuasar/Kronos-Tokenizer-base")``. Extra keyword arguments go to ``__init__``.
+        "NeoQuasar/Kronos-Tokenizer-base")``. Extra keyword arguments go to ``__init__``;
+        ``model_label`` defaults to the checkpoint names (:func:`checkpoint_label`).
         """
+        kwargs.setdefault("model_label", checkpoint_label(model, tokenizer))
         hub = dict(revision=revision, cache_dir=cache_dir)
         return cls(Kronos.from_pretrained(model, **hub),
                    KronosTokenizer.from_pretrained(tokenizer, **hub), device=device,
@@ -214,7 +236,8 @@ class KronosPredictor:
         local wall-clock time. Without ``y_timestamp`` the future stamps are
         :func:`~kronos_quant.calendars.future_timestamps` of the context stamps, on
         ``calendar`` if given (``"XNYS"`` or a DatetimeIndex of sessions). ``seed`` makes the
-        paths reproducible without touching torch's global random state.
+        paths reproducible without touching torch's global random state. The Forecast's
+        ``model_label`` is the predictor's.
         """
         return self.forecast_batch([df], pred_len=pred_len, x_timestamps=[x_timestamp],
                                    y_timestamps=[y_timestamp], sample_count=sample_count, T=T,
@@ -245,7 +268,7 @@ class KronosPredictor:
                              verbose=verbose)
         out = [Forecast(paths=p.denormalise(bars), index=p.y_index,
                         history=pd.DataFrame(p.raw, index=p.x_index, columns=list(BAR_COLUMNS)),
-                        name=None if label is None else str(label))
+                        name=None if label is None else str(label), model_label=self.model_label)
                for p, bars, label in zip(prepared, paths, labels)]
         return dict(zip(labels, out)) if keyed else out
 

@@ -11,6 +11,7 @@ import torch
 from kronos_quant import Forecast, KronosPredictor
 from kronos_quant.generation import SamplingParams
 from kronos_quant.inputs import prepare_series
+from kronos_quant.predictor import checkpoint_label
 from kronos_quant.testing import random_walk_bars as make_bars
 from kronos_quant.testing import recompute_generate, tiny_pair
 
@@ -271,3 +272,27 @@ def test_no_volume_warns_once_per_process_then_debug(predictor, bars, caplog, mo
             predictor.predict(prices, None, None, pred_len=2, top_k=1, verbose=False)
     levels = [r.levelno for r in caplog.records if "no volume column" in r.message]
     assert levels == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+
+
+def test_model_label_names_the_checkpoints_on_every_forecast_and_chart(tiny_dirs, pair, bars):
+    tok_dir, model_dir = tiny_dirs
+    want = f"{model_dir.parent.name}/model + {tok_dir.parent.name}/tokenizer"
+    loaded = KronosPredictor.from_pretrained(str(model_dir), str(tok_dir), device="cpu")
+    assert loaded.model_label == want
+    fc = loaded.forecast(bars, pred_len=3, sample_count=2, seed=0)
+    assert fc.model_label == want
+    assert f"model: {want}" in [t.get_text() for t in fc.plot(None).texts]
+    batch = loaded.forecast_batch({"A": bars, "B": bars.iloc[:-4]}, pred_len=3, sample_count=2,
+                                  seed=0)
+    assert [f.model_label for f in batch.values()] == [want, want]
+    named = KronosPredictor.from_pretrained(str(model_dir), str(tok_dir), device="cpu",
+                                            model_label="mine")
+    assert named.model_label == "mine"
+    tok, model = pair
+    assert KronosPredictor(model, tok, device="cpu").forecast(
+        bars, pred_len=2, sample_count=1, seed=0).model_label is None
+    assert KronosPredictor(model, tok, device="cpu", model_label="tiny").forecast(
+        bars, pred_len=2, sample_count=1, seed=0).model_label == "tiny"
+    # Hub ids keep their owner/name form (no download: the label is text only).
+    assert (checkpoint_label("NeoQuasar/Kronos-small", "NeoQuasar/Kronos-Tokenizer-base")
+            == "NeoQuasar/Kronos-small + NeoQuasar/Kronos-Tokenizer-base")
