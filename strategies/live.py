@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from ..predictor import KronosPredictor
 
 logger = logging.getLogger(__name__)
+PORTFOLIO_LOGGER = logging.getLogger(target_weights.__module__)
+# target_weights' words when max_weight keeps a date below gross.
+CAP_WINS = "the cap wins"
 
 SIZINGS: tuple[str, ...] = ("prob", "threshold")
 DEFAULT_SCORE = {"prob": "prob_up", "threshold": "expected_return"}
@@ -96,6 +99,25 @@ class LiveConfig:
                 "symbols": sorted(self.symbols), "initial_cash": self.initial_cash}
 
 
+class CapAtDebug(logging.Filter):
+    """Demotes target_weights' "cap wins" warning to DEBUG while the live loop sizes a candle.
+
+    There a binding ``max_weight`` is the per-symbol limit the loop was started with (one
+    symbol capped at half the equity binds on every candle), not a surprise worth a warning
+    per candle; :class:`LiveLoop` states the ceiling once at start. Other records pass as
+    they are.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and CAP_WINS in str(record.msg):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return PORTFOLIO_LOGGER.isEnabledFor(logging.DEBUG)
+        return True
+
+
+CAP_AT_DEBUG = CapAtDebug()
+
+
 def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
     """Target weight per symbol for one candle time (``scores``: symbols × scorers), sized by
     :func:`kronos_quant.portfolio.target_weights` with ``max_weight`` and ``gross``.
@@ -108,6 +130,8 @@ def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
     p to 0.5 (no conviction) inside the dead band ``|p − 0.5| ≤ dead_band``: weight ∝ 2·p − 1,
     the candle's gross scaled by the mean conviction, so a lone symbol with p = 0.75 holds
     half of ``gross`` and p = 1 all of it.
+
+    A binding ``max_weight`` is logged at DEBUG here (see :class:`CapAtDebug`), not warned.
     """
     values = scores[config.score].astype(float)
     if config.sizing == "prob":
@@ -121,8 +145,12 @@ def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
     stamp = pd.Timestamp("1970-01-01")  # one rebalance row; the date itself is irrelevant
     panel = frame.rename(config.score).to_frame()
     panel.index = pd.MultiIndex.from_product([[stamp], frame.index], names=["datetime", "instrument"])
-    weights = target_weights(panel, long_short=config.long_short, max_weight=config.max_weight,
-                             gross=config.gross, **kwargs)
+    PORTFOLIO_LOGGER.addFilter(CAP_AT_DEBUG)
+    try:
+        weights = target_weights(panel, long_short=config.long_short,
+                                 max_weight=config.max_weight, gross=config.gross, **kwargs)
+    finally:
+        PORTFOLIO_LOGGER.removeFilter(CAP_AT_DEBUG)
     return weights.iloc[0].reindex(scores.index).fillna(0.0)
 
 
@@ -161,6 +189,11 @@ class LiveLoop:
             feed.check(symbol, config.timeframe)
         self.step = feed.step(config.timeframe)
         ledger.init_meta(config.ledger_settings())
+        ceiling = config.max_weight * len(config.symbols) if config.max_weight else None
+        if ceiling is not None and ceiling < config.gross:
+            logger.info("max_weight=%g on %d symbol(s): at most %g of equity is held "
+                        "(gross=%g)", config.max_weight, len(config.symbols), ceiling,
+                        config.gross)
         self.frames: dict[str, pd.DataFrame] = {}
 
     # -- candles -------------------------------------------------------------------------

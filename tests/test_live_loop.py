@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -132,6 +133,26 @@ def test_target_positions_threshold_and_probability_weighted():
     np.testing.assert_allclose(target_positions(scores, thr).to_numpy(), [0.8, 0.0, 0.0])
     with pytest.raises(ValueError, match="sizing must be one of"):
         LiveConfig(exchange="x", symbols=["A"], timeframe="1m", sizing="kelly")
+
+
+def test_binding_cap_in_live_sizing_is_debug_not_a_warning_per_candle(caplog):
+    from kronos_quant.portfolio import target_weights
+
+    scores = pd.DataFrame({"expected_return": [0.02]}, index=["A"])
+    config = LiveConfig(exchange="x", symbols=["A"], timeframe="1m", sizing="threshold",
+                        max_weight=0.5)
+    caplog.set_level(logging.INFO, logger="kronos_quant.portfolio")
+    for _ in range(3):  # three candles
+        assert target_positions(scores, config)["A"] == pytest.approx(0.5)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    caplog.set_level(logging.DEBUG, logger="kronos_quant.portfolio")
+    target_positions(scores, config)
+    assert [r.levelname for r in caplog.records if "cap wins" in r.getMessage()] == ["DEBUG"]
+    caplog.clear()  # outside the live loop the same weights still warn
+    panel = scores.rename_axis("instrument").assign(datetime=pd.Timestamp("2024-01-01"))
+    target_weights(panel.set_index("datetime", append=True).swaplevel()["expected_return"],
+                   method="threshold", threshold=0.0, max_weight=0.5)
+    assert [r.levelname for r in caplog.records if "cap wins" in r.getMessage()] == ["WARNING"]
 
 
 def test_client_ids_credentials_and_cli_parser(world, tmp_path, capsys):
