@@ -16,6 +16,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -201,9 +202,17 @@ class ScoringJob:
     cache: ForecastCache | None = None
     fingerprint: str | None = None
 
+    @cached_property
+    def seeds(self) -> list[int]:
+        """Every window's :func:`window_seed`, derived once for the whole plan (reading the keys
+        one by one through the MultiIndex costs more than the hashing)."""
+        keys = self.windows.keys
+        stamps = keys.get_level_values("datetime").as_unit("ns").asi8  # what Timestamp.value is
+        names = keys.get_level_values("instrument")
+        return [window_seed(self.seed, name, pd.Timestamp(ns)) for name, ns in zip(names, stamps)]
+
     def window_seed(self, j: int) -> int:
-        key = self.windows.keys[j]
-        return window_seed(self.seed, key[1], key[0])
+        return self.seeds[j]
 
     def window_keys(self, idx: Iterable[int]) -> list[str]:
         """Content-hash keys (:func:`~.cache.window_key`) of windows ``idx``."""
