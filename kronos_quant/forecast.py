@@ -8,15 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .charts import new_figure, save_figure, stamp_labels
 from .inputs import BAR_COLUMNS
-
-
-def stamp_labels(stamps: Sequence[object]) -> list[str]:
-    """Tick labels for bar stamps: dates only when every stamp is at midnight (daily bars),
-    else date and minute."""
-    index = pd.DatetimeIndex(stamps)
-    daily = bool(len(index)) and bool((index == index.normalize()).all())
-    return list(index.strftime("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"))
 
 
 @dataclass
@@ -109,9 +102,6 @@ class Forecast:
         the chart says which model made it. Uses matplotlib's Agg canvas directly, so it never
         touches pyplot's global backend. Returns the matplotlib Figure.
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
         values = self.column_paths(column)
         q10, q25, q50, q75, q90 = np.quantile(values, [0.1, 0.25, 0.5, 0.75, 0.9], axis=0)
         past = self.history[column].iloc[-history:]
@@ -119,8 +109,7 @@ class Forecast:
         n = len(past)
         x_past, x_fut = np.arange(n), np.arange(n, n + self.pred_len)
         stamps = list(past.index) + list(self.index)
-        fig = Figure(figsize=(10, 4.5), dpi=110)
-        FigureCanvasAgg(fig)
+        fig = new_figure(10, 4.5)
         ax = fig.add_subplot(1, 1, 1)
         ax.plot(x_past, past.to_numpy(), color="black", lw=1.2, label="history")
         ax.fill_between(x_fut, q10, q90, color="tab:blue", alpha=0.18, label="10–90%")
@@ -133,18 +122,10 @@ class Forecast:
                            fontsize=8)
         ax.set_title(title or f"{self.name or 'series'}: {column}, "
                               f"{self.sample_count} paths × {self.pred_len} bars")
-        label = model_label or self.model_label
-        if label:
-            fig.text(0.995, 0.005, f"model: {label}", ha="right", va="bottom", fontsize=7,
-                     color="dimgrey")
         ax.set_ylabel(column)
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
-        fig.tight_layout(rect=(0, 0.03 if label else 0, 1, 1))
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path)
-        return fig
+        return save_figure(fig, path, model_label or self.model_label)
 
     def __repr__(self) -> str:
         span = f"{self.index[0]} … {self.index[-1]}" if len(self.index) else "empty"

@@ -11,6 +11,7 @@ import torch
 from kronos_quant import Forecast, KronosPredictor
 from kronos_quant.generation import SamplingParams
 from kronos_quant.inputs import prepare_series
+from kronos_quant.charts import stamp_labels
 from kronos_quant.predictor import checkpoint_label
 from kronos_quant.testing import random_walk_bars as make_bars
 from kronos_quant.testing import recompute_generate, tiny_pair
@@ -296,3 +297,10 @@ def test_model_label_names_the_checkpoints_on_every_forecast_and_chart(tiny_dirs
     # Hub ids keep their owner/name form (no download: the label is text only).
     assert (checkpoint_label("NeoQuasar/Kronos-small", "NeoQuasar/Kronos-Tokenizer-base")
             == "NeoQuasar/Kronos-small + NeoQuasar/Kronos-Tokenizer-base")
+
+
+def test_tick_labels_drop_the_time_of_day_only_for_daily_bars():
+    days = pd.date_range("2024-01-02", periods=3, freq="D")
+    assert stamp_labels(days) == ["2024-01-02", "2024-01-03", "2024-01-04"]
+    assert stamp_labels(days + pd.Timedelta("16h")) == ["2024-01-02 16:00", "2024-01-03 16:00",
+                                                         "2024-01-04 16:00"]

@@ -82,6 +82,9 @@ def test_calibrate_on_a_calibrated_panel(tmp_path):
     assert list(summary.columns) == ["n", "cover50", "cover80", "crps"]
     fig = plot_calibration(calib, tmp_path / "calib.png")
     assert fig is not None and (tmp_path / "calib.png").stat().st_size > 5_000
+    assert fig.texts == []  # no model named: no corner label
+    named = plot_calibration(calib, None, model_label="tiny/model + tiny/tokenizer")
+    assert [t.get_text() for t in named.texts] == ["model: tiny/model + tiny/tokenizer"]
 
 
 def test_miscalibration_is_detected_and_conformal_recalibration_fixes_it():

@@ -6,29 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..charts import new_figure, save_figure
 from .calibration import Calibration
 from .evaluation import Evaluation
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: str | Path | None, model_label: str | None = None):
-    # Every chart says which model made it, in the bottom-right corner.
-    if model_label:
-        fig.text(0.995, 0.005, f"model: {model_label}", ha="right", va="bottom", fontsize=7,
-                 color="dimgrey")
-    fig.tight_layout(rect=(0, 0.03 if model_label else 0, 1, 1))
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    return fig
 
 
 def fingerprint_label(metadata: dict) -> str | None:
@@ -50,7 +30,7 @@ def plot_ic(evaluation: Evaluation, path: str | Path | None = None, *,
     missing = [n for n in names if n not in rank_ic.columns]
     if missing or not names:
         raise ValueError(f"unknown signals {missing}; available: {list(rank_ic.columns)}")
-    fig = _figure(10, 6.5)
+    fig = new_figure(10, 6.5)
     top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
     kinds = evaluation.summary["kind"]
     for name in names:
@@ -70,7 +50,7 @@ def plot_ic(evaluation: Evaluation, path: str | Path | None = None, *,
     bottom.legend(fontsize=8)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-    return _save(fig, path, model_label or fingerprint_label(evaluation.metadata))
+    return save_figure(fig, path, model_label or fingerprint_label(evaluation.metadata))
 
 
 def plot_calibration(calibration: Calibration, path: str | Path | None = None, *,
@@ -79,7 +59,7 @@ def plot_calibration(calibration: Calibration, path: str | Path | None = None, *
     pooled over steps (right). Saved to ``path`` if given; returns the Figure.
 
     ``model_label`` names the model that made the forecasts on the chart."""
-    fig = _figure(10, 4.2)
+    fig = new_figure(10, 4.2)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     cov = calibration.coverage
     levels = np.asarray(cov.columns, dtype=float)
@@ -100,4 +80,4 @@ def plot_calibration(calibration: Calibration, path: str | Path | None = None, *
     right.legend(fontsize=8)
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    return _save(fig, path, model_label)
+    return save_figure(fig, path, model_label)
