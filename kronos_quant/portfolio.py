@@ -23,6 +23,7 @@ import pandas as pd
 
 from .execution import (DEFAULT_EXECUTION, EXECUTIONS, check_execution, execution_lag,
                         execution_price, execution_returns)
+from .inputs import checked_int
 from .signals.transforms import check_scores
 
 logger = logging.getLogger(__name__)
@@ -57,23 +58,17 @@ def _number(name: str, value, *, positive: bool = False) -> float:
     return float(value)
 
 
-def _count(name: str, value, low: int) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 def _spec(method, topk, n_drop, long_short, max_weight, gross, min_score, threshold) -> _Spec:
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     long_short = bool(long_short) or method == "long_short"
     if topk is not None:
-        topk = _count("topk", topk, 1)
+        topk = checked_int(topk, name="topk")
     elif method in ("topk", "long_short") or n_drop is not None:
         raise ValueError(f"method={method!r}{' with n_drop' if n_drop is not None else ''} "
                          f"needs topk (an integer >= 1)")
     if n_drop is not None:
-        n_drop = _count("n_drop", n_drop, 0)
+        n_drop = checked_int(n_drop, name="n_drop", minimum=0)
         if n_drop > topk:
             raise ValueError(f"n_drop must be in 0..topk={topk}, got {n_drop}")
         if method != "topk" or long_short:

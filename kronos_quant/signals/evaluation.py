@@ -44,6 +44,7 @@ import pandas as pd
 from ..data import validate_panel
 from ..execution import (DEFAULT_EXECUTION, check_execution, describe_execution,
                          execution_returns)
+from ..inputs import checked_int
 from .transforms import check_scores
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,8 @@ logger = logging.getLogger(__name__)
 def baseline_scores(panel: pd.DataFrame, index: pd.MultiIndex | None = None, *,
                     momentum_window: int = 20, reversal_window: int = 5) -> pd.DataFrame:
     """Random-walk, momentum and short-term reversal scores, from closes up to each date."""
-    for name, w in (("momentum_window", momentum_window), ("reversal_window", reversal_window)):
-        if not isinstance(w, (int, np.integer)) or isinstance(w, bool) or w < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {w!r}")
+    checked_int(momentum_window, name="momentum_window")
+    checked_int(reversal_window, name="reversal_window")
     close = validate_panel(panel)["close"]
     by_inst = close.groupby(level="instrument")
     out = pd.DataFrame({
@@ -226,8 +226,7 @@ def evaluate(scores: pd.Series | pd.DataFrame, panel: pd.DataFrame, *, horizon: 
         raise ValueError(f"scores have rows that are not in the panel, first "
                          f"{frame.index[int(np.argmax(outside))]}; evaluate on the panel they "
                          f"were computed from")
-    if not isinstance(quantiles, (int, np.integer)) or quantiles < 2:
-        raise ValueError(f"quantiles must be an integer >= 2, got {quantiles!r}")
+    checked_int(quantiles, name="quantiles", minimum=2)
     kinds = dict.fromkeys(frame.columns, "model")
     if baselines:
         base = baseline_scores(panel, frame.index, momentum_window=momentum_window,
