@@ -137,6 +137,17 @@ def pick_signal(scores: pd.DataFrame, name: str | None) -> str:
     return name
 
 
+def scores_model_label(args: argparse.Namespace, scores: pd.DataFrame) -> str | None:
+    """The model behind the scores: the --model/--tokenizer names, else the weights
+    fingerprint the scores file carries (None when it carries none)."""
+    from .predictor import checkpoint_label
+    from .signals.plots import fingerprint_label
+
+    if args.model is not None:
+        return checkpoint_label(args.model, args.tokenizer)
+    return fingerprint_label(scores.attrs)
+
+
 def rebalance_spacing(weights: pd.DataFrame, calendar: pd.DatetimeIndex) -> int:
     """Median number of bars between rebalances: the holding period the signal is judged on."""
     if len(weights) < 2:
@@ -153,8 +164,13 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def plot_equity(returns: pd.Series, benchmark: pd.Series, path: Path, *, title: str) -> Path:
-    """Growth of 1 for the strategy and the benchmark (matplotlib Agg canvas)."""
+def plot_equity(returns: pd.Series, benchmark: pd.Series, path: Path, *, title: str,
+                model_label: str | None = None) -> Path:
+    """Growth of 1 for the strategy and the benchmark (matplotlib Agg canvas).
+
+    ``model_label`` (e.g. :func:`kronos_quant.predictor.checkpoint_label`) names the model
+    behind the scores on a second title line, so the chart says which model made it.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -163,7 +179,7 @@ def plot_equity(returns: pd.Series, benchmark: pd.Series, path: Path, *, title: 
     ax = fig.add_subplot()
     for series, label in ((returns, "strategy"), (benchmark, benchmark.name or "benchmark")):
         ax.plot((1.0 + series.fillna(0.0)).cumprod(), label=label)
-    ax.set_title(title)
+    ax.set_title(f"{title}\nmodel: {model_label}" if model_label else title)
     ax.set_ylabel("growth of 1")
     ax.legend()
     fig.tight_layout()
@@ -213,8 +229,9 @@ def _run(args: argparse.Namespace) -> int:
     title = f"{signal} {args.method} ({args.engine}, {args.execution})"
     tearsheet(returns, benchmark=benchmark, title=title, output=out / "tearsheet.html",
               periods_per_year=ppy, signal_report=report)
-    plot_equity(returns, benchmark, out / "equity.png", title=title)
-    summary = {"engine": args.engine, "signal": signal, "method": args.method,
+    label = scores_model_label(args, scores)
+    plot_equity(returns, benchmark, out / "equity.png", title=title, model_label=label)
+    summary = {"engine": args.engine, "model": label, "signal": signal, "method": args.method,
                "topk": args.topk, "n_drop": args.n_drop, "execution": args.execution,
                "fees": args.fees, "slippage": args.slippage, "horizon": horizon,
                "periods_per_year": ppy, "orders": result.orders,

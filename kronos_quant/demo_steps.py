@@ -224,11 +224,10 @@ def _equity_chart(ctx: DemoContext, returns: pd.Series, path: Path, engine: str)
 
     s = ctx.settings
     start = demo_weights(ctx).index[0]
-    short_label = ctx.model_label.split(" (")[0]
     title = (f"{engine}: top-{s.topk} (dropout {s.n_drop}) on {s.scorer}, {s.execution}, "
-             f"fees {s.fees:g}\nmodel: {short_label}")
+             f"fees {s.fees:g}")
     return plot_equity(returns.loc[start:], equal_weight_returns(ctx.panel).loc[start:], path,
-                       title=title)
+                       title=title, model_label=ctx.model_label.split(" (")[0])
 
 
 def step_vectorbt(ctx: DemoContext) -> StepResult:

@@ -16,6 +16,7 @@ from kronos_quant import backtest_cli  # noqa: E402
 from kronos_quant.adapters.vectorbt import backtest  # noqa: E402
 from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
 from kronos_quant.portfolio import target_weights  # noqa: E402
+from kronos_quant.predictor import checkpoint_label  # noqa: E402
 from kronos_quant.signals.cli import write_scores  # noqa: E402
 from kronos_quant.testing import save_tiny_pair  # noqa: E402
 
@@ -59,6 +60,7 @@ def test_backtest_from_scores_writes_every_output(files):
     assert summary["rank_ic"] > 0.05 and summary["max_drawdown"] < 0
     assert {"sharpe", "ic", "execution", "periods_per_year"} <= set(summary)
     assert "coverage_80" not in summary  # not computed from a scores file
+    assert summary["model"] is None  # planted scores carry no model fingerprint
     page = (out / "tearsheet.html").read_text(encoding="utf-8")
     assert "kronos-signal-quality" in page and "equal-weight universe" in page.lower()
 
@@ -77,8 +79,19 @@ def test_backtest_scores_with_the_model_and_reports_coverage(files, tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["signal"] == "expected_return" and 0.0 <= summary["coverage_80"] <= 1.0
     assert summary["horizon"] == 5  # bars between rebalances
+    assert summary["model"] == checkpoint_label(model_dir, tok_dir)  # also on the equity chart
     page = (tmp_path / "out" / "tearsheet.html").read_text(encoding="utf-8")
     assert "band coverage vs nominal" in page and "sample_count" in page  # score attrs
+
+
+def test_model_label_from_the_model_options_or_the_scores_fingerprint():
+    scores = pd.DataFrame({"s": [0.1]})
+    scores.attrs["model_fingerprint"] = "0123456789abcdef"
+    args = argparse.Namespace(model=None, tokenizer=None)
+    assert backtest_cli.scores_model_label(args, scores) == "weights 0123456789ab"
+    args = argparse.Namespace(model="NeoQuasar/Kronos-small", tokenizer="NeoQuasar/Kronos-Tokenizer-base")
+    assert backtest_cli.scores_model_label(args, scores) == (
+        "NeoQuasar/Kronos-small + NeoQuasar/Kronos-Tokenizer-base")
 
 
 def test_a_registered_engine_receives_the_same_book(files, tmp_path):
