@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .data import forward_returns, validate_panel
+from .data import forward_returns
 
 EXECUTIONS: tuple[str, ...] = ("next_open", "next_close", "same_close")
 DEFAULT_EXECUTION: str = "next_open"
@@ -71,8 +71,7 @@ def execution_returns(panel: pd.DataFrame, *, horizon: int, execution: str = DEF
     log : log returns instead of simple returns.
     """
     lag, price = execution_lag(execution), execution_price(execution)
-    panel = validate_panel(panel)
-    fwd = forward_returns(panel, horizon=horizon, field=price, log=log)
+    fwd = forward_returns(panel, horizon=horizon, field=price, log=log)  # validates the panel
     if lag:
         fwd = fwd.groupby(level="instrument").shift(-lag)
     return fwd.astype(np.float64).rename(f"fwd_ret_{int(horizon)}_{execution}")

@@ -97,7 +97,11 @@ def conformal_margin(lower: np.ndarray, upper: np.ndarray, realised: np.ndarray,
 
 def realised_closes(forecasts: PanelForecasts, panel: pd.DataFrame) -> np.ndarray:
     """(N, P) close of each window's instrument h = 1..P own bars after its date (NaN past the end)."""
-    panel = validate_panel(panel)
+    return _realised_closes(forecasts, validate_panel(panel))
+
+
+def _realised_closes(forecasts: PanelForecasts, panel: pd.DataFrame) -> np.ndarray:
+    """:func:`realised_closes` of a validated panel."""
     names, stamps, values = split_instruments(panel)
     close = list(panel.columns).index("close")
     code = {n: i for i, n in enumerate(names)}
@@ -190,7 +194,7 @@ def calibrate(forecasts: PanelForecasts, panel: pd.DataFrame, *,
     """
     panel = validate_panel(panel)
     levels = tuple(sorted({_check_level(v) for v in tuple(levels) + CONFORMAL_LEVELS}))
-    real_close = realised_closes(forecasts, panel)
+    real_close = _realised_closes(forecasts, panel)
     last = forecasts.batch.last_close[:, None]
     real = np.log(real_close / last) if log else real_close / last - 1.0  # (N, P)
     ret = replace(forecasts.batch, log=log).returns  # (N, S, P)

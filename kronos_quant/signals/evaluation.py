@@ -53,9 +53,14 @@ logger = logging.getLogger(__name__)
 def baseline_scores(panel: pd.DataFrame, index: pd.MultiIndex | None = None, *,
                     momentum_window: int = 20, reversal_window: int = 5) -> pd.DataFrame:
     """Random-walk, momentum and short-term reversal scores, from closes up to each date."""
+    return _baselines(validate_panel(panel)["close"], index, momentum_window, reversal_window)
+
+
+def _baselines(close: pd.Series, index: pd.MultiIndex | None, momentum_window: int,
+               reversal_window: int) -> pd.DataFrame:
+    """:func:`baseline_scores` from a validated panel's closes."""
     checked_int(momentum_window, name="momentum_window")
     checked_int(reversal_window, name="reversal_window")
-    close = validate_panel(panel)["close"]
     by_inst = close.groupby(level="instrument")
     out = pd.DataFrame({
         "random_walk": 0.0 * close,
@@ -229,8 +234,7 @@ def evaluate(scores: pd.Series | pd.DataFrame, panel: pd.DataFrame, *, horizon: 
     checked_int(quantiles, name="quantiles", minimum=2)
     kinds = dict.fromkeys(frame.columns, "model")
     if baselines:
-        base = baseline_scores(panel, frame.index, momentum_window=momentum_window,
-                               reversal_window=reversal_window)
+        base = _baselines(panel["close"], frame.index, momentum_window, reversal_window)
         clash = set(base.columns) & set(frame.columns)
         if clash:
             raise ValueError(f"score columns {sorted(clash)} clash with baseline names")
