@@ -21,16 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .execution import (DEFAULT_EXECUTION, EXECUTIONS, check_execution, execution_lag,
-                        execution_price, execution_returns)
+from .execution import (DEFAULT_EXECUTION, EXECUTIONS, check_execution, describe_execution,
+                        execution_lag, execution_price, execution_returns)
 from .inputs import checked_int
 from .signals.transforms import check_scores
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "target_weights", "align", "turnover", "exposure", "EXECUTIONS",
-           "DEFAULT_EXECUTION", "check_execution", "execution_lag", "execution_price",
-           "execution_returns"]
+           "DEFAULT_EXECUTION", "check_execution", "describe_execution", "execution_lag",
+           "execution_price", "execution_returns"]
 
 METHODS: tuple[str, ...] = ("topk", "rank", "proportional", "threshold", "long_short",
                             "conviction")

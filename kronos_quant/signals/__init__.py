@@ -6,20 +6,22 @@ bars up to and including t. See docs/signals.md.
 """
 from __future__ import annotations
 
-from .cache import ForecastCache, module_fingerprint, weights_fingerprint, window_key
+from .cache import (ForecastCache, module_fingerprint, read_paths, weights_fingerprint, window_key,
+                    write_paths)
 from .calibration import (Calibration, band_coverage, calibrate, central_band, conformal_margin,
                           crps_ensemble, pit_histogram, pit_values, realised_closes)
 from .evaluation import (Evaluation, baseline_scores, evaluate, hit_rate, per_date_ic,
                          quantile_returns, topk_turnover)
-from .plots import plot_calibration, plot_ic
+from .plots import fingerprint_label, plot_calibration, plot_ic
 from .scorers import (BUILTIN_SCORERS, PathBatch, describe_scorers, get_scorer, list_scorers,
                       register_scorer, score_batch, score_forecast, score_forecasts)
 from .transforms import (check_scores, cross_sectional, cs_demean, cs_rank, cs_winsorise,
                          cs_winsorize, cs_zscore)
-from .distributed import ShardedRun, ShardFailure, forecast_panel_sharded
-from .walkforward import (PanelForecasts, ScoringJob, forecast_panel, iter_panel_forecasts,
-                          plan_scoring, rebalance_dates, score_metadata, score_panel,
-                          split_instruments, window_seed)
+from .distributed import (PARTITION_SIZE, Partition, ShardedRun, ShardFailure, assign_partitions,
+                          forecast_panel_sharded, plan_partitions)
+from .walkforward import (PanelForecasts, ScoringJob, WindowSet, forecast_panel,
+                          iter_panel_forecasts, plan_scoring, plan_windows, rebalance_dates,
+                          score_metadata, score_panel, split_instruments, window_seed)
 
 __all__ = [
     # scorers
@@ -31,12 +33,14 @@ __all__ = [
     # walk-forward scoring and its cache
     "PanelForecasts", "forecast_panel", "iter_panel_forecasts", "rebalance_dates", "score_panel",
     "window_seed", "ForecastCache", "weights_fingerprint", "module_fingerprint", "window_key",
-    "ScoringJob", "plan_scoring", "score_metadata", "split_instruments",
+    "ScoringJob", "plan_scoring", "score_metadata", "split_instruments", "WindowSet",
+    "plan_windows", "write_paths", "read_paths",
     # sharded scoring under torchrun
-    "forecast_panel_sharded", "ShardedRun", "ShardFailure",
+    "forecast_panel_sharded", "ShardedRun", "ShardFailure", "Partition", "plan_partitions",
+    "assign_partitions", "PARTITION_SIZE",
     # evaluation and calibration
     "Evaluation", "evaluate", "baseline_scores", "per_date_ic", "hit_rate", "quantile_returns",
     "topk_turnover", "Calibration", "calibrate", "central_band", "band_coverage", "pit_values",
     "pit_histogram", "crps_ensemble", "conformal_margin", "realised_closes",
-    "plot_ic", "plot_calibration",
+    "plot_ic", "plot_calibration", "fingerprint_label",
 ]
