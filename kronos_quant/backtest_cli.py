@@ -148,6 +148,13 @@ def scores_model_label(args: argparse.Namespace, scores: pd.DataFrame) -> str | 
     return fingerprint_label(scores.attrs)
 
 
+def equal_weight_returns(panel: pd.DataFrame) -> pd.Series:
+    """Per-bar close-to-close return of the equal-weight universe (the benchmark every
+    backtest and the demo is shown against)."""
+    returns = unstack_field(panel, "close").pct_change(fill_method=None).mean(axis=1)
+    return returns.fillna(0.0).rename("equal-weight universe")
+
+
 def rebalance_spacing(weights: pd.DataFrame, calendar: pd.DatetimeIndex) -> int:
     """Median number of bars between rebalances: the holding period the signal is judged on."""
     if len(weights) < 2:
@@ -218,8 +225,7 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     weights.to_parquet(out / "weights.parquet")
     returns = result.returns.rename("strategy")
-    benchmark = unstack_field(panel, "close").pct_change(fill_method=None).mean(axis=1)
-    benchmark = benchmark.fillna(0.0).rename("equal-weight universe")
+    benchmark = equal_weight_returns(panel)
     calendar = pd.DatetimeIndex(benchmark.index)
     horizon = args.horizon or rebalance_spacing(weights, calendar)
     calibration = calibrate(forecasts, panel) if forecasts is not None and args.calibration else None

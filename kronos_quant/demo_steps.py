@@ -23,7 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from .data import load_panel, unstack_field, validate_panel
+from .backtest_cli import ENGINES, BacktestJob, equal_weight_returns, plot_equity
+from .data import load_panel, validate_panel
 from .execution import DEFAULT_EXECUTION, describe_execution
 from .portfolio import target_weights
 
@@ -50,12 +51,6 @@ def write_universe(path: str | Path = UNIVERSE) -> Path:
 def load_universe() -> pd.DataFrame:
     """The bundled universe as a canonical panel."""
     return load_panel(UNIVERSE)
-
-
-def equal_weight_returns(panel: pd.DataFrame) -> pd.Series:
-    """Daily close-to-close return of the equal-weight universe (the demo's benchmark)."""
-    returns = unstack_field(panel, "close").pct_change(fill_method=None).mean(axis=1)
-    return returns.fillna(0.0).rename("equal-weight universe")
 
 
 @dataclass
@@ -211,8 +206,6 @@ def demo_weights(ctx: DemoContext) -> pd.DataFrame:
 
 
 def _engine_run(ctx: DemoContext, engine: str):
-    from .backtest_cli import ENGINES, BacktestJob
-
     s = ctx.settings
     job = BacktestJob(ctx.panel, demo_weights(ctx), s.execution, s.fees, 0.0, s.cash)
     return ENGINES[engine].run(job)
@@ -220,8 +213,6 @@ def _engine_run(ctx: DemoContext, engine: str):
 
 def _equity_chart(ctx: DemoContext, returns: pd.Series, path: Path, engine: str) -> Path:
     """Growth of 1 from the first rebalance (before it the book is empty), vs the universe."""
-    from .backtest_cli import plot_equity
-
     s = ctx.settings
     start = demo_weights(ctx).index[0]
     title = (f"{engine}: top-{s.topk} (dropout {s.n_drop}) on {s.scorer}, {s.execution}, "
