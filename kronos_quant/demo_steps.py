@@ -342,8 +342,8 @@ def step_live(ctx: DemoContext) -> StepResult:
     the last recorded daily candles of the universe."""
     import shutil
 
-    from .adapters.quantstats import tearsheet
     from .strategies.live import LiveConfig
+    from .strategies.live_report import write_tearsheet
     from .strategies.replay import ReplayFeed, replay_live
 
     s = ctx.settings
@@ -358,9 +358,9 @@ def step_live(ctx: DemoContext) -> StepResult:
     folder = ctx.folder("live")
     files = {"ledger": state / "ledger.sqlite", "equity": folder / "equity.csv"}
     report.equity.to_csv(files["equity"])
-    files["tearsheet"] = tearsheet(report.equity.pct_change().dropna(),
-                                   output=folder / "tearsheet.html", periods_per_year=252,
-                                   title="Kronos demo · live loop, paper broker, replayed candles")
+    files["tearsheet"] = write_tearsheet(
+        report, folder / "tearsheet.html", periods=252,  # daily equity bars
+        title="Kronos demo · live loop, paper broker, replayed candles")
     numbers = {"decisions": report.decisions, "candle times": len(report.equity),
                "orders": report.orders, "final equity": float(report.equity.iloc[-1]),
                "PnL": report.pnl, "hit rate": report.hit_rate}

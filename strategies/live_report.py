@@ -84,14 +84,19 @@ def live_report(ledger: Ledger) -> LiveReport:
                       hits, calls)
 
 
-def write_tearsheet(report: LiveReport, path: str | Path, *, timeframe_seconds: float,
-                    title: str) -> Path:
-    """The QuantStats HTML tear sheet of the equity curve's bar returns."""
+def write_tearsheet(report: LiveReport, path: str | Path, *, title: str,
+                    timeframe_seconds: float | None = None, periods: int | None = None) -> Path:
+    """The QuantStats HTML tear sheet of the equity curve's bar returns, annualised with
+    ``periods`` bars per year (e.g. 252 for daily equity bars) or, for a 24/7 market, with
+    :func:`periods_per_year` of the bar length ``timeframe_seconds``."""
     from ..adapters.quantstats import tearsheet
 
+    if (timeframe_seconds is None) == (periods is None):
+        raise ValueError("give timeframe_seconds (a 24/7 market) or periods (bars per year)")
     returns = report.equity.pct_change().dropna()
     if len(returns) < 2:
         raise ValueError(f"the ledger has {len(report.equity)} equity marks; a tear sheet needs "
                          "at least 3 decided candles")
     return tearsheet(returns, title=title, output=path,
-                     periods_per_year=periods_per_year(timeframe_seconds))
+                     periods_per_year=periods if periods is not None
+                     else periods_per_year(timeframe_seconds))

@@ -6,6 +6,7 @@ import pytest
 
 from kronos_quant.data import synthetic_ohlcv
 from kronos_quant.strategies.ledger import to_ms
+from kronos_quant.strategies.live_report import LiveReport, write_tearsheet
 from kronos_quant.strategies.replay import ReplayFeed, timeframe_step
 
 
@@ -32,3 +33,11 @@ def test_replay_feed_serves_only_closed_candles():
     feed.now_ms += 1  # now it has closed
     frame, _ = feed.fetch_closed("BTC/USDT", "1h", since=bars.index[2])
     assert frame.index[-1] == bars.index[5]
+
+
+def test_live_tearsheet_needs_one_annualisation(tmp_path):
+    equity = pd.Series([100.0, 101.0, 100.5], index=pd.date_range("2024-01-01", periods=3))
+    report = LiveReport(equity, 100.0, 3, 0, 0, 0.0, 0, 0)
+    for kwargs in ({}, {"periods": 252, "timeframe_seconds": 86400}):
+        with pytest.raises(ValueError, match="timeframe_seconds .* or periods"):
+            write_tearsheet(report, tmp_path / "t.html", title="t", **kwargs)
