@@ -176,22 +176,19 @@ def plot_equity(returns: pd.Series, benchmark: pd.Series, path: Path, *, title: 
     """Growth of 1 for the strategy and the benchmark (matplotlib Agg canvas).
 
     ``model_label`` (e.g. :func:`kronos_quant.predictor.checkpoint_label`) names the model
-    behind the scores on a second title line, so the chart says which model made it.
+    behind the scores in the corner, as on every chart (:func:`kronos_quant.charts.save_figure`).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from .charts import new_figure, save_figure
 
-    fig = Figure(figsize=(10, 4.5), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = new_figure(10, 4.5)
     ax = fig.add_subplot()
     for series, label in ((returns, "strategy"), (benchmark, benchmark.name or "benchmark")):
         ax.plot((1.0 + series.fillna(0.0)).cumprod(), label=label)
-    ax.set_title(f"{title}\nmodel: {model_label}" if model_label else title)
+    ax.set_title(title)
     ax.set_ylabel("growth of 1")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    save_figure(fig, path, model_label)
+    return Path(path)
 
 
 def summarise(returns: pd.Series, weights: pd.DataFrame, *, periods_per_year: int,
