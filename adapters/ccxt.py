@@ -23,7 +23,6 @@ import email.utils
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import PANEL_COLUMNS
+from ..io import atomic_path
 
 if TYPE_CHECKING:
     import ccxt
@@ -364,14 +364,6 @@ class CcxtFeed:
 
 # -- local store --------------------------------------------------------------------------
 
-def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write to a temporary file beside ``path`` then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp)
-    os.replace(tmp, path)
-
-
 class CandleStore:
     """Closed candles on disk: ``root/<exchange>/<BASE-QUOTE>_<timeframe>.parquet``."""
 
@@ -398,6 +390,7 @@ class CandleStore:
             merged = pd.concat([stored, new])
             merged = merged[~merged.index.duplicated(keep="last")].sort_index()
             report.gaps = find_gaps(merged.index, feed.step(timeframe))
-            atomic_write_parquet(merged, self.path(feed.exchange_id, symbol, timeframe))
+            with atomic_path(self.path(feed.exchange_id, symbol, timeframe)) as tmp:
+                merged.to_parquet(tmp)
             stored = merged
         return stored, report

@@ -23,9 +23,7 @@ Qlib is imported lazily (``pip install "kronos-quant[qlib]"``) through
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +33,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..data import PANEL_COLUMNS, load_panel, validate_panel
+from ..io import write_atomic
 # The Qlib package side (import, noise, regions) lives in qlib_runtime; re-exported here.
 from .qlib_runtime import REGION_DEFAULTS, check_region, import_qlib, quiet_qlib
 
 __all__ = ["DAY_FREQ", "ALL_MARKET", "BASE_FIELDS", "DERIVED_FIELDS", "REGION_DEFAULTS",
            "ProviderSummary", "ProviderCheck", "write_provider", "read_provider",
            "check_provider", "check_provider_dir", "init_qlib", "import_qlib", "quiet_qlib",
-           "check_region", "read_calendar", "read_instruments", "read_bin", "write_atomic"]
+           "check_region", "read_calendar", "read_instruments", "read_bin"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,19 +107,6 @@ class ProviderSummary:
         return (f"{self.path}: {self.dates} {self.freq} dates, {self.instruments} instruments "
                 f"({self.new_dates} new dates, {len(self.new_instruments)} new instruments, "
                 f"{self.updated_instruments} written); markets {self.markets}")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _stamp_format(freq: str) -> str:

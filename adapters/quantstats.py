@@ -19,7 +19,6 @@ from __future__ import annotations
 import html
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ import pandas as pd
 
 from ..execution import DEFAULT_EXECUTION, describe_execution
 from ..inputs import wall_clock
+from ..io import atomic_path
 
 if TYPE_CHECKING:
     from ..signals import Calibration, Evaluation
@@ -320,22 +320,15 @@ def tearsheet(returns: object, *, benchmark: pd.Series | None = None,
     if output is None:
         raise ValueError("output must be a file path (QuantStats would otherwise try a browser)")
     path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with quiet_reports():
-            qs.reports.html(strategy, benchmark=bench, rf=rf, title=title, output=tmp,
+            qs.reports.html(strategy, benchmark=bench, rf=rf, title=title, output=str(tmp),
                             periods_per_year=ppy,
                             benchmark_title=None if bench is None else (bench.name or "Benchmark"))
-        page = Path(tmp).read_text(encoding="utf-8")
         if signal_report is not None:
+            page = tmp.read_text(encoding="utf-8")
             section = signal_report.to_html()
             cut = page.rfind("</body>")
             page = page[:cut] + section + page[cut:] if cut >= 0 else page + section
-        Path(tmp).write_text(page, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            tmp.write_text(page, encoding="utf-8")
     return path

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ import pandas as pd
 from .data import load_panel, unstack_field
 from .execution import DEFAULT_EXECUTION, EXECUTIONS
 from .inputs import int_option
+from .io import write_atomic
 from .portfolio import METHODS, target_weights, turnover
 
 DEFAULT_SCORER = "expected_return"
@@ -164,13 +163,6 @@ def rebalance_spacing(weights: pd.DataFrame, calendar: pd.DatetimeIndex) -> int:
 
 # --- outputs ---------------------------------------------------------------------------------
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def plot_equity(returns: pd.Series, benchmark: pd.Series, path: Path, *, title: str,
                 model_label: str | None = None) -> Path:
     """Growth of 1 for the strategy and the benchmark (matplotlib Agg canvas).
@@ -240,7 +232,7 @@ def _run(args: argparse.Namespace) -> int:
                "periods_per_year": ppy, "orders": result.orders,
                "start": str(returns.index[0]), "end": str(returns.index[-1])}
     summary |= summarise(returns, weights, periods_per_year=ppy, signal=report.summary())
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"{engine.name}: total return {summary['total_return']:+.2%}, Sharpe "
           f"{summary['sharpe']:.2f}, max drawdown {summary['max_drawdown']:.2%}, turnover "
           f"{summary['turnover']:.3f} per rebalance" +

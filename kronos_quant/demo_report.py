@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .demo_steps import STEPS, StepResult
+from .io import write_atomic
 
 PERCENT_WORDS = ("return", "drawdown", "coverage", "hit rate", "P(up)")
 STYLE = """
@@ -110,11 +111,7 @@ def write_index(out: str | Path, results: Mapping[str, StepResult], *, model_lab
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<title>kronos-quant demo</title>"
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-    path = out / "index.html"
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(out / "index.html", page)
 
 
 def headline_numbers(results: Mapping[str, StepResult]) -> dict[str, Any]:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import torch
 
 from ..generation import SamplingParams
 from ..inputs import BAR_COLUMNS
+from ..io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -166,13 +166,8 @@ def write_paths(file: Path, keys: Sequence[str], paths: np.ndarray, stamps: np.n
     frame.insert(0, "step", np.tile(np.arange(n_steps, dtype=np.int32), n * n_samples))
     frame.insert(0, "sample", np.tile(np.repeat(np.arange(n_samples, dtype=np.int32), n_steps), n))
     frame.insert(0, "key", np.repeat(np.asarray(keys, dtype=object), n_samples * n_steps))
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(file) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)  # gone after a successful rename
     return file
 
 

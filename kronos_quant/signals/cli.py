@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data import load_panel
+from ..io import atomic_path, write_atomic
 
 
 def _freq(text: str) -> int | str:
@@ -38,17 +39,13 @@ def write_scores(scores: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     json.dumps(scores.attrs)  # fail before writing if an attr cannot be stored
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if path.suffix.lower() == ".csv":
-        scores.to_csv(tmp)
-        if scores.attrs:
-            side = _sidecar(path)
-            side_tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-            side_tmp.write_text(json.dumps(scores.attrs, indent=1, sort_keys=True))
-            os.replace(side_tmp, side)
-    else:
-        scores.to_parquet(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".csv":
+            scores.to_csv(tmp)
+            if scores.attrs:
+                write_atomic(_sidecar(path), json.dumps(scores.attrs, indent=1, sort_keys=True))
+        else:
+            scores.to_parquet(tmp)
     return path
 
 
