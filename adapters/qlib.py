@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_lag, execution_price
-from ..signals.transforms import check_scores
+from ..signals.transforms import check_scores, score_column
 from .qlib_data import (ALL_MARKET, DAY_FREQ, init_qlib, read_calendar, read_instruments,
                         read_provider)
 from .qlib_runtime import REGION_DEFAULTS, check_region, import_qlib, quiet_qlib
@@ -71,16 +71,6 @@ class TopkResult:
     def excess_return(self) -> float:
         """Annualised excess return with cost (Qlib's summed-returns convention)."""
         return float(self.risk.loc["annualized_return", "excess_return_with_cost"])
-
-
-def _score_series(scores: pd.Series | pd.DataFrame, column: str | None) -> pd.Series:
-    check_scores(scores)
-    if isinstance(scores, pd.DataFrame):
-        if column is None and scores.shape[1] != 1:
-            raise ValueError(f"scores have {scores.shape[1]} columns {list(scores.columns)}; "
-                             "pass column= to pick one (or use compare_scorers)")
-        scores = scores[column if column is not None else scores.columns[0]]
-    return scores.astype(np.float64).dropna().rename("score")
 
 
 def _check_universe(scores: pd.Series, root: Path, calendar: pd.DatetimeIndex) -> None:
@@ -219,7 +209,7 @@ def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
     if execution_lag(execution) != 1:
         raise ValueError(f"execution {execution!r} cannot run in Qlib, which trades a score at "
                          "t on bar t+1; use 'next_open' or 'next_close'")
-    series = _score_series(scores, column)
+    series = score_column(scores, column).dropna().rename("score")
     if series.empty:
         raise ValueError("scores are empty (or all NaN)")
     root = init_qlib(provider_uri, region=region)

@@ -26,7 +26,7 @@ import pandas as pd
 from ..data import PANEL_COLUMNS, INDEX_NAMES, validate_panel
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
 from ..portfolio import align, target_weights
-from ..signals.transforms import check_scores
+from ..signals.transforms import score_column
 
 if TYPE_CHECKING:
     import vectorbt as vbt
@@ -191,14 +191,7 @@ def _score_wide(scores: pd.Series | pd.DataFrame, column: str | None) -> pd.Data
     """Scores as a dates × instruments frame (NaN = no score that date)."""
     if isinstance(scores, pd.DataFrame) and not isinstance(scores.index, pd.MultiIndex):
         return scores.astype("float64")  # already wide, e.g. KronosIndicator's output
-    check_scores(scores)
-    if isinstance(scores, pd.DataFrame):
-        if column is None and scores.shape[1] != 1:
-            raise ValueError(f"scores have columns {list(scores.columns)}; pick one with column=")
-        if column is not None and column not in scores.columns:
-            raise ValueError(f"column {column!r} is not a score column: {list(scores.columns)}")
-        scores = scores[column if column is not None else scores.columns[0]]
-    return scores.astype("float64").unstack("instrument").sort_index()
+    return score_column(scores, column).unstack("instrument").sort_index()
 
 
 def hysteresis(scores: pd.DataFrame, *, entry: float, exit: float,

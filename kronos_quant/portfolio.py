@@ -24,7 +24,7 @@ import pandas as pd
 from .execution import (DEFAULT_EXECUTION, EXECUTIONS, check_execution, describe_execution,
                         execution_lag, execution_price, execution_returns)
 from .inputs import checked_int
-from .signals.transforms import check_scores
+from .signals.transforms import score_column
 
 logger = logging.getLogger(__name__)
 
@@ -93,19 +93,7 @@ def _spec(method, topk, n_drop, long_short, max_weight, gross, min_score, thresh
 
 def _score_matrix(scores: pd.Series | pd.DataFrame, column: str | None) -> pd.DataFrame:
     """Validated scores as a dates × instruments float matrix (NaN = no score)."""
-    check_scores(scores)
-    if isinstance(scores, pd.DataFrame):
-        if column is None:
-            if scores.shape[1] != 1:
-                raise ValueError(f"scores have {scores.shape[1]} columns {list(scores.columns)}; "
-                                 f"pick one with column=")
-            column = scores.columns[0]
-        elif column not in scores.columns:
-            raise ValueError(f"column {column!r} is not a score column: {list(scores.columns)}")
-        scores = scores[column]
-    elif column is not None and column != scores.name:
-        raise ValueError(f"column {column!r} given but the scores are a Series named {scores.name!r}")
-    values = scores.astype("float64")
+    values = score_column(scores, column)
     infinite = np.isinf(values.to_numpy())
     if infinite.any():
         row = int(np.argmax(infinite))

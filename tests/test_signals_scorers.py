@@ -10,7 +10,8 @@ from kronos_quant.data import synthetic_ohlcv
 from kronos_quant.forecast import Forecast
 from kronos_quant.signals import (BUILTIN_SCORERS, PathBatch, cross_sectional, cs_demean,
                                   cs_rank, cs_winsorise, cs_zscore, get_scorer, list_scorers,
-                                  register_scorer, score_batch, score_forecast, score_forecasts)
+                                  register_scorer, score_batch, score_column, score_forecast,
+                                  score_forecasts)
 from kronos_quant.signals import scorers as scorers_module
 from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
@@ -190,3 +191,18 @@ def test_transforms_reject_bad_input(scores):
         cs_winsorise(scores, lower=0.9, upper=0.1)
     with pytest.raises(TypeError, match="numeric"):
         cs_rank(scores.assign(x="a"))
+
+
+def test_score_column_picks_one_column(scores):
+    y = score_column(scores, "y")
+    assert y.name == "y" and y.dtype == np.float64 and np.isnan(y.iloc[1])
+    pd.testing.assert_series_equal(score_column(scores[["x"]]), scores["x"])
+    pd.testing.assert_series_equal(score_column(scores["x"], "x"), scores["x"])
+    with pytest.raises(ValueError, match=r"2 columns \['x', 'y'\]; pick one with column="):
+        score_column(scores)
+    with pytest.raises(ValueError, match="'z' is not a score column"):
+        score_column(scores, "z")
+    with pytest.raises(ValueError, match="Series named 'x'"):
+        score_column(scores["x"], "y")
+    with pytest.raises(TypeError, match="numeric"):
+        score_column(scores.assign(x="a"), "y")

@@ -16,7 +16,7 @@ from .plots import fingerprint_label, plot_calibration, plot_ic
 from .scorers import (BUILTIN_SCORERS, PathBatch, describe_scorers, get_scorer, list_scorers,
                       register_scorer, score_batch, score_forecast, score_forecasts)
 from .transforms import (check_scores, cross_sectional, cs_demean, cs_rank, cs_winsorise,
-                         cs_winsorize, cs_zscore)
+                         cs_winsorize, cs_zscore, score_column)
 from .distributed import (PARTITION_SIZE, Partition, ShardedRun, ShardFailure, assign_partitions,
                           forecast_panel_sharded, plan_partitions)
 from .walkforward import (PanelForecasts, ScoringJob, WindowSet, forecast_panel,
@@ -28,8 +28,8 @@ __all__ = [
     "BUILTIN_SCORERS", "PathBatch", "register_scorer", "get_scorer", "list_scorers",
     "describe_scorers", "score_batch", "score_forecast", "score_forecasts",
     # cross-sectional transforms
-    "check_scores", "cross_sectional", "cs_rank", "cs_zscore", "cs_winsorise", "cs_winsorize",
-    "cs_demean",
+    "check_scores", "score_column", "cross_sectional", "cs_rank", "cs_zscore", "cs_winsorise",
+    "cs_winsorize", "cs_demean",
     # walk-forward scoring and its cache
     "PanelForecasts", "forecast_panel", "iter_panel_forecasts", "rebalance_dates", "score_panel",
     "window_seed", "ForecastCache", "weights_fingerprint", "module_fingerprint", "window_key",

@@ -32,6 +32,27 @@ def check_scores(scores: pd.Series | pd.DataFrame, *, what: str = "scores") -> N
             raise TypeError(f"{what} column {col!r} must be numeric, got dtype {dtype}")
 
 
+def score_column(scores: pd.Series | pd.DataFrame, column: str | None = None) -> pd.Series:
+    """The one score column to trade on, validated, as a float64 Series.
+
+    A DataFrame must have exactly one column unless ``column`` names one of them; a Series
+    is taken as it is (``column``, if given, must be its name).
+    """
+    check_scores(scores)
+    if isinstance(scores, pd.DataFrame):
+        if column is None:
+            if scores.shape[1] != 1:
+                raise ValueError(f"scores have {scores.shape[1]} columns {list(scores.columns)}; "
+                                 f"pick one with column=")
+            column = scores.columns[0]
+        elif column not in scores.columns:
+            raise ValueError(f"column {column!r} is not a score column: {list(scores.columns)}")
+        scores = scores[column]
+    elif column is not None and column != scores.name:
+        raise ValueError(f"column {column!r} given but the scores are a Series named {scores.name!r}")
+    return scores.astype("float64")
+
+
 def _by_date(scores: pd.Series | pd.DataFrame):
     check_scores(scores)
     return scores.astype("float64").groupby(level="datetime", sort=False)
