@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ..data import bar_spacing
 from ..execution import DEFAULT_EXECUTION, describe_execution
 from ..inputs import wall_clock
 from ..io import atomic_path
@@ -159,10 +160,8 @@ def infer_periods_per_year(index: pd.DatetimeIndex) -> int:
     """Bars per year: 252 trading days (365 when the data has weekend bars, i.e. trades 24/7)
     times bars per day for intraday data; about 52 or 12 for weekly or monthly bars."""
     index = pd.DatetimeIndex(index)
-    if len(index) < 2:
-        raise ValueError("need at least two bars to infer periods per year; pass periods_per_year")
+    step = bar_spacing(index, option="periods_per_year")
     days_per_year = CRYPTO_YEAR if (index.day_of_week >= 5).any() else EQUITY_YEAR
-    step = pd.Timedelta(np.median(np.diff(index.to_numpy("datetime64[ns]"))))
     if step < pd.Timedelta(hours=20):  # intraday: count bars per (active) day
         per_day = float(pd.Series(1, index=index).groupby(index.normalize()).size().median())
         return int(round(days_per_year * per_day))

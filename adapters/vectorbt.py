@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..data import PANEL_COLUMNS, INDEX_NAMES, validate_panel
+from ..data import PANEL_COLUMNS, INDEX_NAMES, bar_spacing, validate_panel
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
 from ..portfolio import align, target_weights
 from ..signals.transforms import score_column
@@ -47,13 +47,6 @@ def require_vectorbt():
     except ImportError as err:
         raise ImportError(f"the vectorbt adapter needs vectorbt: {INSTALL_HINT}") from err
     return vectorbt
-
-
-def bar_freq(index: pd.DatetimeIndex) -> pd.Timedelta:
-    """The bars' typical spacing (median gap), the ``freq`` vectorbt annualises with."""
-    if len(index) < 2:
-        raise ValueError("need at least two bars to infer the bar frequency; pass freq=")
-    return pd.Timedelta(np.median(np.diff(index.to_numpy("datetime64[ns]"))))
 
 
 def wide_fields(panel: pd.DataFrame, fields: tuple[str, ...]) -> dict[str, pd.DataFrame]:
@@ -181,9 +174,10 @@ def backtest(scores_or_weights: pd.Series | pd.DataFrame, panel: pd.DataFrame, *
         raise ValueError(f"{clash} are fixed by this adapter (target weights, one shared-cash "
                          f"group); call vbt.Portfolio.from_orders directly to change them")
     portfolio_kwargs.setdefault("call_seq", "auto")
+    if freq is None:
+        freq = bar_spacing(close.index, option="freq=")  # what vectorbt annualises with
     return vbt.Portfolio.from_orders(close, size=orders, price=price, fees=fees,
-                                     slippage=slippage, init_cash=init_cash,
-                                     freq=freq if freq is not None else bar_freq(close.index),
+                                     slippage=slippage, init_cash=init_cash, freq=freq,
                                      **fixed, **portfolio_kwargs)
 
 

@@ -270,6 +270,18 @@ def dates(panel: pd.DataFrame) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(panel.index.get_level_values("datetime").unique()).sort_values()
 
 
+def bar_spacing(index: pd.DatetimeIndex, *, option: str | None = None) -> pd.Timedelta:
+    """The bars' typical spacing: the median gap between consecutive stamps of ``index``.
+
+    ``option`` names the argument that sets the spacing-derived value by hand (e.g.
+    ``"freq="``), quoted in the error raised when fewer than two bars leave nothing to infer.
+    """
+    if len(index) < 2:
+        hint = f"; pass {option}" if option else ""
+        raise ValueError(f"need at least two bars to infer the bar spacing{hint}")
+    return pd.Timedelta(np.median(np.diff(pd.DatetimeIndex(index).to_numpy("datetime64[ns]"))))
+
+
 def unstack_field(panel: pd.DataFrame, field: str = "close") -> pd.DataFrame:
     """Wide ``datetime x instrument`` matrix of one panel column (NaN where a bar is absent)."""
     panel = validate_panel(panel)

@@ -12,6 +12,7 @@ import pytest
 from kronos_quant import data
 from kronos_quant.data import (
     PANEL_COLUMNS,
+    bar_spacing,
     dates,
     forward_returns,
     instruments,
@@ -370,3 +371,12 @@ def test_planted_signal_matches_documented_recursion() -> None:
         expected.append(s)
     got = planted_signal(p).xs("SYN001", level="instrument")
     np.testing.assert_allclose(got.to_numpy(), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_bar_spacing_is_the_median_gap():
+    days = pd.DatetimeIndex(["2024-01-05", "2024-01-08", "2024-01-09", "2024-01-10", "2024-01-11"])
+    assert bar_spacing(days) == pd.Timedelta(days=1)  # the weekend gap is not typical
+    hours = pd.date_range("2024-01-01", periods=5, freq="4h", unit="us")
+    assert bar_spacing(hours) == pd.Timedelta(hours=4)
+    with pytest.raises(ValueError, match="at least two bars.*; pass freq="):
+        bar_spacing(days[:1], option="freq=")
