@@ -26,23 +26,14 @@ import pandas as pd
 
 from ..data import INDEX_NAMES, PANEL_COLUMNS, validate_panel
 from ..signals.transforms import check_scores
+from . import require_engine
 
 logger = logging.getLogger(__name__)
 
-EXTRA = 'pip install "kronos-quant[backtrader]"'
 # OHLCV lines every backtrader feed already has; "amount" travels as an extra line because
 # the model reads it (live inference must see the same columns as score_panel).
 FEED_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PYFOLIO_NAME = "pyfolio"
-
-
-def import_backtrader():
-    """The backtrader module, or an ImportError naming the extra that installs it."""
-    try:
-        import backtrader
-    except ImportError as err:
-        raise ImportError(f"the backtrader engine is not installed: {EXTRA}") from err
-    return backtrader
 
 
 def score_frame(scores: pd.Series | pd.DataFrame) -> pd.DataFrame:
@@ -69,7 +60,7 @@ def data_class(extra_lines: tuple[str, ...]) -> type:
     ``dataname`` as the instrument's frame, so a strategy can read a data's first ``len(data)``
     rows, i.e. exactly the bars it has seen.
     """
-    bt = import_backtrader()
+    bt = require_engine("backtrader")
 
     class KronosPandasData(bt.feeds.PandasData):
         lines = extra_lines
@@ -182,7 +173,7 @@ def plot(cerebro: Any, path: str | Path, *, width: float = 16, height: float = 9
     -------
     The written paths.
     """
-    bt = import_backtrader()
+    bt = require_engine("backtrader")
     if not getattr(cerebro, "runstrats", None):
         raise ValueError("plot needs a Cerebro that has been run (call cerebro.run() first)")
     with _no_backend_switch():
@@ -216,7 +207,7 @@ def returns(result: Any, *, name: str = "returns") -> pd.Series:
     backtrader stamps the returns in UTC; the zone is dropped so the index matches the
     panel's naive dates (and QuantStats).
     """
-    bt = import_backtrader()
+    bt = require_engine("backtrader")
     analyzer = result
     if not isinstance(result, bt.analyzers.PyFolio):
         found = [a for a in getattr(result, "analyzers", []) if isinstance(a, bt.analyzers.PyFolio)]

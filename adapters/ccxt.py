@@ -36,6 +36,7 @@ import pandas as pd
 
 from ..data import PANEL_COLUMNS
 from ..io import atomic_path
+from . import require_engine
 
 if TYPE_CHECKING:
     import ccxt
@@ -48,15 +49,6 @@ T = TypeVar("T")
 RETRYABLE_ERRORS: tuple[str, ...] = ("NetworkError", "RequestTimeout", "ExchangeNotAvailable",
                                      "DDoSProtection", "RateLimitExceeded")
 CANDLE_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
-
-
-def require_ccxt() -> Any:
-    """The ccxt module, or an ImportError naming the extra."""
-    try:
-        import ccxt
-    except ImportError as err:  # pragma: no cover - the dev set-up installs it
-        raise ImportError('the ccxt adapter needs ccxt: pip install "kronos-quant[crypto]"') from err
-    return ccxt
 
 
 class MalformedResponse(Exception):
@@ -91,7 +83,7 @@ def rewrite_api_host(api: Any, host: str) -> Any:
 def make_exchange(exchange_id: str, *, api_host: str | None = None, timeout_ms: int = 10_000,
                   config: Mapping[str, Any] | None = None) -> "ccxt.Exchange":
     """A synchronous ccxt client with rate limiting on (``config`` adds client settings)."""
-    ccxt = require_ccxt()
+    ccxt = require_engine("ccxt")
     if exchange_id not in ccxt.exchanges:
         near = [name for name in ccxt.exchanges if name.startswith(exchange_id[:3])][:8]
         raise ValueError(f"unknown ccxt exchange id {exchange_id!r}"
@@ -157,7 +149,7 @@ class RetryPolicy:
 
     def call(self, fn: Callable[[], T], *, what: str, exchange: Any = None) -> T:
         """``fn()``, retried on the policy's errors; the last error propagates."""
-        ccxt = require_ccxt()
+        ccxt = require_engine("ccxt")
         retryable = tuple(getattr(ccxt, name) for name in self.errors) + (MalformedResponse,)
         for attempt in range(self.attempts):
             try:

@@ -14,21 +14,20 @@ import sys
 import warnings
 from collections.abc import Iterator
 
+from . import require_engine
+
 # Region conventions made explicit (Qlib's own defaults are CN and silent).
 REGION_DEFAULTS: dict[str, dict[str, float | int | None]] = {
     "cn": {"trade_unit": 100, "limit_threshold": 0.095},
     "us": {"trade_unit": 1, "limit_threshold": None},
 }
-_QLIB_EXTRA = 'Qlib support needs pyqlib: pip install "kronos-quant[qlib]"'
 
 
 def import_qlib():
-    """The ``qlib`` package, or an ImportError naming the extra to install."""
-    try:
-        with quiet_qlib():
-            import qlib
-    except ImportError as err:
-        raise ImportError(f"{_QLIB_EXTRA} ({err})") from err
+    """The ``qlib`` package (:func:`require_engine`), imported with its import-time noise
+    held back: Qlib needs this set-up, so it keeps a helper of its own."""
+    with quiet_qlib():
+        qlib = require_engine("qlib")
     _import_gym_quietly()
     return qlib
 

@@ -33,25 +33,15 @@ from ..data import bar_spacing
 from ..execution import DEFAULT_EXECUTION, describe_execution
 from ..inputs import wall_clock
 from ..io import atomic_path
+from . import require_engine
 
 if TYPE_CHECKING:
     from ..signals import Calibration, Evaluation
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = 'pip install "kronos-quant[reports]"'
 EQUITY_YEAR, CRYPTO_YEAR = 252, 365
 SECTION_ID = "kronos-signal-quality"
-
-
-def require_quantstats():
-    """Import QuantStats (quietly) or raise ImportError naming the extra that installs it."""
-    try:
-        with quiet_reports():
-            import quantstats
-    except ImportError as err:
-        raise ImportError(f"tear sheets need QuantStats: {INSTALL_HINT}") from err
-    return quantstats
 
 
 @contextmanager
@@ -278,7 +268,8 @@ def metrics(returns: object, *, benchmark: pd.Series | None = None,
     ``returns`` as in :func:`to_returns`; ``benchmark`` a returns or price Series;
     ``mode`` ``"basic"`` or ``"full"``; ``periods_per_year`` inferred when None.
     """
-    qs = require_quantstats()
+    with quiet_reports():  # its import is noisy too
+        qs = require_engine("quantstats")
     strategy, bench, ppy = _prepared(returns, benchmark, periods_per_year)
     with quiet_reports():
         table = qs.reports.metrics(strategy, benchmark=bench, rf=rf, display=False, mode=mode,
@@ -314,7 +305,8 @@ def tearsheet(returns: object, *, benchmark: pd.Series | None = None,
     -------
     The path written.
     """
-    qs = require_quantstats()
+    with quiet_reports():  # its import is noisy too
+        qs = require_engine("quantstats")
     strategy, bench, ppy = _prepared(returns, benchmark, periods_per_year)
     if output is None:
         raise ValueError("output must be a file path (QuantStats would otherwise try a browser)")

@@ -27,26 +27,17 @@ from ..data import PANEL_COLUMNS, INDEX_NAMES, bar_spacing, validate_panel
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
 from ..portfolio import align, target_weights
 from ..signals.transforms import score_column
+from . import require_engine
 
 if TYPE_CHECKING:
     import vectorbt as vbt
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = 'pip install "kronos-quant[vectorbt]"'
 DEFAULT_INIT_CASH = 1_000_000.0
 # Keyword arguments of KronosIndicator.run that configure the forecasts, not the scorer.
 FORECAST_OPTIONS = ("freq", "start", "end", "seed", "T", "top_k", "top_p", "cache_dir",
                     "batch_size", "verbose")
-
-
-def require_vectorbt():
-    """Import vectorbt or raise ImportError naming the extra that installs it."""
-    try:
-        import vectorbt
-    except ImportError as err:
-        raise ImportError(f"the vectorbt adapter needs vectorbt: {INSTALL_HINT}") from err
-    return vectorbt
 
 
 def wide_fields(panel: pd.DataFrame, fields: tuple[str, ...]) -> dict[str, pd.DataFrame]:
@@ -162,7 +153,7 @@ def backtest(scores_or_weights: pd.Series | pd.DataFrame, panel: pd.DataFrame, *
     -------
     vbt.Portfolio, one group ("group") holding every instrument.
     """
-    vbt = require_vectorbt()
+    vbt = require_engine("vectorbt")
     check_execution(execution)
     close, price, tradable = price_frames(panel, execution=execution)
     weights = _weights(scores_or_weights, close.columns, column=column, method=method,
@@ -304,7 +295,7 @@ def kronos_indicator():
     """
     global _INDICATOR
     if _INDICATOR is None:
-        vbt = require_vectorbt()
+        vbt = require_engine("vectorbt")
         factory = vbt.IndicatorFactory(
             class_name="KronosIndicator", short_name="kronos", input_names=["close"],
             param_names=["lookback", "pred_len", "sample_count", "scorer"],

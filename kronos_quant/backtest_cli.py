@@ -186,10 +186,11 @@ def plot_equity(returns: pd.Series, benchmark: pd.Series, path: Path, *, title: 
 def summarise(returns: pd.Series, weights: pd.DataFrame, *, periods_per_year: int,
               signal: dict) -> dict:
     """Headline numbers of a backtest (QuantStats' definitions, as in the tear sheet)."""
-    from .adapters.quantstats import quiet_reports, require_quantstats
+    from .adapters import require_engine
+    from .adapters.quantstats import quiet_reports
 
-    qs = require_quantstats()
     with quiet_reports():
+        qs = require_engine("quantstats")
         out = {"total_return": float(qs.stats.comp(returns)),
                "sharpe": float(qs.stats.sharpe(returns, periods=periods_per_year)),
                "max_drawdown": float(qs.stats.max_drawdown(returns))}

@@ -35,11 +35,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .adapters import install_hint
 from .config import preset_configs
 from .data import synthetic_ohlcv
 from .demo_report import format_number, headline_numbers, summary_json, write_index
-from .demo_steps import (STEPS, DemoContext, DemoSettings, StepResult, install_hint,
-                         missing_extras)
+from .demo_steps import STEPS, DemoContext, DemoSettings, StepResult, missing_extras
 from .model import Kronos
 from .predictor import KronosPredictor
 from .tokenizer import KronosTokenizer
@@ -159,7 +159,7 @@ def run_demo(ctx: DemoContext, steps: Sequence[str] | None = None, *,
         missing = missing_extras(step)
         blocked = [n for n in step.needs if results.get(n, _skip("")).status != "ok"]
         if missing or blocked:
-            reason = (f"needs {install_hint(missing)}" if missing else
+            reason = (f"needs {install_hint(*missing)}" if missing else
                       f"needs the {', '.join(blocked)} step(s), which did not run")
             results[name] = _skip(reason)
             progress(f"{head} … skipped ({reason})")

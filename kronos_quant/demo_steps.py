@@ -3,8 +3,9 @@
 Every step takes the shared :class:`DemoContext` (output folder, predictor, bundled data,
 settings, what earlier steps produced) and returns a :class:`StepResult` with its key
 numbers, the files it wrote and HTML tables for the index page. Engines are imported inside
-the steps; :data:`STEPS` says which extra each one needs, so the runner can skip a step whose
-engine is missing and print the pip command that adds it.
+the steps; :data:`STEPS` says which engines each one needs (their extras are in
+:data:`kronos_quant.adapters.ENGINE_EXTRAS`), so the runner can skip a step whose engine is
+missing and print the pip command that adds it.
 
 Bundled data (offline, shipped in the package): the demo model's series
 (``assets/demo/series.csv``) and a small universe of real daily bars
@@ -23,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from .adapters import ENGINE_EXTRAS
 from .backtest_cli import ENGINES, BacktestJob, equal_weight_returns, plot_equity
 from .data import load_panel, validate_panel
 from .execution import DEFAULT_EXECUTION, describe_execution
@@ -371,35 +373,30 @@ def step_live(ctx: DemoContext) -> StepResult:
 
 @dataclass(frozen=True)
 class Step:
-    """One demo step: what it runs, its title, the earlier steps and extras it needs."""
+    """One demo step: what it runs, its title, the earlier steps and engines it needs."""
 
     name: str
     title: str
     run: Callable[[DemoContext], StepResult]
     needs: tuple[str, ...] = ()  # earlier steps
-    extras: tuple[tuple[str, str], ...] = ()  # (module, extra)
+    engines: tuple[str, ...] = ()  # importable engine modules (keys of ENGINE_EXTRAS)
 
 
 STEPS: dict[str, Step] = {step.name: step for step in (
     Step("forecast", "Forecast fan chart of one series", step_forecast),
     Step("scores", "Walk-forward scores on a small universe", step_scores),
     Step("evaluate", "Evaluation vs baselines and band calibration", step_evaluate, ("scores",)),
-    Step("vectorbt", "vectorbt backtest", step_vectorbt, ("scores",), (("vectorbt", "vectorbt"),)),
+    Step("vectorbt", "vectorbt backtest", step_vectorbt, ("scores",), ("vectorbt",)),
     Step("backtrader", "backtrader run of the same weights", step_backtrader, ("scores",),
-         (("backtrader", "backtrader"),)),
-    Step("qlib", "Qlib top-k dropout backtest", step_qlib, ("scores",), (("qlib", "qlib"),)),
-    Step("live", "Live paper trading over recorded candles", step_live, (),
-         (("quantstats", "reports"),)),
+         ("backtrader",)),
+    Step("qlib", "Qlib top-k dropout backtest", step_qlib, ("scores",), ("qlib",)),
+    Step("live", "Live paper trading over recorded candles", step_live, (), ("quantstats",)),
     Step("tearsheet", "QuantStats tear sheet", step_tearsheet, ("scores", "evaluate", "vectorbt"),
-         (("quantstats", "reports"), ("vectorbt", "vectorbt"))),
+         ("quantstats", "vectorbt")),
 )}
 
 
 def missing_extras(step: Step) -> list[str]:
     """Extras of ``step`` whose engine is not importable."""
-    return sorted({extra for module, extra in step.extras
+    return sorted({ENGINE_EXTRAS[module] for module in step.engines
                    if importlib.util.find_spec(module) is None})
-
-
-def install_hint(extras: list[str]) -> str:
-    return f'pip install "kronos-quant[{",".join(extras)}]"'

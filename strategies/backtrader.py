@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..adapters.backtrader import PYFOLIO_NAME, feeds, import_backtrader, returns, score_frame
+from ..adapters import require_engine
+from ..adapters.backtrader import PYFOLIO_NAME, feeds, returns, score_frame
 from ..data import INDEX_NAMES, validate_panel
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_lag, execution_price
 from ..portfolio import target_weights
@@ -250,7 +251,7 @@ class KronosLogic:
     def _place_stops(self, now, target, value, price, stops: pd.Series) -> None:
         if self.p.stop_quantile is None or stops.empty:
             return
-        bt = import_backtrader()
+        bt = require_engine("backtrader")
         level = stops.droplevel("datetime")
         for d in now:
             if target[d] > 0 and np.isfinite(level.get(d._name, np.nan)):
@@ -307,7 +308,7 @@ def _strategy_doc() -> str:
 
 @functools.lru_cache(maxsize=None)
 def _classes() -> dict[str, type]:
-    bt = import_backtrader()
+    bt = require_engine("backtrader")
     strategy = type("KronosStrategy", (KronosLogic, bt.Strategy),
                     {"params": tuple((name, default) for name, default, _ in PARAMS),
                      "__doc__": _strategy_doc(), "__module__": __name__})
@@ -369,7 +370,7 @@ def cerebro_for(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None 
     commission and slippage as fractions of the price (slippage as vectorbt applies it: buys
     at price × (1 + s), sells at price × (1 − s), not capped by the bar's range), and the
     analyzers ``sharpe``, ``drawdown``, ``returns``, ``trades``, ``pyfolio``."""
-    bt = import_backtrader()
+    bt = require_engine("backtrader")
     price = execution_price(execution)
     if not np.isfinite(cash) or cash <= 0:
         raise ValueError(f"cash must be a positive number, got {cash!r}")

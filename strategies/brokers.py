@@ -136,11 +136,11 @@ class CcxtBroker:
 
     def lookup(self, symbol: str, client_id: str) -> dict | None:
         """The exchange's order with this client order id, or None when it has none."""
-        from ..adapters.ccxt import require_ccxt
+        from ..adapters import require_engine
 
         try:
             return self.exchange.fetch_order(None, symbol, {"clientOrderId": client_id})
-        except require_ccxt().OrderNotFound:
+        except require_engine("ccxt").OrderNotFound:
             return None
 
     def _send(self, symbol: str, side: str, amount: float, client_id: str) -> tuple[dict, bool]:
@@ -176,9 +176,9 @@ class CcxtBroker:
                 self._submit(ledger, order)
 
     def _submit(self, ledger: Ledger, order: Mapping[str, Any]) -> None:
-        from ..adapters.ccxt import require_ccxt
+        from ..adapters import require_engine
 
-        ccxt = require_ccxt()
+        ccxt = require_engine("ccxt")
         cid, symbol = order["client_id"], order["symbol"]
         try:
             amount = float(self.exchange.amount_to_precision(symbol, order["qty"]))
