@@ -51,7 +51,7 @@ def score_frame(scores: pd.Series | pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def data_class(extra_lines: tuple[str, ...]) -> type:
     """A ``PandasData`` subclass with one extra line (and column parameter) per name.
 

@@ -81,7 +81,7 @@ def rewrite_api_host(api: Any, host: str) -> Any:
 
 
 def make_exchange(exchange_id: str, *, api_host: str | None = None, timeout_ms: int = 10_000,
-                  config: Mapping[str, Any] | None = None) -> "ccxt.Exchange":
+                  config: Mapping[str, Any] | None = None) -> ccxt.Exchange:
     """A synchronous ccxt client with rate limiting on (``config`` adds client settings)."""
     ccxt = require_engine("ccxt")
     if exchange_id not in ccxt.exchanges:
@@ -97,7 +97,8 @@ def make_exchange(exchange_id: str, *, api_host: str | None = None, timeout_ms: 
 
 # -- retries ------------------------------------------------------------------------------
 
-def retry_after_seconds(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str] | None, *,
+                        now: float | None = None) -> float | None:
     """Seconds asked for by a ``Retry-After`` header (delta seconds or an HTTP date), or None."""
     if not headers:
         return None
@@ -186,7 +187,7 @@ class FetchReport:
     gaps: list[tuple[pd.Timestamp, pd.Timestamp, int]] = field(default_factory=list)
     forming_dropped: int = 0
 
-    def merge(self, other: "FetchReport") -> None:
+    def merge(self, other: FetchReport) -> None:
         self.pages += other.pages
         self.duplicates += other.duplicates
         self.rejected += other.rejected
@@ -239,7 +240,8 @@ def candles_frame(rows: list[list[float]]) -> pd.DataFrame:
     return frame[list(PANEL_COLUMNS)]
 
 
-def find_gaps(index: pd.DatetimeIndex, step: pd.Timedelta) -> list[tuple[pd.Timestamp, pd.Timestamp, int]]:
+def find_gaps(index: pd.DatetimeIndex,
+              step: pd.Timedelta) -> list[tuple[pd.Timestamp, pd.Timestamp, int]]:
     """Runs of missing bars: (last bar before, first bar after, bars missing)."""
     if len(index) < 2:
         return []
@@ -253,7 +255,7 @@ def find_gaps(index: pd.DatetimeIndex, step: pd.Timedelta) -> list[tuple[pd.Time
 class CcxtFeed:
     """Closed candles of one exchange, validated and paged (see the module docstring)."""
 
-    def __init__(self, exchange: "ccxt.Exchange", *, retry: RetryPolicy | None = None,
+    def __init__(self, exchange: ccxt.Exchange, *, retry: RetryPolicy | None = None,
                  page_limit: int = 1000) -> None:
         if page_limit < 1:
             raise ValueError(f"page_limit must be >= 1, got {page_limit}")

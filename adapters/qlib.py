@@ -27,15 +27,21 @@ import pandas as pd
 
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_lag, execution_price
 from ..signals.transforms import check_scores, score_column
-from .qlib_data import (ALL_MARKET, DAY_FREQ, init_qlib, read_calendar, read_instruments,
-                        read_provider)
+from .qlib_data import (
+    ALL_MARKET,
+    DAY_FREQ,
+    init_qlib,
+    read_calendar,
+    read_instruments,
+    read_provider,
+)
 from .qlib_runtime import REGION_DEFAULTS, check_region, import_qlib, quiet_qlib
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HANDLER_FIELDS", "LABEL", "DEFAULT_COSTS", "TopkResult", "run_topk_dropout",
            "compare_scorers", "plot_cumulative", "handler_panel", "read_provider",
-           "KronosModel", "KronosDataHandler"]
+           "KronosModel", "KronosDataHandler"]  # noqa: F822 (the last two come from __getattr__)
 
 HANDLER_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "amount")
 # Return from the close after the signal day's next bar to the one after: what a score at t
@@ -97,7 +103,8 @@ def _trade_window(scores: pd.Series, calendar: pd.DatetimeIndex, start: object,
     stamps = scores.index.get_level_values("datetime")
     pos = calendar.get_indexer(pd.DatetimeIndex([stamps.min(), stamps.max()]))
     # Qlib needs the day after the last trading day to close its final step.
-    lo, hi = calendar[min(pos[0] + 1, len(calendar) - 1)], calendar[min(pos[1] + 1, len(calendar) - 2)]
+    lo, hi = (calendar[min(pos[0] + 1, len(calendar) - 1)],
+              calendar[min(pos[1] + 1, len(calendar) - 2)])
     for name, value in (("start", start), ("end", end)):
         if value is not None and not calendar[0] <= pd.Timestamp(value) <= calendar[-1]:
             raise ValueError(f"{name} {value} is outside the provider calendar "
@@ -287,7 +294,8 @@ def plot_cumulative(reports: Mapping[str, pd.DataFrame], path: str | Path) -> Pa
 
 
 def compare_scorers(scores: pd.DataFrame, provider_uri: str | Path, *,
-                    out_dir: str | Path | None = None, **options) -> tuple[pd.DataFrame, Path | None]:
+                    out_dir: str | Path | None = None,
+                    **options) -> tuple[pd.DataFrame, Path | None]:
     """:func:`run_topk_dropout` for every column of ``scores`` (ours and baselines side by
     side) → one table (row per scorer) and one cumulative-return plot in ``out_dir``."""
     check_scores(scores)
@@ -300,7 +308,8 @@ def compare_scorers(scores: pd.DataFrame, provider_uri: str | Path, *,
         rows[name] = {
             "excess_annualized": risk.loc["annualized_return", "excess_return_without_cost"],
             "excess_annualized_after_cost": result.excess_return,
-            "information_ratio_after_cost": risk.loc["information_ratio", "excess_return_with_cost"],
+            "information_ratio_after_cost": risk.loc["information_ratio",
+                                                     "excess_return_with_cost"],
             "max_drawdown_after_cost": risk.loc["max_drawdown", "excess_return_with_cost"],
             "mean_turnover": float(rep["turnover"].mean()),
         }
@@ -380,10 +389,11 @@ def _build_model() -> type:
         ``model``/``tokenizer`` are Hub ids or directories. ``fit`` is zero-shot (loads the
         pair) unless ``finetune`` holds :class:`~kronos_quant.finetune.FinetuneConfig`
         settings: then the predictor is finetuned on the ``train`` segment, validated on the
-        ``valid`` segment (when the dataset has one), and its best checkpoint used. ``predict(dataset, segment)`` scores every
-        date of the segment from raw OHLCV windows (``lookback`` bars up to the date, history
-        before the segment included) with ``scorer``; ``cache_dir`` enables the forecast
-        cache; the Series is indexed (datetime, instrument).
+        ``valid`` segment (when the dataset has one), and its best checkpoint used.
+        ``predict(dataset, segment)`` scores every date of the segment from raw OHLCV windows
+        (``lookback`` bars up to the date, history before the segment included) with
+        ``scorer``; ``cache_dir`` enables the forecast cache; the Series is indexed
+        (datetime, instrument).
         """
 
         def __init__(self, model: str, tokenizer: str, *, lookback: int = 64, pred_len: int = 2,
@@ -408,10 +418,10 @@ def _build_model() -> type:
                     self.model, self.tokenizer, device=self.device, max_context=self.max_context)
             return self._predictor
 
-        def fit(self, dataset, reweighter=None) -> "KronosModel":
+        def fit(self, dataset, reweighter=None) -> KronosModel:
             if self.finetune:
                 self._finetune(dataset)
-            self.predictor  # zero-shot: loading the pair is the whole fit
+            _ = self.predictor  # zero-shot: loading the pair is the whole fit
             return self
 
         def _finetune(self, dataset) -> None:

@@ -3,7 +3,8 @@
 pip's ``pyqlib`` ships no ``dump_bin.py``; :func:`write_provider` replaces it. The layout::
 
     calendars/<freq>.txt            one stamp per line (%Y-%m-%d daily, %Y-%m-%d %H:%M:%S intraday)
-    instruments/<market>.txt        SYMBOL<TAB>start<TAB>end, upper-case symbols; "all" + named markets
+    instruments/<market>.txt        SYMBOL<TAB>start<TAB>end, upper-case symbols; "all" + named
+                                    markets
     features/<symbol>/<field>.<freq>.bin
                                     little-endian float32: the calendar index of the instrument's
                                     first bar, then one value per calendar slot up to its last bar
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..data import PANEL_COLUMNS, load_panel, validate_panel
 from ..io import write_atomic
+
 # The Qlib package side (import, noise, regions) lives in qlib_runtime; re-exported here.
 from .qlib_runtime import REGION_DEFAULTS, check_region, import_qlib, quiet_qlib
 
@@ -161,7 +163,8 @@ def _check_symbols(names: Sequence[str]) -> dict[str, str]:
     for name in names:
         if not _SYMBOL.match(name):
             raise ValueError(f"instrument {name!r} cannot be a Qlib symbol (a folder name): use "
-                             "letters, digits, '_', '.' or '-' (e.g. rename 'BTC/USDT' to 'BTCUSDT')")
+                             "letters, digits, '_', '.' or '-' (e.g. rename 'BTC/USDT' to "
+                             "'BTCUSDT')")
         upper = name.upper()
         if upper in seen:
             raise ValueError(f"instruments {seen[upper]!r} and {name!r} collide: Qlib symbols are "
@@ -310,18 +313,21 @@ def write_provider(panel: pd.DataFrame | str | Path, out: str | Path, *,
                                 fmt)
     groups = dict(tuple(panel.groupby(level="instrument", sort=True)))
     symbols = _check_symbols(list(groups))
-    stored = {p.name.upper() for p in (root / "features").iterdir()} if (root / "features").exists() else set()
+    stored = ({p.name.upper() for p in (root / "features").iterdir()}
+              if (root / "features").exists() else set())
     for name in tqdm(groups, disable=not verbose, desc="writing Qlib features", unit="instrument"):
         frame = groups[name].droplevel("instrument")
         arrays = _instrument_arrays(frame, symbols[name], root, freq, calendar, len(old_cal))
         for field_name, values in arrays.items():
             data = _encode_bin(values)
             if data is not None:
-                write_atomic(root / "features" / symbols[name].lower() / f"{field_name}.{freq}.bin", data)
+                write_atomic(root / "features" / symbols[name].lower()
+                             / f"{field_name}.{freq}.bin", data)
     spans = _spans(root, freq, calendar)
     written = _write_markets(root, dict(markets or {}), spans, fmt)
     # The calendar goes last: until it is replaced, readers see the previous directory.
-    write_atomic(root / "calendars" / f"{freq}.txt", "".join(f"{d:{fmt}}\n" for d in calendar).encode())
+    write_atomic(root / "calendars" / f"{freq}.txt",
+                 "".join(f"{d:{fmt}}\n" for d in calendar).encode())
     _INITIALISED.clear()  # a cached qlib.init may hold the old calendar
     return ProviderSummary(root, freq, len(calendar), len(spans), len(calendar) - len(old_cal),
                            sorted(set(symbols.values()) - stored), len(groups), written)

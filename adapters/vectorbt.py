@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..data import PANEL_COLUMNS, INDEX_NAMES, bar_spacing, validate_panel
+from ..data import INDEX_NAMES, PANEL_COLUMNS, bar_spacing, validate_panel
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
 from ..portfolio import align, target_weights
 from ..signals.transforms import score_column
@@ -123,7 +123,7 @@ def backtest(scores_or_weights: pd.Series | pd.DataFrame, panel: pd.DataFrame, *
              slippage: float = 0.0, init_cash: float = DEFAULT_INIT_CASH,
              freq: str | pd.Timedelta | None = None,
              weight_options: Mapping[str, Any] | None = None,
-             **portfolio_kwargs) -> "vbt.Portfolio":
+             **portfolio_kwargs) -> vbt.Portfolio:
     """Backtest scores (or target weights) on ``panel`` with vectorbt.
 
     Parameters
@@ -231,7 +231,8 @@ def signals(scores: pd.Series | pd.DataFrame, *, bars: pd.Index | pd.DataFrame,
 
 # --- KronosIndicator -------------------------------------------------------------------------
 
-def _panel_from_wide(close: pd.DataFrame, others: Mapping[str, pd.DataFrame | None]) -> pd.DataFrame:
+def _panel_from_wide(close: pd.DataFrame,
+                     others: Mapping[str, pd.DataFrame | None]) -> pd.DataFrame:
     """A canonical panel from wide frames; missing open/high/low copy the close and a missing
     volume is 0 (the model then sees flat candles without volume)."""
     fields = {"close": close}
@@ -263,7 +264,7 @@ def _forecasts(close, lookbacks, pred_lens, sample_counts, scorers, *, predictor
     forecast_options = {k: v for k, v in options.items() if k in FORECAST_OPTIONS}
     forecast_options.setdefault("seed", 0)
     out = {}
-    for key in dict.fromkeys(zip(lookbacks, pred_lens, sample_counts)):
+    for key in dict.fromkeys(zip(lookbacks, pred_lens, sample_counts, strict=True)):
         lookback, pred_len, sample_count = (int(v) for v in key)
         out[key] = forecast_panel(predictor, panel, lookback=lookback, pred_len=pred_len,
                                   sample_count=sample_count, **forecast_options)

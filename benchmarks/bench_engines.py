@@ -156,9 +156,10 @@ def _backtrader_value(cerebro) -> float:
 def backtrader_live_seconds_per_rebalance(folder: Path, *, datas: int = 20,
                                           rebalances: int = 4) -> tuple[float, int]:
     """Live inference with the demo model on ``datas`` instruments: seconds per rebalance."""
+    from kronos_quant.strategies.backtrader import run
+
     from kronos_quant import KronosPredictor
     from kronos_quant.demo import ASSETS, embedded_demo
-    from kronos_quant.strategies.backtrader import run
 
     demo = embedded_demo()
     predictor = KronosPredictor.from_pretrained(str(ASSETS / "model"), str(ASSETS / "tokenizer"),

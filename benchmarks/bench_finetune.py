@@ -28,7 +28,8 @@ from kronos_quant.tokenizer import KronosTokenizer
 
 def write_data(root: Path, *, instruments: int, bars: int) -> Path:
     path = root / "panel.csv"
-    synthetic_panel(instruments, bars, seed=0, predictable=0.3).reset_index().to_csv(path, index=False)
+    panel = synthetic_panel(instruments, bars, seed=0, predictable=0.3)
+    panel.reset_index().to_csv(path, index=False)
     return path
 
 
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
                 rows[-1]["wall_s"] = time.perf_counter() - start
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"\nfinetune throughput on {name}, preset {args.preset}, window "
-          f"{args.lookback}+{args.pred_len}+1 bars, batch {args.batch_size}, torch {torch.__version__}")
+          f"{args.lookback}+{args.pred_len}+1 bars, batch {args.batch_size}, "
+          f"torch {torch.__version__}")
     print("| task | amp | windows/s | timed steps | s |")
     print("|---|---|---|---|---|")
     base = {}

@@ -96,7 +96,7 @@ class PeakMemory:
         while not self._stop.wait(0.005):
             self.peak_mb = max(self.peak_mb, self._rss_mb())
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start_mb = torch.cuda.memory_allocated(self.device) / 2**20
@@ -122,7 +122,7 @@ class SlideTimer:
     def __init__(self, device: torch.device, module=generation):
         self.device, self.module, self.seconds, self.count = device, module, 0.0, 0
 
-    def __enter__(self) -> "SlideTimer":
+    def __enter__(self) -> SlideTimer:
         self._original = original = self.module._Decoder.prefill
         calls = {"n": 0}
 
@@ -158,9 +158,10 @@ def build_models(seed: int, device: torch.device) -> tuple[KronosTokenizer, Kron
 
 
 def baseline_engine(rev: str, models, workdir: Path):
-    """The generation module of commit ``rev`` (its ``kronos_quant`` exported with ``git archive`` and
-    imported as the package ``kq_baseline``) and copies of ``models`` built by its classes
-    with the same weights, so that old and new engines alternate in one process."""
+    """The generation module of commit ``rev`` (its ``kronos_quant`` exported with
+    ``git archive`` and imported as the package ``kq_baseline``) and copies of ``models`` built
+    by its classes with the same weights, so that old and new engines alternate in one
+    process."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "kronos_quant"],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(workdir)], input=archive, check=True)
@@ -170,7 +171,7 @@ def baseline_engine(rev: str, models, workdir: Path):
     old_model = importlib.import_module("kq_baseline.model").Kronos
     tok, model = models
     copies = (old_tok.from_config(tok.config), old_model.from_config(model.config))
-    for new, old in zip(models, copies):
+    for new, old in zip(models, copies, strict=True):
         old.load_state_dict(new.state_dict())
         old.eval().to(next(new.parameters()).device)
     return importlib.import_module("kq_baseline.generation"), copies
@@ -255,13 +256,13 @@ def run_case(case: Case, args, models, device) -> list[dict]:
         for mode, (fn, _, module) in runners.items():
             gen = torch.Generator(device=device).manual_seed(args.seed)
             with SlideTimer(device, module) as st:
-                seconds, peak, outputs[mode] = timed_run(lambda: fn(gen), device)
+                seconds, peak, outputs[mode] = timed_run(lambda fn=fn, gen=gen: fn(gen), device)
             times[mode].append(seconds)
             peaks[mode] = max(peaks[mode], peak)  # the run with the highest peak
             slides[mode] = (st.seconds, st.count)
     rows = []
     ref = outputs.get("reference")
-    for mode, (fn, pred, _) in runners.items():
+    for mode, (_fn, pred, _) in runners.items():
         seconds = float(np.median(times[mode]))
         estimate = pred < case.pred
         if estimate:  # scale by the tokens the reference would have run for all bars
@@ -348,7 +349,8 @@ def effect_rows(args, models, device, *, datasets, cases, max_context) -> list[d
                                        slide_block=cfg["slide_block"], amp_dtype=cfg.get("amp"))
                 diffs = np.stack([np.abs(close_summary(pred, w, case, args.effect_paths,
                                                        args.seed + cfg["seed_shift"]) - e)
-                                  for w, e in zip(windows, exact)]) * 1e4  # (W, 4, P) bp
+                                  for w, e in zip(windows, exact, strict=True)])
+                diffs = diffs * 1e4  # (W, 4, P) bp
                 rows.append(dict(data=data_name, case=case, mode=mode, windows=len(windows),
                                  mean=diffs.mean(axis=(0, 2)), max=diffs.max()))
     return rows

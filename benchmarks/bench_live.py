@@ -28,16 +28,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from kronos_quant.adapters.ccxt import CandleStore, CcxtFeed, RetryPolicy, make_exchange  # noqa: E402
+from kronos_quant.strategies.brokers import PaperBroker  # noqa: E402
+from kronos_quant.strategies.ledger import Ledger  # noqa: E402
+from kronos_quant.strategies.live import LiveConfig, LiveLoop  # noqa: E402
 from mock_exchange import ManualClock, MockExchange, MockServer  # noqa: E402
 
-from kronos_quant.adapters.ccxt import CandleStore, CcxtFeed, RetryPolicy, make_exchange  # noqa: E402
 from kronos_quant.config import preset_configs  # noqa: E402
 from kronos_quant.demo import demo_predictor, embedded_demo  # noqa: E402
 from kronos_quant.model import Kronos  # noqa: E402
 from kronos_quant.predictor import KronosPredictor  # noqa: E402
-from kronos_quant.strategies.brokers import PaperBroker  # noqa: E402
-from kronos_quant.strategies.ledger import Ledger  # noqa: E402
-from kronos_quant.strategies.live import LiveConfig, LiveLoop  # noqa: E402
 from kronos_quant.tokenizer import KronosTokenizer  # noqa: E402
 
 MIN = 60_000

@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     fc = predictor.forecast(bars.iloc[-args.lookback:], pred_len=args.pred_len, sample_count=16,
                             seed=0, name=name)
     chart = out / "forecast.png"
-    fc.plot(chart, model_label=f"finetuned from {Path(args.init_model).name} on {Path(args.csv).name}")
+    fc.plot(chart, model_label=f"finetuned from {Path(args.init_model).name} "
+                               f"on {Path(args.csv).name}")
     print(f"{name}: median close at the horizon {fc.median()['close'].iloc[-1]:.2f}; wrote {chart}")
     return chart
 

@@ -19,14 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from mock_exchange import ManualClock, MockExchange, MockServer  # noqa: E402
-
 from kronos_quant.adapters.ccxt import CandleStore, CcxtFeed, make_exchange  # noqa: E402
-from kronos_quant.demo import demo_predictor, embedded_demo  # noqa: E402
 from kronos_quant.strategies.brokers import PaperBroker  # noqa: E402
 from kronos_quant.strategies.ledger import Ledger  # noqa: E402
 from kronos_quant.strategies.live import LiveConfig, LiveLoop  # noqa: E402
 from kronos_quant.strategies.live_report import live_report, write_tearsheet  # noqa: E402
+from mock_exchange import ManualClock, MockExchange, MockServer  # noqa: E402
+
+from kronos_quant.demo import demo_predictor, embedded_demo  # noqa: E402
 
 
 def main() -> None:

@@ -18,12 +18,13 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from kronos_quant.data import load_panel, panel_to_frames
-from kronos_quant.demo import demo_predictor, embedded_demo
-from kronos_quant.demo_steps import UNIVERSE
 from kronos_quant.strategies.live import LiveConfig
 from kronos_quant.strategies.live_report import periods_per_year, write_tearsheet
 from kronos_quant.strategies.replay import replay_live
+
+from kronos_quant.data import load_panel, panel_to_frames
+from kronos_quant.demo import demo_predictor, embedded_demo
+from kronos_quant.demo_steps import UNIVERSE
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
                                     [frames[n].index for n in names], future,
                                     pred_len=args.pred_len, sample_count=args.samples,
                                     verbose=False)
-    for name, mean in zip(names, means):
+    for name, mean in zip(names, means, strict=True):
         print(f"{name}: mean close path {[round(float(v), 2) for v in mean['close'][:5]]} …")
 
     # Every path of every series, seeded per series.

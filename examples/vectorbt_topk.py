@@ -16,9 +16,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from kronos_quant import KronosPredictor
 from kronos_quant.adapters.quantstats import evaluate_signal, tearsheet
 from kronos_quant.adapters.vectorbt import backtest
+
+from kronos_quant import KronosPredictor
 from kronos_quant.data import load_panel, synthetic_panel
 from kronos_quant.demo import ASSETS
 from kronos_quant.signals import score_panel

@@ -218,7 +218,8 @@ def _run(args: argparse.Namespace) -> int:
     benchmark = equal_weight_returns(panel)
     calendar = pd.DatetimeIndex(benchmark.index)
     horizon = args.horizon or rebalance_spacing(weights, calendar)
-    calibration = calibrate(forecasts, panel) if forecasts is not None and args.calibration else None
+    calibration = (calibrate(forecasts, panel) if forecasts is not None and args.calibration
+                   else None)
     report = evaluate_signal(scores[[signal]], panel, horizon=horizon, execution=args.execution,
                              calibration=calibration)
     ppy = args.periods_per_year or infer_periods_per_year(calendar)
@@ -266,8 +267,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine", choices=sorted(ENGINES), default="vectorbt",
                    help="; ".join(f"{e.name}: {e.description}" for e in ENGINES.values()))
-    p.add_argument("--panel", required=True, help="long CSV/Parquet file or folder of per-symbol files")
-    p.add_argument("--scores", default=None, help="scores file (kronos-quant score); or use --model")
+    p.add_argument("--panel", required=True,
+                   help="long CSV/Parquet file or folder of per-symbol files")
+    p.add_argument("--scores", default=None,
+                   help="scores file (kronos-quant score); or use --model")
     p.add_argument("--signal", default=None,
                    help=f"score column to trade (default: the first); with --model, the scorer "
                         f"(default: {DEFAULT_SCORER})")

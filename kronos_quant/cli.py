@@ -30,7 +30,8 @@ def add_model_args(parser: argparse.ArgumentParser, *, default_model: str | None
     parser.add_argument("--model", default=default_model,
                         help="predictor: Hub id (e.g. NeoQuasar/Kronos-small) or directory")
     parser.add_argument("--tokenizer", default=default_tokenizer,
-                        help="tokenizer: Hub id (e.g. NeoQuasar/Kronos-Tokenizer-base) or directory")
+                        help="tokenizer: Hub id (e.g. NeoQuasar/Kronos-Tokenizer-base) "
+                             "or directory")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--max-context", type=int_option(1), default=512,
                         help="longest window the predictor sees (512 small/base, 2048 mini)")

@@ -62,7 +62,7 @@ class _FlatConfig:
             value = getattr(self, f.name)
             if f.name.endswith("_p") and not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"{self.model_name} config: {f.name}={value} must be in [0, 1)")
-        d_model, n_heads = getattr(self, "d_model"), getattr(self, "n_heads")
+        d_model, n_heads = self.d_model, self.n_heads
         if d_model % n_heads or (d_model // n_heads) % 2:
             raise ValueError(f"{self.model_name} config: d_model {d_model} / n_heads {n_heads} "
                              "must give an even head_dim (rotary embedding)")

@@ -16,8 +16,15 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from .calendars import business_days
-from .inputs import (BAR_COLUMNS, PRICE_COLUMNS, bar_value_problem, clean_bars, frame_timestamps,
-                     match_columns, wall_clock)
+from .inputs import (
+    BAR_COLUMNS,
+    PRICE_COLUMNS,
+    bar_value_problem,
+    clean_bars,
+    frame_timestamps,
+    match_columns,
+    wall_clock,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +61,13 @@ def _check_index(panel: pd.DataFrame) -> None:
     if names != INDEX_NAMES:
         raise ValueError(f"panel index names must be {INDEX_NAMES}, got {names}")
     if not pd.api.types.is_datetime64_any_dtype(index.levels[0]):
-        raise TypeError(f"panel 'datetime' level must be datetime64, got dtype {index.levels[0].dtype}")
+        raise TypeError(f"panel 'datetime' level must be datetime64, "
+                        f"got dtype {index.levels[0].dtype}")
     inst_level = index.levels[1]
     if inst_level.inferred_type not in ("string", "empty"):
         bad = next(v for v in inst_level if not isinstance(v, str))
-        raise TypeError(f"panel 'instrument' level must hold strings, found {bad!r} ({type(bad).__name__})")
+        raise TypeError(f"panel 'instrument' level must hold strings, "
+                        f"found {bad!r} ({type(bad).__name__})")
 
 
 def _check_rows(panel: pd.DataFrame) -> None:
@@ -68,7 +77,8 @@ def _check_rows(panel: pd.DataFrame) -> None:
     nat = index.get_level_values(0).isna()
     if nat.any():
         row = int(np.argmax(nat))
-        raise ValueError(f"panel has a missing datetime (NaT) at row {row}, instrument {index[row][1]!r}")
+        raise ValueError(f"panel has a missing datetime (NaT) at row {row}, "
+                         f"instrument {index[row][1]!r}")
     if not index.is_unique:
         row = int(np.argmax(index.duplicated()))
         raise ValueError(f"panel has duplicate rows for {_key(panel, row)}")
@@ -79,7 +89,8 @@ def _check_rows(panel: pd.DataFrame) -> None:
         back = (dt[1:] < dt[:-1]) | ((dt[1:] == dt[:-1]) & (inst[1:] < inst[:-1]))
         row = int(np.argmax(back)) + 1
         where = f"row {row} {_key(panel, row)} comes after {_key(panel, row - 1)}"
-        raise ValueError(f"panel is not sorted by (datetime, instrument): {where}; use `panel.sort_index()`")
+        raise ValueError(f"panel is not sorted by (datetime, instrument): {where}; "
+                         "use `panel.sort_index()`")
 
 
 def _checked_column(panel: pd.DataFrame, col: str) -> np.ndarray:
@@ -135,7 +146,8 @@ def _normalize_frame(frame: pd.DataFrame, source: str, datetime_col: str | None)
     return out
 
 
-def panel_from_frames(frames: Mapping[str, pd.DataFrame], *, datetime_col: str | None = None) -> pd.DataFrame:
+def panel_from_frames(frames: Mapping[str, pd.DataFrame], *,
+                      datetime_col: str | None = None) -> pd.DataFrame:
     """Build a validated panel from ``{instrument: frame}``.
 
     Each frame has a DatetimeIndex or a datetime/timestamps/timestamp/date/time column
@@ -144,7 +156,8 @@ def panel_from_frames(frames: Mapping[str, pd.DataFrame], *, datetime_col: str |
     if every frame has it.
     """
     if not isinstance(frames, Mapping):
-        raise TypeError(f"frames must be a mapping of instrument -> DataFrame, got {type(frames).__name__}")
+        raise TypeError(f"frames must be a mapping of instrument -> DataFrame, "
+                        f"got {type(frames).__name__}")
     if not frames:
         raise ValueError("frames is empty: no instruments given")
     parts = []
@@ -154,7 +167,7 @@ def panel_from_frames(frames: Mapping[str, pd.DataFrame], *, datetime_col: str |
         norm = _normalize_frame(frame, f"instrument {name!r}", datetime_col)
         norm.index = pd.MultiIndex.from_arrays([norm.index, [name] * len(norm)], names=INDEX_NAMES)
         parts.append(norm)
-    lacking = [n for n, p in zip(frames, parts) if "amount" not in p.columns]
+    lacking = [n for n, p in zip(frames, parts, strict=True) if "amount" not in p.columns]
     if 0 < len(lacking) < len(parts):
         logger.warning("dropping 'amount': instruments %s do not have it", lacking)
         parts = [p.drop(columns="amount", errors="ignore") for p in parts]
@@ -184,20 +197,24 @@ def _split_long(frame: pd.DataFrame, instrument_col: str, path: Path) -> dict[st
     if wanted in found:
         col = found[wanted]
     elif len(found) > 1:
-        raise ValueError(f"{source}: ambiguous instrument columns {list(found.values())}; pass the one to use explicitly")
+        raise ValueError(f"{source}: ambiguous instrument columns {list(found.values())}; "
+                         "pass the one to use explicitly")
     elif found:
         col = next(iter(found.values()))
     else:
-        raise ValueError(f"{source}: instrument column {instrument_col!r} not found in {list(frame.columns)}")
+        raise ValueError(f"{source}: instrument column {instrument_col!r} "
+                         f"not found in {list(frame.columns)}")
     labels = frame[col]
     if labels.isna().any():
-        raise ValueError(f"{source}: instrument column {col!r} is empty at row {int(np.argmax(labels.isna()))}")
+        raise ValueError(f"{source}: instrument column {col!r} is empty "
+                         f"at row {int(np.argmax(labels.isna()))}")
     labels = labels.astype("string")
     return {str(name): part.drop(columns=col) for name, part in frame.groupby(labels, sort=True)}
 
 
 def _read_directory(path: Path) -> dict[str, pd.DataFrame]:
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and not p.name.startswith("."))
+    files = sorted(p for p in path.iterdir()
+                   if p.suffix.lower() in TABLE_SUFFIXES and not p.name.startswith("."))
     files = [p for p in files if p.is_file()]
     if not files:
         raise ValueError(f"directory {path} has no {'/'.join(TABLE_SUFFIXES)} files")
@@ -210,7 +227,8 @@ def _read_directory(path: Path) -> dict[str, pd.DataFrame]:
 
 
 def load_panel(
-    path: str | Path, *, instrument_col: str = "instrument", datetime_col: str | None = None, freq: str | None = None
+    path: str | Path, *, instrument_col: str = "instrument", datetime_col: str | None = None,
+    freq: str | None = None,
 ) -> pd.DataFrame:
     """Load a validated panel from a long-format file or a directory of per-symbol files.
 
@@ -228,7 +246,8 @@ def load_panel(
     elif path.suffix.lower() in TABLE_SUFFIXES:
         frames = _split_long(_read_table(path), instrument_col, path)
     else:
-        raise ValueError(f"unsupported file type {path.suffix!r} for {path}; expected one of {TABLE_SUFFIXES}")
+        raise ValueError(f"unsupported file type {path.suffix!r} for {path}; "
+                         f"expected one of {TABLE_SUFFIXES}")
     if not frames:
         raise ValueError(f"{path} contains no rows")
     panel = panel_from_frames(frames, datetime_col=datetime_col)
@@ -242,8 +261,10 @@ def resample_panel(panel: pd.DataFrame, freq: str) -> pd.DataFrame:
     (nights, lunch breaks, holidays) are dropped rather than filled.
     """
     panel, _ = validate_panel(panel), _offset(freq)
-    how = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum", "amount": "sum"}
-    grouped = panel.groupby([pd.Grouper(level="instrument"), pd.Grouper(level="datetime", freq=freq)])
+    how = {"open": "first", "high": "max", "low": "min", "close": "last",
+           "volume": "sum", "amount": "sum"}
+    grouped = panel.groupby([pd.Grouper(level="instrument"),
+                             pd.Grouper(level="datetime", freq=freq)])
     out = grouped.agg({c: how[c] for c in panel.columns})
     out = out[out["close"].notna()]
     return validate_panel(out.swaplevel().sort_index())
@@ -290,7 +311,8 @@ def unstack_field(panel: pd.DataFrame, field: str = "close") -> pd.DataFrame:
     return panel[field].unstack("instrument").sort_index(axis=1)
 
 
-def forward_returns(panel: pd.DataFrame, *, horizon: int, field: str = "close", log: bool = False) -> pd.Series:
+def forward_returns(panel: pd.DataFrame, *, horizon: int, field: str = "close",
+                    log: bool = False) -> pd.Series:
     """Return of ``field`` from bar t to bar t + ``horizon`` of the same instrument.
 
     ``horizon`` counts that instrument's own bars (>= 1); NaN where the future bar is
@@ -356,7 +378,8 @@ def _timestamps(start: str | pd.Timestamp, n_bars: int, freq: str) -> pd.Datetim
     return pd.DatetimeIndex(stamps, freq=None)
 
 
-def _garch(rng: np.random.Generator, shape: tuple[int, int], vol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _garch(rng: np.random.Generator, shape: tuple[int, int],
+           vol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """GARCH(1,1) shocks with Student-t(5) innovations and unconditional std ``vol``."""
     alpha, beta, dof = 0.08, 0.90, 5.0
     z = rng.standard_t(dof, size=shape) * np.sqrt((dof - 2.0) / dof)
@@ -371,7 +394,8 @@ def _garch(rng: np.random.Generator, shape: tuple[int, int], vol: np.ndarray) ->
 
 
 def _bars(
-    rng: np.random.Generator, log_ret: np.ndarray, sigma: np.ndarray, base: np.ndarray, size: np.ndarray
+    rng: np.random.Generator, log_ret: np.ndarray, sigma: np.ndarray, base: np.ndarray,
+    size: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """OHLCV+amount arrays (bars x instruments) whose closes follow ``log_ret``."""
     n, k = log_ret.shape
@@ -384,12 +408,13 @@ def _bars(
     activity = 0.5 + np.abs(log_ret) / sigma.mean(axis=0)
     volume = np.maximum(np.round(size * activity * np.exp(0.4 * rng.standard_normal((n, k)))), 1.0)
     amount = volume * (high + low + close) / 3.0
-    return {"open": open_, "high": high, "low": low, "close": close, "volume": volume, "amount": amount}
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": volume,
+            "amount": amount}
 
 
 def synthetic_ohlcv(
-    n_bars: int = 500, *, freq: str = "5min", start: str | pd.Timestamp = "2024-01-02 09:30", seed: int = 0,
-    base_price: float = 10.0, vol: float = 0.01, drift: float = 0.0,
+    n_bars: int = 500, *, freq: str = "5min", start: str | pd.Timestamp = "2024-01-02 09:30",
+    seed: int = 0, base_price: float = 10.0, vol: float = 0.01, drift: float = 0.0,
 ) -> pd.DataFrame:
     """Seeded single-instrument OHLCV bars with volatility clustering.
 
@@ -410,8 +435,9 @@ def synthetic_ohlcv(
 
 
 def synthetic_panel(
-    n_instruments: int = 20, n_bars: int = 300, *, freq: str = "D", seed: int = 0, market_beta: float = 1.0,
-    market_vol: float = 0.01, idio_vol: float = 0.015, predictable: float = 0.0, start: str = "2022-01-03",
+    n_instruments: int = 20, n_bars: int = 300, *, freq: str = "D", seed: int = 0,
+    market_beta: float = 1.0, market_vol: float = 0.01, idio_vol: float = 0.015,
+    predictable: float = 0.0, start: str = "2022-01-03",
 ) -> pd.DataFrame:
     """Seeded canonical panel from a one-factor model with a known predictable component.
 
@@ -423,7 +449,8 @@ def synthetic_panel(
     * U(0.5, 1.5)``, ``e`` independent GARCH(1,1) idiosyncratic shocks (std ``idio_vol``)
     and ``s`` the planted signal, a slow momentum observable at t from closes alone::
 
-        s[0, i] = 0,  s[t, i] = (1 - SIGNAL_ALPHA) * s[t-1, i] + SIGNAL_ALPHA * log(close[t, i] / close[t-1, i])
+        s[0, i] = 0,
+        s[t, i] = (1 - SIGNAL_ALPHA) * s[t-1, i] + SIGNAL_ALPHA * log(close[t, i] / close[t-1, i])
 
     :func:`planted_signal` recomputes ``s`` from a panel. ``predictable`` must be in
     [0, 1) so the feedback stays stationary. OHLCV bars are built around the closes as
@@ -464,5 +491,6 @@ def planted_signal(panel: pd.DataFrame, *, alpha: float = SIGNAL_ALPHA) -> pd.Se
     """
     panel = validate_panel(panel)
     ret = np.log(panel["close"]).groupby(level="instrument").diff().fillna(0.0)
-    signal = ret.groupby(level="instrument").transform(lambda r: r.ewm(alpha=alpha, adjust=False).mean())
+    signal = ret.groupby(level="instrument").transform(
+        lambda r: r.ewm(alpha=alpha, adjust=False).mean())
     return signal.rename("planted_signal")

@@ -174,7 +174,8 @@ def run_demo(ctx: DemoContext, steps: Sequence[str] | None = None, *,
         result.seconds = time.perf_counter() - t0
         results[name] = result
         shown = "; ".join(f"{k} {format_number(k, v)}" for k, v in list(result.numbers.items())[:3])
-        progress(f"      {result.status} in {result.seconds:.1f} s" + (f": {shown}" if shown else "")
+        progress(f"      {result.status} in {result.seconds:.1f} s"
+                 + (f": {shown}" if shown else "")
                  + (f" — {result.notes[0]}" if result.status == "failed" else ""))
     total = time.perf_counter() - started
     index = write_index(ctx.out, results, model_label=ctx.model_label,

@@ -66,7 +66,8 @@ def _link(out: Path, path: Path) -> str:
 def _section(out: Path, name: str, result: StepResult) -> str:
     step = STEPS[name]
     parts = [f'<section id="{name}"><h2>{_esc(step.title)} '
-             f'<small class="{result.status}">({result.status}, {result.seconds:.1f} s)</small></h2>',
+             f'<small class="{result.status}">({result.status}, {result.seconds:.1f} s)'
+             '</small></h2>',
              f"<p>{_esc(step.run.__doc__ or '')}</p>"]
     if result.numbers:
         parts.append(_numbers_table(result.numbers))
@@ -93,7 +94,7 @@ def write_index(out: str | Path, results: Mapping[str, StepResult], *, model_lab
         f'<tr><td><a href="#{name}">{_esc(STEPS[name].title)}</a></td>'
         f'<td class="{r.status}">{r.status}</td><td>{r.seconds:.1f} s</td></tr>'
         for name, r in results.items())
-    body = [f"<h1>kronos-quant demo</h1>",
+    body = ["<h1>kronos-quant demo</h1>",
             f'<p class="model">model: {_esc(model_label)}</p>',
             '<p class="warn">The embedded demo model is small and trained for minutes on CPU; '
             "on held-out data it does not beat a random walk (see its model card, "

@@ -257,7 +257,8 @@ def step_backtrader(ctx: DemoContext) -> StepResult:
                                            "backtrader")}
     final = float(run.cerebro.broker.getvalue())
     numbers = {"final value": final, "total return": final / ctx.settings.cash - 1.0,
-               "max drawdown": -run.result.analyzers.drawdown.get_analysis()["max"]["drawdown"] / 100,
+               "max drawdown":
+                   -run.result.analyzers.drawdown.get_analysis()["max"]["drawdown"] / 100,
                "orders": result.orders}
     notes = []
     vb = ctx.state.get("vectorbt")
@@ -269,7 +270,8 @@ def step_backtrader(ctx: DemoContext) -> StepResult:
     same_names = ((ours.abs() > 1e-9) == (assets.abs() > 1e-9)).all(axis=1)
     share_gap = ((ours - assets).abs() / assets.abs().clip(lower=1.0)).to_numpy().max()
     gap = final / float(vb.native.final_value()) - 1.0
-    numbers |= {"bars with the same holdings as vectorbt": f"{int(same_names.sum())} / {len(same_names)}",
+    numbers |= {"bars with the same holdings as vectorbt":
+                    f"{int(same_names.sum())} / {len(same_names)}",
                 "largest holding difference (relative)": float(share_gap),
                 "final equity vs vectorbt": f"{gap * 1e4:+.4f} bp"}
     ctx.state["engine_agreement"] = {"same_bars": int(same_names.sum()), "bars": len(same_names),
@@ -309,7 +311,8 @@ def step_qlib(ctx: DemoContext) -> StepResult:
                "return after cost": float((report["return"] - report["cost"]).sum()),
                "benchmark return": float(report["bench"].sum()),
                "annualised excess after cost": result.excess_return,
-               "days holding the same names as our portfolio layer": f"{int(same.sum())} / {len(same)}"}
+               "days holding the same names as our portfolio layer":
+                   f"{int(same.sum())} / {len(same)}"}
     notes = ["Qlib sums daily returns (its risk_analysis convention); costs: open 5 bp, close "
              "15 bp, min 5; region us (trade unit 1, no limits)"]
     return StepResult(numbers, files, {"Qlib risk analysis": frame_html(result.risk)}, notes)

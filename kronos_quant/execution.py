@@ -57,7 +57,8 @@ def describe_execution(execution: str) -> str:
 
 def execution_returns(panel: pd.DataFrame, *, horizon: int, execution: str = DEFAULT_EXECUTION,
                       log: bool = False) -> pd.Series:
-    """Forward return earned by trading the score at t under ``execution`` and holding ``horizon`` bars.
+    """Forward return earned by trading the score at t under ``execution`` and holding
+    ``horizon`` bars.
 
     Per instrument on its own bars: ``next_open`` open[t+1] → open[t+1+h], ``next_close``
     close[t+1] → close[t+1+h], ``same_close`` close[t] → close[t+h]. NaN where a bar is absent

@@ -76,14 +76,15 @@ class Forecast:
         return self._frame(np.median(self.paths, axis=0))
 
     def quantile(self, q: float | Sequence[float]) -> pd.DataFrame:
-        """Quantile(s) over paths. A float gives bars × columns; a list gives columns (q, column)."""
+        """Quantile(s) over paths. A float gives bars × columns; a list gives columns
+        (q, column)."""
         qs = np.atleast_1d(np.asarray(q, dtype=float))
         if ((qs < 0) | (qs > 1)).any():
             raise ValueError(f"quantiles must lie in [0, 1], got {q!r}")
         values = np.quantile(self.paths, qs, axis=0)  # (nq, P, 6)
         if np.ndim(q) == 0:
             return self._frame(values[0])
-        frames = {float(qi): self._frame(v) for qi, v in zip(qs, values)}
+        frames = {float(qi): self._frame(v) for qi, v in zip(qs, values, strict=True)}
         return pd.concat(frames, axis=1, names=["quantile", "column"])
 
     def to_frame(self) -> pd.DataFrame:

@@ -92,7 +92,8 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams,
     probs = torch.softmax(logits, dim=-1)
     if isinstance(generator, Sequence):
         blocks = probs.split(probs.shape[0] // len(generator))  # (S, V) per series
-        return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(blocks, generator)])
+        return torch.cat([torch.multinomial(p, 1, generator=g)
+                          for p, g in zip(blocks, generator, strict=True)])
     return torch.multinomial(probs, 1, generator=generator)
 
 

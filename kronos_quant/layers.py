@@ -96,12 +96,12 @@ class KVCache:
     k: torch.Tensor
     v: torch.Tensor
     length: int = 0
-    prefix: "KVCache | None" = None
+    prefix: KVCache | None = None
 
     @classmethod
     def empty(cls, n_layers: int, batch: int, n_heads: int, max_len: int, head_dim: int,
               *, device: torch.device | str, dtype: torch.dtype,
-              prefix: "KVCache | None" = None) -> "KVCache":
+              prefix: KVCache | None = None) -> KVCache:
         shape = (n_layers, batch, n_heads, max_len, head_dim)
         if prefix is not None and batch % prefix.batch:
             raise ValueError(f"{batch} rows cannot share a prefix of {prefix.batch} rows")
@@ -236,12 +236,12 @@ def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: K
                      key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Write this call's rotated ``k``/``v`` (B, H, L, hd) for window positions ``start …``
     into ``cache`` layer ``layer`` and attend causally over everything cached before them."""
-    l = q.shape[2]
+    length = q.shape[2]
     slot = start - cache.offset  # the shared prefix occupies no slots of its own
-    cache.k[layer, :, :, slot:slot + l] = k
-    cache.v[layer, :, :, slot:slot + l] = v
-    k = cache.k[layer, :, :, :slot + l]  # (B, H, slot+L, hd)
-    v = cache.v[layer, :, :, :slot + l]
+    cache.k[layer, :, :, slot:slot + length] = k
+    cache.v[layer, :, :, slot:slot + length] = v
+    k = cache.k[layer, :, :, :slot + length]  # (B, H, slot+L, hd)
+    v = cache.v[layer, :, :, :slot + length]
     if not cache.offset:
         return attention(q, k, v, causal=True, start=slot, key_padding_mask=key_padding_mask)
     if key_padding_mask is not None:
@@ -269,8 +269,8 @@ class _Projections(nn.Module):
         self.resid_dropout = nn.Dropout(resid_dropout_p)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        b, l, _ = t.shape
-        return t.view(b, l, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
+        b, length, _ = t.shape
+        return t.view(b, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
 
 
 class MultiHeadAttention(_Projections):
@@ -278,9 +278,10 @@ class MultiHeadAttention(_Projections):
 
     def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, layer: int = 0,
                 start: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        b, l, _ = x.shape
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
-        cos, sin = self.rotary.cos_sin(start + l, x.device)
+        b, length, _ = x.shape
+        q, k, v = (self._heads(self.q_proj(x)), self._heads(self.k_proj(x)),
+                   self._heads(self.v_proj(x)))
+        cos, sin = self.rotary.cos_sin(start + length, x.device)
         cos, sin = cos[start:], sin[start:]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, H, L, hd)
         if cache is not None:
@@ -292,7 +293,7 @@ class MultiHeadAttention(_Projections):
             dropout = self.attn_dropout_p if self.training else 0.0
             out = attention(q, k, v, causal=True, key_padding_mask=key_padding_mask,
                             dropout_p=dropout)  # (B, H, L, hd)
-        out = out.transpose(1, 2).reshape(b, l, self.d_model)
+        out = out.transpose(1, 2).reshape(b, length, self.d_model)
         return self.resid_dropout(self.out_proj(out))
 
 

@@ -21,8 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .execution import (DEFAULT_EXECUTION, EXECUTIONS, check_execution, describe_execution,
-                        execution_lag, execution_price, execution_returns)
+from .execution import (
+    DEFAULT_EXECUTION,
+    EXECUTIONS,
+    check_execution,
+    describe_execution,
+    execution_lag,
+    execution_price,
+    execution_returns,
+)
 from .inputs import checked_int
 from .signals.transforms import score_column
 
@@ -269,7 +276,8 @@ def target_weights(scores: pd.Series | pd.DataFrame, *, column: str | None = Non
         per-name limit of a gross that is a fraction by design).
     gross : sum of |weights| per date (> 0; ``conviction``: at full conviction).
     min_score : long-leg names need ``score >= min_score``.
-    threshold : ``t`` (long ``> t``, short ``< −t``) or ``(low, high)``; ``method="threshold"`` only.
+    threshold : ``t`` (long ``> t``, short ``< −t``) or ``(low, high)``;
+        ``method="threshold"`` only.
 
     Returns
     -------

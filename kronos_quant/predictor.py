@@ -39,7 +39,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+        raise ValueError(f"unknown device {device!r}; "
+                         "use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -111,7 +112,7 @@ class KronosPredictor:
     @classmethod
     def from_pretrained(cls, model: str, tokenizer: str, *, device: str | None = None,
                         max_context: int = 512, clip: float = 5, revision: str | None = None,
-                        cache_dir: str | None = None, **kwargs: Any) -> "KronosPredictor":
+                        cache_dir: str | None = None, **kwargs: Any) -> KronosPredictor:
         """Load a predictor/tokenizer pair (Hub ids or directories) strictly and wrap them.
 
         Example: ``KronosPredictor.from_pretrained("NeoQuasar/Kronos-small",
@@ -151,7 +152,7 @@ class KronosPredictor:
             chunks += [members[a:a + per_chunk] for a in range(0, len(members), per_chunk)]
         out: list[np.ndarray] = [np.empty(0)] * len(series)
         for members in tqdm(chunks, disable=not verbose or len(chunks) == 1, desc="batches"):
-            def stack(field: str) -> torch.Tensor:
+            def stack(field: str, members: list[int] = members) -> torch.Tensor:
                 arr = np.stack([getattr(series[i], field) for i in members])
                 return torch.from_numpy(arr).to(self.device)
 
@@ -184,7 +185,7 @@ class KronosPredictor:
         if not frames:
             raise ValueError("no series given")
         prepared = []
-        for k, (df, xt, yt) in enumerate(zip(frames, x_ts, y_ts)):
+        for k, (df, xt, yt) in enumerate(zip(frames, x_ts, y_ts, strict=True)):
             try:
                 prepared.append(prepare_series(df, pred_len=int(pred_len), x_timestamp=xt,
                                                y_timestamp=yt, clip=self.clip,
@@ -219,7 +220,7 @@ class KronosPredictor:
         paths = self._sample(prepared, pred_len=int(pred_len), sampling=sampling, seed=None,
                              verbose=verbose)
         return [pd.DataFrame(p.denormalise(bars.mean(axis=0)), columns=list(BAR_COLUMNS),
-                             index=p.y_index) for p, bars in zip(prepared, paths)]
+                             index=p.y_index) for p, bars in zip(prepared, paths, strict=True)]
 
     # -- sample paths --------------------------------------------------------------------
     def forecast(self, df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
@@ -266,11 +267,12 @@ class KronosPredictor:
                                  list(y_timestamps or [None] * n), pred_len, calendar)
         paths = self._sample(prepared, pred_len=int(pred_len), sampling=sampling, seed=seed,
                              verbose=verbose)
+        # strict=False: ``names`` comes from the caller and its length is not checked.
         out = [Forecast(paths=p.denormalise(bars), index=p.y_index,
                         history=pd.DataFrame(p.raw, index=p.x_index, columns=list(BAR_COLUMNS)),
                         name=None if label is None else str(label), model_label=self.model_label)
-               for p, bars, label in zip(prepared, paths, labels)]
-        return dict(zip(labels, out)) if keyed else out
+               for p, bars, label in zip(prepared, paths, labels, strict=False)]
+        return dict(zip(labels, out, strict=True)) if keyed else out
 
     def forecast_arrays(self, values: np.ndarray, stamps: np.ndarray, future_stamps: np.ndarray,
                         *, sample_count: int = 20, T: float = 1.0, top_k: int = 0,
@@ -290,4 +292,4 @@ class KronosPredictor:
         sampling = SamplingParams(T=T, top_k=top_k, top_p=top_p, sample_count=sample_count)
         paths = self._sample(inputs, pred_len=pred_len, sampling=sampling, seed=seed,
                              verbose=verbose)
-        return np.stack([p.denormalise(bars) for p, bars in zip(inputs, paths)])
+        return np.stack([p.denormalise(bars) for p, bars in zip(inputs, paths, strict=True)])

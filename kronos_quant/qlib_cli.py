@@ -43,7 +43,8 @@ def _backtest(args: argparse.Namespace) -> int:
     columns = args.columns.split(",") if args.columns else list(scores.columns)
     missing = [c for c in columns if c not in scores.columns]
     if missing:
-        raise ValueError(f"score columns {missing} not in {args.scores}; it has {list(scores.columns)}")
+        raise ValueError(f"score columns {missing} not in {args.scores}; "
+                         f"it has {list(scores.columns)}")
     options = dict(topk=args.topk, n_drop=args.n_drop, benchmark=args.benchmark,
                    execution=args.execution, region=args.region, start=args.start, end=args.end,
                    account=args.account, verbose=not args.quiet)

@@ -38,8 +38,8 @@ from ..signals import forecast_panel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KronosStrategy", "BuyAndHold", "BacktraderRun", "run", "cerebro_for", "stop_returns",
-           "weight_lines", "PARAMS"]
+__all__ = ["KronosStrategy", "BuyAndHold",  # noqa: F822 (provided by the module __getattr__)
+           "BacktraderRun", "run", "cerebro_for", "stop_returns", "weight_lines", "PARAMS"]
 
 # (name, default, meaning): the one list behind the strategy's params and its docstring.
 PARAMS: tuple[tuple[str, Any, str], ...] = (
@@ -197,7 +197,7 @@ class KronosLogic:
         ready = [d for d in self._now() if len(d) >= p.lookback]
         if not ready:
             return pd.Series(dtype=np.float64), pd.Series(dtype=np.float64)
-        columns = list(getattr(ready[0], "bar_columns"))
+        columns = list(ready[0].bar_columns)
         parts = {d._name: d.p.dataname.iloc[len(d) - p.lookback:len(d)][columns] for d in ready}
         window = pd.concat(parts, names=[INDEX_NAMES[1], INDEX_NAMES[0]])
         window = window.swaplevel().sort_index()
@@ -306,7 +306,7 @@ def _strategy_doc() -> str:
             "``score_history()``.\n")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _classes() -> dict[str, type]:
     bt = require_engine("backtrader")
     strategy = type("KronosStrategy", (KronosLogic, bt.Strategy),

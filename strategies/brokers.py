@@ -82,7 +82,8 @@ class PaperBroker:
         """Nothing leaves the ledger."""
 
 
-def credentials_from_env(exchange_id: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def credentials_from_env(exchange_id: str,
+                         environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """API credentials from ``<EXCHANGE>_API_KEY``, ``_API_SECRET`` and optional ``_API_PASSWORD``.
 
     Never from files or arguments, so they are not written to the state folder or shell history.
@@ -117,7 +118,7 @@ class CcxtBroker:
 
     name = "ccxt"
 
-    def __init__(self, exchange: Any, *, retry: "RetryPolicy | None" = None) -> None:
+    def __init__(self, exchange: Any, *, retry: RetryPolicy | None = None) -> None:
         from ..adapters.ccxt import RetryPolicy
 
         self.exchange = exchange
@@ -163,7 +164,8 @@ class CcxtBroker:
         for _, order in pending.iterrows():
             newest = ledger.last_decided_by_symbol(order["timeframe"]).get(order["symbol"])
             if newest is not None and order["ts"] < newest:
-                found = self.retry.call(lambda: self.lookup(order["symbol"], order["client_id"]),
+                found = self.retry.call(lambda order=order: self.lookup(order["symbol"],
+                                                                       order["client_id"]),
                                         what=f"fetch_order {order['client_id']}",
                                         exchange=self.exchange)
                 if found is None:

@@ -105,7 +105,7 @@ class Ledger:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -136,7 +136,8 @@ class Ledger:
         clash = {k: (stored[k], v) for k, v in settings.items() if k in stored and stored[k] != v}
         if clash:
             details = ", ".join(f"{k}: ledger {a!r} vs now {b!r}" for k, (a, b) in clash.items())
-            raise ValueError(f"{self.path} belongs to another set-up ({details}); use a new --state")
+            raise ValueError(f"{self.path} belongs to another set-up ({details}); "
+                             "use a new --state")
         return stored
 
     def meta(self) -> dict[str, Any]:
@@ -202,7 +203,8 @@ class Ledger:
         side = "buy" if qty > 0 else "sell"
         db.execute("INSERT INTO orders (client_id, symbol, timeframe, ts, side, qty, ref_price, "
                    "status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                   (client_id, symbol, timeframe, ts, side, abs(qty), ref_price, status, time.time()))
+                   (client_id, symbol, timeframe, ts, side, abs(qty), ref_price, status,
+                    time.time()))
 
     @staticmethod
     def set_order_status(db: sqlite3.Connection, client_id: str, status: str, *,
@@ -215,8 +217,10 @@ class Ledger:
     def put_fill(db: sqlite3.Connection, client_id: str, symbol: str, ts: int, qty: float,
                  price: float, fee: float) -> None:
         """Record a signed fill and move cash and the position (average price on adds)."""
-        db.execute("INSERT INTO fills VALUES (?,?,?,?,?,?)", (client_id, symbol, ts, qty, price, fee))
-        row = db.execute("SELECT qty, avg_price FROM positions WHERE symbol = ?", (symbol,)).fetchone()
+        db.execute("INSERT INTO fills VALUES (?,?,?,?,?,?)",
+                   (client_id, symbol, ts, qty, price, fee))
+        row = db.execute("SELECT qty, avg_price FROM positions WHERE symbol = ?",
+                         (symbol,)).fetchone()
         old_qty, old_avg = (row[0], row[1]) if row else (0.0, 0.0)
         new_qty = old_qty + qty
         if abs(new_qty) < 1e-12:
@@ -232,7 +236,8 @@ class Ledger:
         Ledger.set_order_status(db, client_id, "filled")
 
     @staticmethod
-    def put_equity(db: sqlite3.Connection, timeframe: str, ts: int, marks: Mapping[str, float]) -> float:
+    def put_equity(db: sqlite3.Connection, timeframe: str, ts: int,
+                   marks: Mapping[str, float]) -> float:
         """Mark positions at ``marks`` (symbol → price; last decided close when missing)."""
         cash = float(db.execute("SELECT cash FROM account WHERE id = 0").fetchone()[0])
         value = 0.0
@@ -243,5 +248,6 @@ class Ledger:
                                   "LIMIT 1", (symbol,)).fetchone()
                 price = last[0] if last else 0.0
             value += qty * price
-        db.execute("INSERT OR REPLACE INTO equity VALUES (?,?,?,?)", (timeframe, ts, cash, cash + value))
+        db.execute("INSERT OR REPLACE INTO equity VALUES (?,?,?,?)",
+                   (timeframe, ts, cash, cash + value))
         return cash + value

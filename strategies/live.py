@@ -24,7 +24,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -144,7 +144,8 @@ def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
         kwargs = dict(method="threshold", threshold=(min(t, -t), t))
     stamp = pd.Timestamp("1970-01-01")  # one rebalance row; the date itself is irrelevant
     panel = frame.rename(config.score).to_frame()
-    panel.index = pd.MultiIndex.from_product([[stamp], frame.index], names=["datetime", "instrument"])
+    panel.index = pd.MultiIndex.from_product([[stamp], frame.index],
+                                             names=["datetime", "instrument"])
     PORTFOLIO_LOGGER.addFilter(CAP_AT_DEBUG)
     try:
         weights = target_weights(panel, long_short=config.long_short,
@@ -176,8 +177,8 @@ class CycleResult:
 class LiveLoop:
     """Closed candles in, decisions out (see the module docstring)."""
 
-    def __init__(self, config: LiveConfig, *, predictor: "KronosPredictor", feed: "CcxtFeed",
-                 store: "CandleStore", ledger: Ledger, broker: Any,
+    def __init__(self, config: LiveConfig, *, predictor: KronosPredictor, feed: CcxtFeed,
+                 store: CandleStore, ledger: Ledger, broker: Any,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] | None = None) -> None:
         self.config, self.predictor, self.feed = config, predictor, feed
@@ -293,7 +294,8 @@ class LiveLoop:
             self._refresh(now_ms)
             todo, behind = self.pending_times()
             expected = self._latest_closed(now_ms)
-            late = [s for s in behind if not len(self.frames[s]) or self.frames[s].index[-1] < expected]
+            late = [s for s in behind
+                    if not len(self.frames[s]) or self.frames[s].index[-1] < expected]
             if not late or self.clock() >= deadline or self.stop_event.is_set():
                 break
             logger.info("late candle %s for %s; polling again in %.1fs", expected, late,

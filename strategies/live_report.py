@@ -45,7 +45,8 @@ class LiveReport:
         rate = f"{self.hit_rate:.1%} ({self.hits}/{self.calls})" if self.calls else "n/a"
         return [f"decisions: {self.decisions} on {len(self.equity)} candle times ({span})",
                 f"equity: {last:,.2f} (start {self.initial_cash:,.2f})",
-                f"PnL: {self.pnl:+,.2f} ({self.pnl / self.initial_cash:+.2%}), fees {self.fees:,.2f}",
+                f"PnL: {self.pnl:+,.2f} ({self.pnl / self.initial_cash:+.2%}), "
+                f"fees {self.fees:,.2f}",
                 f"orders: {self.orders}, fills: {self.fills}",
                 f"hit rate (held direction vs next-open → open return): {rate}"]
 

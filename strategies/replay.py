@@ -55,7 +55,8 @@ class ReplayFeed:
 
     def check(self, symbol: str, timeframe: str) -> None:
         if symbol not in self.candles:
-            raise ValueError(f"symbol {symbol!r} has no recorded candles; have {sorted(self.candles)}")
+            raise ValueError(f"symbol {symbol!r} has no recorded candles; "
+                             f"have {sorted(self.candles)}")
         if timeframe != self.timeframe:
             raise ValueError(f"recorded candles are {self.timeframe}, not {timeframe}")
 
@@ -73,7 +74,7 @@ class ReplayFeed:
         opens = self._opens[symbol]
         keep = (opens >= to_ms(since)) & (opens + self._step // pd.Timedelta(milliseconds=1) <= now)
         values = self.candles[symbol][list(CANDLE_FIELDS)].to_numpy()[keep]
-        rows = [[int(t), *map(float, v)] for t, v in zip(opens[keep], values)]
+        rows = [[int(t), *map(float, v)] for t, v in zip(opens[keep], values, strict=True)]
         return candles_frame(rows), FetchReport(pages=1)
 
 

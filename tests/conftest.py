@@ -9,7 +9,6 @@ import torch
 from kronos_quant import KronosPredictor
 from kronos_quant.testing import random_walk_bars, save_tiny_pair, tiny_pair
 
-
 # Two xdist workers on two cores: more intra-op threads than cores makes OpenMP barriers
 # spin against each other and slows small ops a hundredfold.
 if os.environ.get("PYTEST_XDIST_WORKER"):

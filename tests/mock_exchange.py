@@ -14,16 +14,16 @@ it sees prices change under it. Faults are queued per path and consumed in order
 Signed spot trading (for the ``--live-orders`` broker): ``POST /api/v3/order`` (MARKET orders,
 filled at once at the forming candle's price, FULL response with fills; commission 0.1% in the
 asset received, as Binance charges without BNB), ``GET /api/v3/order`` by ``orderId`` or
-``origClientOrderId``, ``GET /api/v3/openOrders``, ``GET /api/v3/myTrades``, ``GET /api/v3/account`` and the (empty) currency
-and margin lists ccxt loads when keys are set. ``newClientOrderId`` is unique among *open* orders only, as
-on Binance: a filled order's id can be sent again and makes a second order. Signatures are
-not checked (the keys are fake); the ``X-MBX-APIKEY`` header of each signed call is kept in
-``api_keys``.
+``origClientOrderId``, ``GET /api/v3/openOrders``, ``GET /api/v3/myTrades``,
+``GET /api/v3/account`` and the (empty) currency and margin lists ccxt loads when keys are set.
+``newClientOrderId`` is unique among *open* orders only, as on Binance: a filled order's id can
+be sent again and makes a second order. Signatures are not checked (the keys are fake); the
+``X-MBX-APIKEY`` header of each signed call is kept in ``api_keys``.
 """
 from __future__ import annotations
 
-import json
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -321,7 +321,7 @@ class MockServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def __enter__(self) -> "MockServer":
+    def __enter__(self) -> MockServer:
         self.thread.start()
         return self
 

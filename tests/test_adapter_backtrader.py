@@ -12,6 +12,7 @@ import pytest
 bt = pytest.importorskip("backtrader")
 
 from kronos_quant.adapters import backtrader as btad  # noqa: E402
+
 from kronos_quant.data import synthetic_panel  # noqa: E402
 
 

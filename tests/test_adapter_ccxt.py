@@ -7,10 +7,17 @@ import ccxt
 import numpy as np
 import pandas as pd
 import pytest
-
-from kronos_quant.adapters.ccxt import (CandleStore, CcxtFeed, RetryPolicy, candles_frame,
-                                        find_gaps, make_exchange, retry_after_seconds,
-                                        rewrite_api_host, row_problem)
+from kronos_quant.adapters.ccxt import (
+    CandleStore,
+    CcxtFeed,
+    RetryPolicy,
+    candles_frame,
+    find_gaps,
+    make_exchange,
+    retry_after_seconds,
+    rewrite_api_host,
+    row_problem,
+)
 from mock_exchange import Fault, ManualClock, MockExchange, MockServer
 
 MIN = 60_000
@@ -31,7 +38,8 @@ def server():
 
 
 def make_feed(srv, sleeps=None, **retry) -> CcxtFeed:
-    policy = RetryPolicy(base_delay=0.001, max_delay=0.01, sleep=Sleeps() if sleeps is None else sleeps, **retry)
+    policy = RetryPolicy(base_delay=0.001, max_delay=0.01,
+                         sleep=Sleeps() if sleeps is None else sleeps, **retry)
     return CcxtFeed(make_exchange("binance", api_host=srv.url, timeout_ms=250), retry=policy,
                     page_limit=10)
 

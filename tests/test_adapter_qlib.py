@@ -11,8 +11,15 @@ import pytest
 pytest.importorskip("qlib")
 
 from kronos_quant.adapters.qlib import compare_scorers, run_topk_dropout  # noqa: E402
-from kronos_quant.adapters.qlib_data import (check_provider, read_bin, read_calendar,  # noqa: E402
-                                             read_instruments, read_provider, write_provider)
+from kronos_quant.adapters.qlib_data import (  # noqa: E402
+    check_provider,
+    read_bin,
+    read_calendar,
+    read_instruments,
+    read_provider,
+    write_provider,
+)
+
 from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
 from kronos_quant.portfolio import align, target_weights  # noqa: E402
 from kronos_quant.qlib_cli import register  # noqa: E402
@@ -58,7 +65,8 @@ def test_layout_follows_qlib_format(provider, panel):
     close3 = read_bin(provider / "features" / "syn003" / "close.day.bin", 300)
     assert np.isnan(close3[100:103]).all() and not np.isnan(close3[99])
     change3 = read_bin(provider / "features" / "syn003" / "change.day.bin", 300)
-    np.testing.assert_allclose(change3[103], close3[103] / close3[99] - 1, rtol=1e-5)  # across the gap
+    # across the gap
+    np.testing.assert_allclose(change3[103], close3[103] / close3[99] - 1, rtol=1e-5)
     sub = panel.xs("SYN005", level="instrument")
     vwap = read_bin(provider / "features" / "syn005" / "vwap.day.bin", 300)
     np.testing.assert_array_equal(vwap, (sub["amount"] / sub["volume"]).to_numpy(np.float32))
@@ -151,7 +159,8 @@ def test_report_risk_and_region_defaults(provider, panel, tmp_path):
     held = result.holdings.iloc[-1]
     assert (held[held > 0] % 100 == 0).all()  # CN lots
     bench = panel["close"].xs("SYN000", level="instrument").pct_change()
-    np.testing.assert_allclose(result.report["bench"], bench.reindex(result.report.index), atol=1e-6)
+    np.testing.assert_allclose(result.report["bench"], bench.reindex(result.report.index),
+                               atol=1e-6)
     assert result.figure.exists()
     assert result.tearsheet.exists() and "<html" in result.tearsheet.read_text()[:2000].lower()
 
@@ -231,4 +240,5 @@ def test_cli_writes_checks_and_backtests(tmp_path, panel, capsys):
     assert _cli(["-q", "qlib-backtest", "--scores", str(tmp_path / "scores.parquet"),
                  "--provider", str(out), "--benchmark", "SYN000", "--topk", "3", "--n-drop", "1",
                  "--region", "us", "--out", str(tmp_path / "bt")]) == 0
-    assert (tmp_path / "bt" / "risk.csv").exists() and (tmp_path / "bt" / "cumulative_return.png").exists()
+    assert (tmp_path / "bt" / "risk.csv").exists()
+    assert (tmp_path / "bt" / "cumulative_return.png").exists()

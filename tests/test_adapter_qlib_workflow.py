@@ -16,6 +16,7 @@ pytest.importorskip("qlib")
 
 from kronos_quant.adapters import qlib as kq  # noqa: E402
 from kronos_quant.adapters.qlib_data import init_qlib, write_provider  # noqa: E402
+
 from kronos_quant.data import synthetic_panel  # noqa: E402
 from kronos_quant.testing import save_tiny_pair  # noqa: E402
 
@@ -76,7 +77,8 @@ def test_tiny_model_predicts_cached_and_backtests(setup, tmp_path):
     m.predictor.forecast_batch = m.predictor.forecast_arrays = refuse
     pd.testing.assert_series_equal(m.predict(ds), pred)
     # The scores of a segment do not depend on data after it.
-    later = _model(tok, model).fit(_dataset(root, end="2022-05-20")).predict(_dataset(root, end="2022-05-20"))
+    later = (_model(tok, model).fit(_dataset(root, end="2022-05-20"))
+             .predict(_dataset(root, end="2022-05-20")))
     pd.testing.assert_series_equal(later, pred)
     result = kq.run_topk_dropout(pred, root / "provider", topk=2, n_drop=1, benchmark="SYN000",
                                  region="us", verbose=False)
@@ -119,4 +121,5 @@ def test_qrun_runs_the_example_workflow(tmp_path):
     artifacts = {p.name for p in (tmp_path / "mlruns").rglob("*.pkl")}
     assert {"pred.pkl", "ic.pkl", "port_analysis_1day.pkl", "report_normal_1day.pkl"} <= artifacts
     pred = pd.read_pickle(next((tmp_path / "mlruns").rglob("pred.pkl")))
-    assert pred.index.names == ["datetime", "instrument"] and len(pred) == 18 * 20  # 2023-02-01 … 02-24
+    assert pred.index.names == ["datetime", "instrument"]
+    assert len(pred) == 18 * 20  # 2023-02-01 … 02-24

@@ -13,10 +13,19 @@ import pytest
 
 qs = pytest.importorskip("quantstats")
 
-from kronos_quant.adapters.quantstats import (SECTION_ID, SignalReport,  # noqa: E402
-                                              benchmark_returns, evaluate_signal,
-                                              infer_periods_per_year, metrics, quiet_reports,
-                                              register_returns, tearsheet, to_returns)
+from kronos_quant.adapters.quantstats import (  # noqa: E402
+    SECTION_ID,
+    SignalReport,
+    benchmark_returns,
+    evaluate_signal,
+    infer_periods_per_year,
+    metrics,
+    quiet_reports,
+    register_returns,
+    tearsheet,
+    to_returns,
+)
+
 from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
 from kronos_quant.signals import Calibration  # noqa: E402
 
@@ -140,9 +149,10 @@ def test_quiet_reports_hides_only_library_noise(caplog):
         warnings.simplefilter("always")
         with quiet_reports():
             font_log.warning("findfont: Font family 'Arial' not found.")
-            warnings.warn("ours", DeprecationWarning)  # raised here, not in QuantStats: kept
+            # stacklevel=1: attributed to this test module, not QuantStats, so it is kept
+            warnings.warn("ours", DeprecationWarning, stacklevel=1)
         with pytest.raises(ZeroDivisionError), quiet_reports():
-            1 / 0
+            _ = 1 / 0  # raises ZeroDivisionError inside quiet_reports
     assert [str(w.message) for w in seen] == ["ours"]
     assert "findfont" not in caplog.text
     assert font_log.level == before

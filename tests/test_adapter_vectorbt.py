@@ -9,10 +9,15 @@ import pytest
 
 vbt = pytest.importorskip("vectorbt")
 
-from kronos_quant.adapters.vectorbt import (KronosIndicator, backtest, price_frames,  # noqa: E402
-                                            signals)
-from kronos_quant.data import (INDEX_NAMES, planted_signal, synthetic_panel,  # noqa: E402
-                               unstack_field, validate_panel)
+from kronos_quant.adapters.vectorbt import KronosIndicator, backtest, price_frames, signals  # noqa: E402
+
+from kronos_quant.data import (  # noqa: E402
+    INDEX_NAMES,
+    planted_signal,
+    synthetic_panel,
+    unstack_field,
+    validate_panel,
+)
 from kronos_quant.portfolio import target_weights  # noqa: E402
 from kronos_quant.predictor import KronosPredictor  # noqa: E402
 from kronos_quant.signals import score_panel  # noqa: E402
@@ -110,8 +115,9 @@ def test_signals_hysteresis_and_execution_lag():
     bars = pd.bdate_range("2024-01-01", periods=6, name="datetime")
     a = [0.5, 0.2, -0.1, 0.3, 0.6, np.nan]
     b = [0.1, 0.45, 0.41, 0.05, -0.2, 0.9]
-    scores = pd.Series(np.ravel(np.column_stack([a, b])), name="s", index=pd.MultiIndex.from_product(
-        [bars, ["A", "B"]], names=list(INDEX_NAMES)))
+    scores = pd.Series(np.ravel(np.column_stack([a, b])), name="s",
+                       index=pd.MultiIndex.from_product([bars, ["A", "B"]],
+                                                        names=list(INDEX_NAMES)))
     entries, exits = signals(scores, bars=bars, entry=0.4, exit=0.0)
     # A: in at 0, kept at 0.2, out at -0.1, 0.3 is not enough, in at 0.6, out when the score
     # goes missing; B: in at 0.45, kept at 0.05 ≥ exit, out at -0.2. Each change trades a bar later.

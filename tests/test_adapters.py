@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from kronos_quant.adapters import ENGINE_EXTRAS, install_hint, require_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_engine_maps_to_a_declared_extra():
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
     assert set(ENGINE_EXTRAS.values()) <= set(extras)
     assert install_hint("qlib", "reports") == 'pip install "kronos-quant[qlib,reports]"'
 

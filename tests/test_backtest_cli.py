@@ -12,8 +12,9 @@ import pytest
 pytest.importorskip("vectorbt")
 pytest.importorskip("quantstats")
 
-from kronos_quant import backtest_cli  # noqa: E402
 from kronos_quant.adapters.vectorbt import backtest  # noqa: E402
+
+from kronos_quant import backtest_cli  # noqa: E402
 from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
 from kronos_quant.portfolio import target_weights  # noqa: E402
 from kronos_quant.predictor import checkpoint_label  # noqa: E402
@@ -89,7 +90,8 @@ def test_model_label_from_the_model_options_or_the_scores_fingerprint():
     scores.attrs["model_fingerprint"] = "0123456789abcdef"
     args = argparse.Namespace(model=None, tokenizer=None)
     assert backtest_cli.scores_model_label(args, scores) == "weights 0123456789ab"
-    args = argparse.Namespace(model="NeoQuasar/Kronos-small", tokenizer="NeoQuasar/Kronos-Tokenizer-base")
+    args = argparse.Namespace(model="NeoQuasar/Kronos-small",
+                              tokenizer="NeoQuasar/Kronos-Tokenizer-base")
     assert backtest_cli.scores_model_label(args, scores) == (
         "NeoQuasar/Kronos-small + NeoQuasar/Kronos-Tokenizer-base")
 
@@ -132,7 +134,8 @@ def test_bad_invocations(files, tmp_path, capsys):
 
 
 def test_vectorbt_example_runs_offline_on_the_demo_model(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("vectorbt_topk", ROOT / "examples" / "vectorbt_topk.py")
+    spec = importlib.util.spec_from_file_location("vectorbt_topk",
+                                                  ROOT / "examples" / "vectorbt_topk.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     path = example.main(["--instruments", "4", "--bars", "60", "--lookback", "30", "--pred-len",

@@ -34,7 +34,9 @@ window.addEventListener("load", function () {
     images: images.length,
     images_loaded: images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
     charts: charts.length,
-    charts_drawn: charts.filter(function (s) { return s.getBoundingClientRect().width > 50; }).length,
+    charts_drawn: charts.filter(function (s) {
+      return s.getBoundingClientRect().width > 50;
+    }).length,
     text: document.body.innerText.length
   };
   var out = document.createElement("pre");

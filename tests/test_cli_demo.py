@@ -47,7 +47,8 @@ def test_the_whole_demo_runs_every_engine_and_they_agree(tmp_path, capsys):
     assert days == total > 400
     assert summary["live"]["numbers"]["decisions"] == 2 * 4
     ev = summary["evaluate"]["numbers"]
-    assert ev["80% band coverage (conformal, later half)"] > ev["80% band coverage (raw, later half)"]
+    assert (ev["80% band coverage (conformal, later half)"]
+            > ev["80% band coverage (raw, later half)"])
     page = (out / "index.html").read_text()
     for name, result in summary.items():
         for path in result["files"].values():
@@ -74,7 +75,8 @@ def test_a_missing_engine_is_skipped_with_its_pip_command(tmp_path, capsys, monk
     assert main(["-q", "demo", "--out", str(out), "--steps", "vectorbt,backtrader",
                  "--score-samples", "2"]) == 0
     printed = capsys.readouterr().out
-    assert 'vectorbt: vectorbt backtest … skipped (needs pip install "kronos-quant[vectorbt]")' in printed
+    assert ('vectorbt: vectorbt backtest … skipped '
+            '(needs pip install "kronos-quant[vectorbt]")') in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["vectorbt"]["status"] == "skipped"
     assert summary["backtrader"]["status"] == "ok"
@@ -86,7 +88,8 @@ def test_the_bundled_universe_is_the_demo_models_data(tmp_path):
     rebuilt = write_universe(tmp_path / "universe.csv")
     assert rebuilt.read_bytes() == UNIVERSE.read_bytes()
     panel = load_universe()
-    assert sorted(panel.index.get_level_values("instrument").unique()) == ["AAPL", "GOOG", "IBM", "MSFT"]
+    assert (sorted(panel.index.get_level_values("instrument").unique())
+            == ["AAPL", "GOOG", "IBM", "MSFT"])
     assert UNIVERSE.stat().st_size < 1_000_000
 
 
@@ -104,10 +107,14 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     (["demo", "--steps", "forecast,bogus"], "argument --steps: unknown step(s) ['bogus']"),
     (["demo", "--max-context", "0"], "argument --max-context: must be an integer >= 1, got '0'"),
     (["demo", "--pred-len", "2.5"], "argument --pred-len: must be an integer >= 1, got '2.5'"),
-    (["score", "--panel", "p.csv", "--lookback", "0"], "argument --lookback: must be an integer >= 2"),
-    (["score", "--panel", "p.csv", "--pred-len", "0"], "argument --pred-len: must be an integer >= 1"),
-    (["score", "--panel", "p.csv", "--samples", "0"], "argument --samples: must be an integer >= 1"),
-    (["score", "--panel", "p.csv", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
+    (["score", "--panel", "p.csv", "--lookback", "0"],
+     "argument --lookback: must be an integer >= 2"),
+    (["score", "--panel", "p.csv", "--pred-len", "0"],
+     "argument --pred-len: must be an integer >= 1"),
+    (["score", "--panel", "p.csv", "--samples", "0"],
+     "argument --samples: must be an integer >= 1"),
+    (["score", "--panel", "p.csv", "--batch-size", "0"],
+     "argument --batch-size: must be an integer >= 1"),
     (["score", "--panel", "p.csv", "--top-k", "-1"], "argument --top-k: must be an integer >= 0"),
 ])
 def test_integer_options_are_validated_before_anything_runs(argv, message, capsys):

@@ -90,7 +90,7 @@ def test_save_load_round_trip_gives_identical_outputs(tiny_dirs):
     tok, model = tiny_pair(0)
     tok2 = KronosTokenizer.from_pretrained(tiny_dirs[0])
     model2 = Kronos.from_pretrained(tiny_dirs[1])
-    for a, b in zip(_outputs(tok, model), _outputs(tok2, model2)):
+    for a, b in zip(_outputs(tok, model), _outputs(tok2, model2), strict=True):
         assert torch.equal(a, b)
     assert not model2.training and not tok2.training
 
@@ -154,5 +154,5 @@ def test_dropout_is_off_in_inference_even_if_built_with_it():
     assert model.config.ffn_dropout_p > 0 and model.config.attn_dropout_p > 0
     first = _outputs(tok, model)
     second = _outputs(tok, model)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)

@@ -38,11 +38,13 @@ def _tiny_panel() -> pd.DataFrame:
         ("2024-01-04", "BBB", 25.0),
     ]
     index = pd.MultiIndex.from_arrays(
-        [pd.to_datetime([r[0] for r in rows]), [r[1] for r in rows]], names=["datetime", "instrument"]
+        [pd.to_datetime([r[0] for r in rows]), [r[1] for r in rows]],
+        names=["datetime", "instrument"],
     )
     close = np.array([r[2] for r in rows])
     return pd.DataFrame(
-        {"open": close, "high": close + 1, "low": close - 1, "close": close, "volume": 100.0, "amount": close * 100},
+        {"open": close, "high": close + 1, "low": close - 1, "close": close, "volume": 100.0,
+         "amount": close * 100},
         index=index,
     )
 
@@ -50,10 +52,12 @@ def _tiny_panel() -> pd.DataFrame:
 def _assert_same_panel(left: pd.DataFrame, right: pd.DataFrame) -> None:
     # Text round trips may change the datetime unit (us vs ns), which is not a data change.
     def norm(p: pd.DataFrame) -> pd.DataFrame:
-        levels = [p.index.get_level_values(0).as_unit("ns"), p.index.get_level_values(1).astype(str)]
+        levels = [p.index.get_level_values(0).as_unit("ns"),
+                  p.index.get_level_values(1).astype(str)]
         return p.set_axis(pd.MultiIndex.from_arrays(levels, names=p.index.names), axis=0)
 
-    pd.testing.assert_frame_equal(norm(left), norm(right), check_exact=False, rtol=1e-12, check_index_type=False)
+    pd.testing.assert_frame_equal(norm(left), norm(right), check_exact=False, rtol=1e-12,
+                                  check_index_type=False)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +69,8 @@ def panel() -> pd.DataFrame:
 
 
 def test_validate_returns_float64_canonical_columns(panel: pd.DataFrame) -> None:
-    messy = panel.assign(volume=panel["volume"].astype("int64"), extra="x")[["extra", *PANEL_COLUMNS]]
+    messy = panel.assign(volume=panel["volume"].astype("int64"),
+                         extra="x")[["extra", *PANEL_COLUMNS]]
     out = validate_panel(messy, require_amount=True)
     assert list(out.columns) == list(PANEL_COLUMNS)
     assert (out.dtypes == "float64").all()
@@ -91,18 +96,21 @@ def test_validate_missing_columns_named() -> None:
 def test_validate_unsorted_names_row() -> None:
     p = _tiny_panel()
     unsorted = p.iloc[[0, 2, 1, 3, 4]]
-    with pytest.raises(ValueError, match=r"not sorted.*row 2 \(datetime=2024-01-02 00:00:00, instrument='BBB'\)"):
+    with pytest.raises(ValueError, match=r"not sorted.*row 2 "
+                                         r"\(datetime=2024-01-02 00:00:00, instrument='BBB'\)"):
         validate_panel(unsorted)
 
 
 def test_validate_nan_names_column_and_row() -> None:
     p = _tiny_panel()
     p.loc[(pd.Timestamp("2024-01-04"), "BBB"), "high"] = np.nan
-    with pytest.raises(ValueError, match=r"column 'high' has non-finite value nan at .*2024-01-04.*'BBB'"):
+    with pytest.raises(ValueError,
+                       match=r"column 'high' has non-finite value nan at .*2024-01-04.*'BBB'"):
         validate_panel(p)
     p = _tiny_panel()
     p.loc[(pd.Timestamp("2024-01-03"), "AAA"), "volume"] = np.inf
-    with pytest.raises(ValueError, match=r"'volume' has non-finite value inf at .*2024-01-03.*'AAA'"):
+    with pytest.raises(ValueError,
+                       match=r"'volume' has non-finite value inf at .*2024-01-03.*'AAA'"):
         validate_panel(p)
 
 
@@ -153,14 +161,18 @@ def test_panel_from_frames_columns_and_volume(caplog: pytest.LogCaptureFixture) 
             {"Date": ["2024-01-03", "2024-01-02"], "Open": [2.0, 1.0], "HIGH": ["2.5", "1.5"],
              "Low": [1.5, 0.5], "Close": [2.0, 1.0], "note": ["b", "a"]}
         ),
-        "Y": pd.DataFrame({"TimeStamps": ["2024-01-02"], "open": [5.0], "high": [6.0], "low": [4.0], "close": [5.0]}),
+        "Y": pd.DataFrame(
+            {"TimeStamps": ["2024-01-02"], "open": [5.0], "high": [6.0], "low": [4.0],
+             "close": [5.0]}
+        ),
     }
     with caplog.at_level(logging.WARNING, logger="kronos_quant.data"):
         out = panel_from_frames(raw)
     assert "no volume column" in caplog.text
     assert list(out.columns) == ["open", "high", "low", "close", "volume"]
     assert out.index.tolist() == [
-        (pd.Timestamp("2024-01-02"), "X"), (pd.Timestamp("2024-01-02"), "Y"), (pd.Timestamp("2024-01-03"), "X")
+        (pd.Timestamp("2024-01-02"), "X"), (pd.Timestamp("2024-01-02"), "Y"),
+        (pd.Timestamp("2024-01-03"), "X"),
     ]
     assert out["high"].tolist() == [1.5, 6.0, 2.5]
     assert (out["volume"] == 0.0).all()
@@ -168,13 +180,16 @@ def test_panel_from_frames_columns_and_volume(caplog: pytest.LogCaptureFixture) 
 
 def test_panel_from_frames_errors() -> None:
     ok = pd.DataFrame(
-        {"open": [1.0], "high": [1.0], "low": [1.0], "close": [1.0]}, index=pd.to_datetime(["2024-01-02"])
+        {"open": [1.0], "high": [1.0], "low": [1.0], "close": [1.0]},
+        index=pd.to_datetime(["2024-01-02"]),
     )
     with pytest.raises(ValueError, match=r"instrument 'A': missing price columns \['close'\]"):
         panel_from_frames({"A": ok.drop(columns="close")})
-    with pytest.raises(ValueError, match=r"instrument 'B': no timestamps: no DatetimeIndex and no datetime column"):
+    with pytest.raises(ValueError, match=r"instrument 'B': no timestamps: "
+                                         r"no DatetimeIndex and no datetime column"):
         panel_from_frames({"B": ok.reset_index(drop=True)})
-    with pytest.raises(TypeError, match=r"instrument 'C': column 'low' is not numeric: value 'oops' at row 0"):
+    with pytest.raises(TypeError, match=r"instrument 'C': column 'low' is not numeric: "
+                                        r"value 'oops' at row 0"):
         panel_from_frames({"C": ok.assign(low=["oops"])})
     with pytest.raises(ValueError, match="frames is empty"):
         panel_from_frames({})
@@ -183,7 +198,9 @@ def test_panel_from_frames_errors() -> None:
 def test_one_input_path_case_prices_and_timezones(tmp_path, caplog) -> None:
     """load_panel and the predictor share one validator: same columns, aliases, rules, tz."""
     p = _tiny_panel()
-    long = p.reset_index().rename(columns={"datetime": "TimeStamp", "volume": "Volume", "close": "CLOSE"})
+    long = p.reset_index().rename(
+        columns={"datetime": "TimeStamp", "volume": "Volume", "close": "CLOSE"}
+    )
     long.to_csv(tmp_path / "upper.csv", index=False)
     _assert_same_panel(load_panel(tmp_path / "upper.csv"), p)  # Volume used, not dropped
     long.assign(close=long["CLOSE"]).to_csv(tmp_path / "twice.csv", index=False)
@@ -192,10 +209,13 @@ def test_one_input_path_case_prices_and_timezones(tmp_path, caplog) -> None:
     negative = long.copy()
     negative.loc[3, "CLOSE"] = -17.6
     negative.to_csv(tmp_path / "negative.csv", index=False)
-    with pytest.raises(ValueError, match=r"instrument '(AAA|BBB)': column 'CLOSE' has non-positive price -17.6 "
+    with pytest.raises(ValueError, match=r"instrument '(AAA|BBB)': column 'CLOSE' "
+                                         r"has non-positive price -17.6 "
                                          r"at row \d \(2024-01-0\d 00:00:00\)"):
         load_panel(tmp_path / "negative.csv")
-    aware = long.assign(TimeStamp=pd.to_datetime(long["TimeStamp"]).dt.tz_localize("America/New_York"))
+    aware = long.assign(
+        TimeStamp=pd.to_datetime(long["TimeStamp"]).dt.tz_localize("America/New_York")
+    )
     aware.to_parquet(tmp_path / "aware.parquet")
     with caplog.at_level(logging.INFO, logger="kronos_quant.inputs"):
         loaded = load_panel(tmp_path / "aware.parquet")
@@ -278,7 +298,8 @@ def test_forward_returns_by_hand() -> None:
     r1 = forward_returns(p, horizon=1)
     assert r1.name == "fwd_ret_1"
     pd.testing.assert_index_equal(r1.index, p.index)
-    # BBB's next bar is 2024-01-04 (it has no 2024-01-03 bar); each instrument's last bar has no future.
+    # BBB's next bar is 2024-01-04 (it has no 2024-01-03 bar); each instrument's last bar has
+    # no future.
     expected = [11.0 / 10.0 - 1, 25.0 / 20.0 - 1, 12.1 / 11.0 - 1, np.nan, np.nan]
     np.testing.assert_allclose(r1.to_numpy(), expected)
     r2 = forward_returns(p, horizon=2, log=True)
@@ -314,12 +335,14 @@ def test_synthetic_ohlcv_intraday() -> None:
     assert len(bars) == 600 and bars.index.name == "timestamps"
     assert list(bars.columns) == list(PANEL_COLUMNS)
     _assert_ohlc_consistent(bars)
-    np.testing.assert_allclose(bars["amount"], bars["volume"] * bars[["high", "low", "close"]].mean(axis=1))
+    np.testing.assert_allclose(bars["amount"],
+                               bars["volume"] * bars[["high", "low", "close"]].mean(axis=1))
     minutes = bars.index.hour * 60 + bars.index.minute
     in_session = ((minutes >= 570) & (minutes < 690)) | ((minutes >= 780) & (minutes < 900))
     assert in_session.all() and (bars.index.day_of_week < 5).all()
     assert bars.index.is_monotonic_increasing and bars.index.is_unique
-    assert bars.index[0] == pd.Timestamp("2024-01-02 09:30") and bars.index[24] == pd.Timestamp("2024-01-02 13:00")
+    assert bars.index[0] == pd.Timestamp("2024-01-02 09:30")
+    assert bars.index[24] == pd.Timestamp("2024-01-02 13:00")
     abs_ret = np.log(bars["close"]).diff().abs()
     assert abs_ret.corr(bars["volume"]) > 0.2
     # Volatility clustering: squared returns are positively autocorrelated.
@@ -331,7 +354,8 @@ def test_synthetic_ohlcv_daily_and_seeds() -> None:
     daily = synthetic_ohlcv(10, freq="D", start="2024-01-05", seed=2)
     assert list(daily.index) == list(pd.bdate_range("2024-01-05", periods=10))
     pd.testing.assert_frame_equal(synthetic_ohlcv(50, seed=4), synthetic_ohlcv(50, seed=4))
-    assert not np.allclose(synthetic_ohlcv(50, seed=4)["close"], synthetic_ohlcv(50, seed=5)["close"])
+    assert not np.allclose(synthetic_ohlcv(50, seed=4)["close"],
+                           synthetic_ohlcv(50, seed=5)["close"])
     with pytest.raises(ValueError, match="unrecognised freq 'bogus'"):
         synthetic_ohlcv(5, freq="bogus")
     with pytest.raises(TypeError, match="seed must be an int"):
@@ -345,7 +369,8 @@ def test_synthetic_panel_shape_and_determinism() -> None:
     assert len(dates(p)) == 40 and len(p) == 200
     _assert_ohlc_consistent(p)
     pd.testing.assert_frame_equal(p, synthetic_panel(n_instruments=5, n_bars=40, seed=11))
-    assert not np.allclose(p["close"], synthetic_panel(n_instruments=5, n_bars=40, seed=12)["close"])
+    assert not np.allclose(p["close"],
+                           synthetic_panel(n_instruments=5, n_bars=40, seed=12)["close"])
     # Common market factor: instruments' returns co-move.
     rets = np.log(unstack_field(p)).diff().dropna()
     assert rets.corr().to_numpy()[np.triu_indices(5, 1)].mean() > 0.1

@@ -18,8 +18,9 @@ pytest.importorskip("backtrader")
 pytest.importorskip("vectorbt")
 
 from kronos_quant.adapters.vectorbt import backtest  # noqa: E402
-from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
 from kronos_quant.strategies.backtrader import run  # noqa: E402
+
+from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
 
 CASH = 1_000_000.0
 

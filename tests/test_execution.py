@@ -5,9 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kronos_quant.execution import (DEFAULT_EXECUTION, EXECUTIONS, check_execution,
-                                    describe_execution, execution_lag, execution_price,
-                                    execution_returns)
+from kronos_quant.execution import (
+    DEFAULT_EXECUTION,
+    EXECUTIONS,
+    check_execution,
+    describe_execution,
+    execution_lag,
+    execution_price,
+    execution_returns,
+)
 
 
 def hand_panel() -> pd.DataFrame:

@@ -300,5 +300,5 @@ def test_learning_rate_schedules_warm_up_then_decay(schedule):
 
     f = [lr_factor(s, schedule=schedule, warm=10, total=100) for s in range(100)]
     assert f[0] < 0.2 and max(f) == pytest.approx(1.0, abs=0.05)
-    assert all(a <= b + 1e-12 for a, b in zip(f[:10], f[1:11]))  # rising warm-up
+    assert all(a <= b + 1e-12 for a, b in zip(f[:10], f[1:11], strict=True))  # rising warm-up
     assert f[-1] < 0.01 if schedule != "constant" else f[-1] == 1.0

@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from kronos_quant.adapters.ccxt import CandleStore, CcxtFeed, RetryPolicy, make_exchange
-from kronos_quant.predictor import KronosPredictor
 from kronos_quant.strategies.brokers import CcxtBroker, credentials_from_env, fill_in_quote
 from kronos_quant.strategies.ledger import Ledger, client_order_id
 from kronos_quant.strategies.live import LiveConfig, LiveLoop
-from kronos_quant.testing import tiny_pair
 from mock_exchange import COMMISSION, Fault, ManualClock, MockExchange, MockServer
+
+from kronos_quant.predictor import KronosPredictor
+from kronos_quant.testing import tiny_pair
 
 MIN = 60_000
 START = 1_700_000_000_000 // MIN * MIN + 1_000  # 1 s after a 1m close

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
-
 from kronos_quant.strategies.ledger import Ledger
-from kronos_quant.testing import save_tiny_pair
 from mock_exchange import MockExchange, MockServer
+
+from kronos_quant.testing import save_tiny_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,14 +8,14 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-
 from kronos_quant.adapters.ccxt import CandleStore, CcxtFeed, RetryPolicy, make_exchange
-from kronos_quant.predictor import KronosPredictor
 from kronos_quant.strategies.brokers import OrderRequest, PaperBroker, credentials_from_env
 from kronos_quant.strategies.ledger import Ledger, client_order_id, from_ms
 from kronos_quant.strategies.live import LiveConfig, LiveLoop, target_positions
-from kronos_quant.testing import tiny_pair
 from mock_exchange import Fault, ManualClock, MockExchange, MockServer
+
+from kronos_quant.predictor import KronosPredictor
+from kronos_quant.testing import tiny_pair
 
 MIN = 60_000
 START = 1_700_000_000_000 // MIN * MIN + 1_000  # 1 s after a 1m close
@@ -37,7 +37,8 @@ def world(tmp_path, predictor):
                             sample_count=4, late_timeout_s=6.0, late_poll_s=2.0)
             config = LiveConfig(**{**settings, **overrides})
             feed = CcxtFeed(make_exchange("binance", api_host=srv.url, timeout_ms=250),
-                            retry=RetryPolicy(base_delay=0.001, max_delay=0.01, sleep=lambda s: None))
+                            retry=RetryPolicy(base_delay=0.001, max_delay=0.01,
+                                              sleep=lambda s: None))
             return LiveLoop(config, predictor=predictor, feed=feed,
                             store=CandleStore(state / "candles"), ledger=Ledger(state),
                             broker=PaperBroker(), clock=clock, sleep=clock.sleep)
@@ -188,8 +189,9 @@ def test_live_report_equity_hit_rate_and_tearsheet(world, tmp_path, capsys):
     for _ in range(5):
         clock.advance(60)
         loop.run(once=True)
-    from kronos_quant.live_cli import register
     from kronos_quant.strategies.live_report import live_report, periods_per_year
+
+    from kronos_quant.live_cli import register
 
     report = live_report(loop.ledger)
     candles = loop.ledger.table("candles").pivot(index="ts", columns="symbol", values="open")

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from kronos_quant.data import synthetic_ohlcv
 from kronos_quant.strategies.ledger import to_ms
 from kronos_quant.strategies.live_report import LiveReport, write_tearsheet
 from kronos_quant.strategies.replay import ReplayFeed, timeframe_step
+
+from kronos_quant.data import synthetic_ohlcv
 
 
 def test_timeframe_step_reads_ccxt_timeframes():

@@ -156,7 +156,8 @@ def test_dropout_limits_on_random_universes():
 def test_weights_never_depend_on_later_scores(kw):
     rng = np.random.default_rng(3)
     idx = pd.MultiIndex.from_product([pd.bdate_range("2024-01-01", periods=20),
-                                      [f"N{i}" for i in range(8)]], names=["datetime", "instrument"])
+                                      [f"N{i}" for i in range(8)]],
+                                     names=["datetime", "instrument"])
     s = pd.Series(rng.normal(size=len(idx)), index=idx)
     base = target_weights(s, **kw)
     for cut in (pd.Timestamp("2024-01-05"), pd.Timestamp("2024-01-17")):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from kronos_quant import Forecast, KronosPredictor
+from kronos_quant.charts import stamp_labels
 from kronos_quant.generation import SamplingParams
 from kronos_quant.inputs import prepare_series
-from kronos_quant.charts import stamp_labels
 from kronos_quant.predictor import checkpoint_label
 from kronos_quant.testing import random_walk_bars as make_bars
 from kronos_quant.testing import recompute_generate, tiny_pair
@@ -126,7 +126,7 @@ def test_batch_of_different_lengths_equals_one_by_one(predictor):
         assert batch[key].name == key
     lists = predictor.predict_batch(list(series.values()), [None] * 3, [None] * 3, pred_len=4,
                                     top_k=1, verbose=False)
-    for df_pred, fc in zip(lists, batch.values()):
+    for df_pred, fc in zip(lists, batch.values(), strict=True):
         np.testing.assert_allclose(df_pred.to_numpy(), fc.mean().to_numpy(), rtol=1e-5)
 
 
@@ -197,16 +197,21 @@ def _frame_with(df, col, row, value):
 
 
 BAD_FRAMES = [
-    (lambda d: d.drop(columns=["high", "low"]), ValueError, r"missing price columns \['high', 'low'\]"),
+    (lambda d: d.drop(columns=["high", "low"]), ValueError,
+     r"missing price columns \['high', 'low'\]"),
     (lambda d: _frame_with(d, "close", 7, np.nan), ValueError,
      r"column 'close' has non-finite value nan at row 7 \(2024-01-09"),
-    (lambda d: _frame_with(d, "volume", 3, np.inf), ValueError, r"'volume' has non-finite value inf at row 3"),
+    (lambda d: _frame_with(d, "volume", 3, np.inf), ValueError,
+     r"'volume' has non-finite value inf at row 3"),
     (lambda d: _frame_with(d, "close", 5, -17.6), ValueError,
      r"column 'close' has non-positive price -17.6 at row 5 \(2024-01-0"),
-    (lambda d: _frame_with(d, "low", 2, 0.0), ValueError, r"column 'low' has non-positive price 0.0 at row 2"),
-    (lambda d: _frame_with(d, "volume", 4, -1.0), ValueError, r"column 'volume' has negative value -1.0 at row 4"),
+    (lambda d: _frame_with(d, "low", 2, 0.0), ValueError,
+     r"column 'low' has non-positive price 0.0 at row 2"),
+    (lambda d: _frame_with(d, "volume", 4, -1.0), ValueError,
+     r"column 'volume' has negative value -1.0 at row 4"),
     (lambda d: d.assign(open="x"), TypeError, r"column 'open' is not numeric: value 'x' at row 0"),
-    (lambda d: d.assign(Close=d["close"]), ValueError, r"columns 'close' and 'Close' both match 'close'"),
+    (lambda d: d.assign(Close=d["close"]), ValueError,
+     r"columns 'close' and 'Close' both match 'close'"),
     (lambda d: d.iloc[[0, 2, 1, 3, 4, 5]], ValueError, r"non-increasing timestamp at position 2"),
     (lambda d: d.iloc[[0, 1, 1, 2, 3]], ValueError, r"duplicate timestamp at position 2"),
     (lambda d: d.iloc[:0], ValueError, r"empty"),
@@ -229,8 +234,10 @@ def test_bad_frames_get_one_clear_error(predictor, bars, make, exc, message):
     (dict(top_k=-1), "top_k must be an integer ≥ 0"),
     (dict(pred_len=0), "pred_len must be an integer in 1..32"),
     (dict(pred_len=33), "pred_len must be an integer in 1..32"),
-    (dict(y_timestamp=pd.date_range("2030-01-01", periods=2)), "y_timestamp has 2 entries but pred_len is 3"),
-    (dict(x_timestamp=pd.date_range("2030-01-01", periods=5)), "x_timestamp has 5 entries for 40 rows"),
+    (dict(y_timestamp=pd.date_range("2030-01-01", periods=2)),
+     "y_timestamp has 2 entries but pred_len is 3"),
+    (dict(x_timestamp=pd.date_range("2030-01-01", periods=5)),
+     "x_timestamp has 5 entries for 40 rows"),
 ])
 def test_bad_arguments_get_one_clear_error(predictor, bars, kwargs, message):
     kwargs = {"pred_len": 3, **kwargs}

@@ -20,12 +20,12 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import tomllib
 
 from kronos_quant.demo import ASSETS
 from kronos_quant.demo_steps import UNIVERSE
@@ -106,7 +106,8 @@ def shell_env() -> dict[str, str]:
 def run_shell(code: str, cwd: Path, what: str) -> str:
     done = subprocess.run(["bash", "-e", "-c", code], cwd=cwd, env=shell_env(),
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"README {what} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (f"README {what} failed:\n{done.stdout[-2000:]}\n"
+                                  f"{done.stderr[-3000:]}")
     return done.stdout
 
 
@@ -161,7 +162,8 @@ def run_blocks(blocks: list[Block], folder: Path, namespace: dict) -> dict:
         try:
             exec(compile(block.runnable(), f"README.md:{block.line}", "exec"), namespace)
         except Exception as err:
-            raise AssertionError(f"README {block.name} failed: {type(err).__name__}: {err}") from err
+            raise AssertionError(f"README {block.name} failed: "
+                                 f"{type(err).__name__}: {err}") from err
     return namespace
 
 

@@ -14,16 +14,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 from kronos_quant.cli import main
 from kronos_quant.data import synthetic_panel
 from kronos_quant.signals import score_panel
 from kronos_quant.signals.cli import read_scores
-from kronos_quant.signals.distributed import (ShardFailure, assign_partitions,
-                                              forecast_panel_sharded, plan_partitions)
+from kronos_quant.signals.distributed import (
+    ShardFailure,
+    assign_partitions,
+    forecast_panel_sharded,
+    plan_partitions,
+)
 from kronos_quant.signals.walkforward import plan_scoring
 from kronos_quant.testing import save_tiny_pair
-from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 N_INSTRUMENTS = 4
@@ -173,7 +177,8 @@ def test_one_process_store_resumes_and_equals_score_panel(tmp_path, predictor, m
     calls: list[int] = []
     original = predictor.forecast_arrays
     monkeypatch.setattr(predictor, "forecast_arrays",
-                        lambda values, *a, **k: calls.append(len(values)) or original(values, *a, **k))
+                        lambda values, *a, **k: (calls.append(len(values))
+                                                 or original(values, *a, **k)))
     again = forecast_panel_sharded(predictor, panel, store=tmp_path, partition_size=2,
                                    verbose=False, **opts)
     assert (again.computed, again.reused, calls) == (1, first.partitions - 1, [size])

@@ -7,9 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kronos_quant.signals import (PanelForecasts, PathBatch, band_coverage, calibrate,
-                                  conformal_margin, crps_ensemble, pit_values, plot_calibration,
-                                  realised_closes)
+from kronos_quant.signals import (
+    PanelForecasts,
+    PathBatch,
+    band_coverage,
+    calibrate,
+    conformal_margin,
+    crps_ensemble,
+    pit_values,
+    plot_calibration,
+    realised_closes,
+)
 
 
 def _coverage_tolerance(p: float, n: int, sigmas: float = 4.0) -> float:
@@ -49,7 +57,8 @@ def test_band_coverage_on_arrays_is_nominal_within_sampling_error():
     samples, realised = rng.normal(size=(n, s)), rng.normal(size=n)
     for level in (0.5, 0.8):
         expected = _expected(level, s)
-        assert abs(band_coverage(samples, realised, level) - expected) < _coverage_tolerance(expected, n)
+        assert (abs(band_coverage(samples, realised, level) - expected)
+                < _coverage_tolerance(expected, n))
     # Too narrow a forecast is caught.
     assert band_coverage(samples * 0.5, realised, 0.8) < 0.6
 
@@ -146,8 +155,9 @@ def test_calibrate_errors():
     with pytest.raises(ValueError, match="not in the panel"):
         calibrate(fp, panel.drop(index="S1", level="instrument"))
     early = panel[panel.index.get_level_values("datetime") <= fp.keys[-1][0]]
-    tail = PanelForecasts(fp.keys[-2:], PathBatch(fp.batch.paths[-2:], fp.batch.last_close[-2:],
-                                                  fp.batch.close_mean[-2:], fp.batch.close_std[-2:]),
+    tail = PanelForecasts(fp.keys[-2:],
+                          PathBatch(fp.batch.paths[-2:], fp.batch.last_close[-2:],
+                                    fp.batch.close_mean[-2:], fp.batch.close_std[-2:]),
                           fp.future[-2:])
     with pytest.raises(ValueError, match="no window has a realised value"):
         calibrate(tail, early)

@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 import kronos_quant.predictor as predictor_module
 from kronos_quant import KronosPredictor
 from kronos_quant.cli import main
 from kronos_quant.data import load_panel, synthetic_panel
 from kronos_quant.signals import BUILTIN_SCORERS, score_panel
-from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture()
@@ -88,7 +88,8 @@ def test_score_needs_a_model_and_evaluate_needs_known_signals(setup, capsys):
     tmp, csv, args, _ = setup
     assert main(["score", "--panel", str(csv), "--out", str(tmp / "s.parquet")]) == 2
     assert "--model and --tokenizer are required" in capsys.readouterr().err
-    assert main(["-q", "score", *args, "--scorers", "prob_up", "--out", str(tmp / "s.parquet")]) == 0
+    assert main(["-q", "score", *args, "--scorers", "prob_up",
+                 "--out", str(tmp / "s.parquet")]) == 0
     assert main(["evaluate", "--scores", str(tmp / "s.parquet"), "--panel", str(csv),
                  "--signals", "sharpe"]) == 2
     assert "--signals ['sharpe'] are not columns" in capsys.readouterr().err

@@ -10,8 +10,14 @@ import pytest
 
 from kronos_quant.data import forward_returns, planted_signal, synthetic_panel
 from kronos_quant.execution import execution_returns
-from kronos_quant.signals import (baseline_scores, evaluate, hit_rate, per_date_ic,
-                                  quantile_returns, topk_turnover)
+from kronos_quant.signals import (
+    baseline_scores,
+    evaluate,
+    hit_rate,
+    per_date_ic,
+    quantile_returns,
+    topk_turnover,
+)
 
 
 def _panel_from_closes(closes: pd.DataFrame) -> pd.DataFrame:
@@ -121,7 +127,8 @@ def test_quantile_returns_hit_rate_and_turnover_by_hand():
     np.testing.assert_allclose(table.iloc[0].to_numpy(), [0.005, 0.025, 0.045, 0.065, 0.085])
     assert hit_rate(x, y) == 1.0 and hit_rate(x, -y) == 0.0
     tops = [["A", "B"], ["A", "C"], ["C", "D"]]
-    rows = [(day, n, 2.0 if n in top else 0.0) for day, top in zip(d, tops) for n in "ABCD"]
+    rows = [(day, n, 2.0 if n in top else 0.0)
+            for day, top in zip(d, tops, strict=True) for n in "ABCD"]
     frame = pd.DataFrame(rows, columns=["datetime", "instrument", "s"])
     s = frame.set_index(["datetime", "instrument"])["s"]
     np.testing.assert_allclose(topk_turnover(s, k=2).to_numpy(), [0.5, 0.5])

@@ -5,15 +5,27 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 from kronos_quant.data import synthetic_ohlcv
 from kronos_quant.forecast import Forecast
-from kronos_quant.signals import (BUILTIN_SCORERS, PathBatch, cross_sectional, cs_demean,
-                                  cs_rank, cs_winsorise, cs_zscore, get_scorer, list_scorers,
-                                  register_scorer, score_batch, score_column, score_forecast,
-                                  score_forecasts)
+from kronos_quant.signals import (
+    BUILTIN_SCORERS,
+    PathBatch,
+    cross_sectional,
+    cs_demean,
+    cs_rank,
+    cs_winsorise,
+    cs_zscore,
+    get_scorer,
+    list_scorers,
+    register_scorer,
+    score_batch,
+    score_column,
+    score_forecast,
+    score_forecasts,
+)
 from kronos_quant.signals import scorers as scorers_module
-from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 
 def _batch(close: np.ndarray, last: np.ndarray, *, log: bool = False) -> PathBatch:
@@ -37,7 +49,8 @@ def test_builtin_formulas_on_a_hand_made_batch(hand_batch):
     assert s["expected_return_avg"][0] == pytest.approx(np.mean([0, .1, 0, -.1, .1, .2, -.1, 0]))
     assert s["prob_up"][0] == pytest.approx(0.5)  # 11 and 12 are above 10; 9 and 10 are not
     assert s["median_return"][0] == pytest.approx(0.05)
-    assert s["quantile_spread"][0] == pytest.approx(np.quantile(horizon, .9) - np.quantile(horizon, .1))
+    assert s["quantile_spread"][0] == pytest.approx(np.quantile(horizon, .9)
+                                                    - np.quantile(horizon, .1))
     assert s["sharpe"][0] == pytest.approx(horizon.mean() / horizon.std())
     assert s["cvar_10"][0] == pytest.approx(-0.1)  # ceil(0.4) = 1 worst path
     bar = np.array([0.0, 0.1, 0.0, -0.1, 0.1, 12 / 11 - 1, -0.1, 10 / 9 - 1])
@@ -93,7 +106,8 @@ def test_reference_scores_match_the_predictors_mean_path(predictor):
 
 
 def test_score_forecasts_rows_match_single_forecasts(predictor):
-    frames = {"A": synthetic_ohlcv(30, freq="D", seed=1), "B": synthetic_ohlcv(30, freq="D", seed=2)}
+    frames = {"A": synthetic_ohlcv(30, freq="D", seed=1),
+              "B": synthetic_ohlcv(30, freq="D", seed=2)}
     fcs = predictor.forecast_batch(frames, pred_len=3, sample_count=5, seed=0)
     table = score_forecasts(fcs)
     assert list(table.index) == ["A", "B"] and list(table.columns) == list(BUILTIN_SCORERS)

@@ -8,15 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 import kronos_quant
 import kronos_quant.predictor as predictor_module
 from kronos_quant.data import synthetic_ohlcv, synthetic_panel
-from kronos_quant.signals import (PanelForecasts, forecast_panel, rebalance_dates, score_forecast,
-                                  score_panel, window_seed)
+from kronos_quant.signals import (
+    PanelForecasts,
+    forecast_panel,
+    rebalance_dates,
+    score_forecast,
+    score_panel,
+    window_seed,
+)
 from kronos_quant.signals.cache import module_fingerprint
 from kronos_quant.signals.cli import read_scores, write_scores
-from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 LOOKBACK, PRED_LEN, SAMPLES = 16, 3, 4
 OPTS = dict(lookback=LOOKBACK, pred_len=PRED_LEN, sample_count=SAMPLES, seed=7, verbose=False)
@@ -198,10 +204,12 @@ def test_forecast_panel_keeps_every_path(predictor, panel):
     # Future stamps come from the window alone: here (business days, no holidays) they are
     # the panel's next dates.
     dates = panel.index.get_level_values("datetime").unique()
-    assert pd.DatetimeIndex(fp.future[0]).equals(pd.DatetimeIndex(dates[LOOKBACK:LOOKBACK + PRED_LEN]))
+    assert pd.DatetimeIndex(fp.future[0]).equals(
+        pd.DatetimeIndex(dates[LOOKBACK:LOOKBACK + PRED_LEN]))
     assert fp.score().attrs == fp.meta | {"log": False}
     # Other batch shapes change float rounding only, not the sampled tokens.
-    np.testing.assert_allclose(fp.score().to_numpy(), score_panel(predictor, panel, **OPTS).to_numpy(),
+    np.testing.assert_allclose(fp.score().to_numpy(),
+                               score_panel(predictor, panel, **OPTS).to_numpy(),
                                rtol=1e-4, atol=1e-6)
 
 
@@ -321,7 +329,8 @@ def test_array_path_gives_the_dataframe_path_bit_for_bit(predictor, panel, drop_
                                    sample_count=SAMPLES, seed=seeds)
     assert np.array_equal(fp.batch.paths, np.stack([fc.paths for fc in out]).astype(np.float32))
     values = np.stack([f[["open", "high", "low", "close", "volume"]].assign(
-        amount=fc.history["amount"].to_numpy(np.float64)).to_numpy() for f, fc in zip(frames, out)])
+        amount=fc.history["amount"].to_numpy(np.float64)).to_numpy()
+        for f, fc in zip(frames, out, strict=True)])
     arrays = predictor.forecast_arrays(values, np.stack([f.index.to_numpy() for f in frames]),
                                        np.stack(future), sample_count=SAMPLES, seed=seeds)
     assert arrays.dtype == np.float32

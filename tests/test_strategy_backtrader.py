@@ -8,11 +8,11 @@ import pytest
 bt = pytest.importorskip("backtrader")
 
 from kronos_quant.adapters.backtrader import feeds, returns  # noqa: E402
+from kronos_quant.strategies.backtrader import BuyAndHold, KronosStrategy, cerebro_for, run  # noqa: E402
+
 from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
 from kronos_quant.predictor import KronosPredictor  # noqa: E402
 from kronos_quant.signals import score_panel  # noqa: E402
-from kronos_quant.strategies.backtrader import (BuyAndHold, KronosStrategy, cerebro_for,  # noqa: E402
-                                                run)
 from kronos_quant.testing import tiny_pair  # noqa: E402
 
 
@@ -58,7 +58,8 @@ def test_fills_happen_at_the_execution_price_never_the_signal_close(planted, exe
     expected_dates = bars[bars.get_indexer(signal_dates) + lag]
     assert set(fills["datetime"]) <= set(expected_dates) and len(fills) > 10
     at = pd.MultiIndex.from_frame(fills[["datetime", "instrument"]])
-    np.testing.assert_allclose(fills["price"].to_numpy(), panel.loc[at, field].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(fills["price"].to_numpy(), panel.loc[at, field].to_numpy(),
+                               rtol=1e-12)
     if lag:  # never the signal bar's own close
         before = bars[bars.get_indexer(fills["datetime"]) - 1]
         own_close = panel.loc[pd.MultiIndex.from_arrays([before, fills["instrument"]]), "close"]
@@ -76,9 +77,9 @@ def test_future_bars_do_not_change_earlier_decisions_or_trades(planted):
             for p, s in ((panel, signal), (changed, changed_signal)))
     early = [(when, w) for when, w in a.decisions if when <= cut]
     assert early[-1][0] == cut
-    for (wa, xa), (wb, xb) in zip(early, b.decisions):
+    for (wa, xa), (wb, xb) in zip(early, b.decisions, strict=False):  # early: a prefix
         assert wa == wb and xa.equals(xb)
-    assert not all(xa.equals(xb) for (_, xa), (_, xb) in zip(a.decisions, b.decisions))
+    assert not all(xa.equals(xb) for (_, xa), (_, xb) in zip(a.decisions, b.decisions, strict=True))
     fa, fb = _fill_frame(a), _fill_frame(b)
     pd.testing.assert_frame_equal(fa[fa.datetime <= cut], fb[fb.datetime <= cut])
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from kronos_quant.testing import tiny_pair
 
 
-def _x(b=3, l=10, seed=0):
-    return torch.randn(b, l, 6, generator=torch.Generator().manual_seed(seed))
+def _x(b=3, length=10, seed=0):
+    return torch.randn(b, length, 6, generator=torch.Generator().manual_seed(seed))
 
 
 def test_indices_are_lsb_first_signs_of_the_normalised_latent():
@@ -48,7 +48,7 @@ def test_bits_are_scaled_signs_and_decode_uses_them():
 
 def test_encoder_and_decoder_are_causal():
     tok, _ = tiny_pair(0)
-    x = _x(b=1, l=12, seed=2)
+    x = _x(b=1, length=12, seed=2)
     y = x.clone()
     y[:, 8:] += 3.0
     a, b = tok.encode(x, half=True), tok.encode(y, half=True)

@@ -88,7 +88,7 @@ class FinetuneConfig:
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FinetuneConfig":
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
         """Build from a flat mapping; unknown keys are an error listing the valid ones."""
         if not isinstance(data, dict):
             raise TypeError(f"finetune config must be a mapping, got {type(data).__name__}")
@@ -100,7 +100,7 @@ class FinetuneConfig:
 
     @classmethod
     def from_sources(cls, path: str | Path | None = None, *, overrides: list[str] | None = None,
-                     values: dict[str, Any] | None = None) -> "FinetuneConfig":
+                     values: dict[str, Any] | None = None) -> FinetuneConfig:
         """YAML file (optional), then ``values`` (e.g. explicit CLI flags), then ``key=value``
         strings; later sources win."""
         data: dict[str, Any] = {}
@@ -124,7 +124,7 @@ class FinetuneConfig:
         """Bars per training window."""
         return self.lookback + self.pred_len + 1
 
-    def incompatibilities(self, other: "FinetuneConfig") -> list[str]:
+    def incompatibilities(self, other: FinetuneConfig) -> list[str]:
         """Fields that differ from ``other`` in ways a resumed run cannot absorb."""
         a, b = self.to_dict(), other.to_dict()
         return [f"{k}: saved {b[k]!r}, now {a[k]!r}" for k in a

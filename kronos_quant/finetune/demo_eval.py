@@ -46,7 +46,7 @@ def _tokens(tokenizer: KronosTokenizer, windows: TrainingWindows, idx: np.ndarra
         x, stamp = windows.batch(chunk)
         s1, s2 = tokenizer.encode(x, half=True)  # (b, W) each
         out.append((s1, s2, stamp))
-    return [torch.cat(parts) for parts in zip(*out)]
+    return [torch.cat(parts) for parts in zip(*out, strict=True)]
 
 
 def _unigram_ce(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab: int) -> float:

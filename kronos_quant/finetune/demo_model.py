@@ -29,8 +29,8 @@ import torch
 
 from ..data import panel_from_frames, panel_to_frames, synthetic_panel
 from .config import FinetuneConfig
-from .demo_eval import evaluate_pair
 from .demo_card import write_model_card
+from .demo_eval import evaluate_pair
 from .runtime import read_metrics
 from .train import Trainer
 
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output folder, e.g. kronos_quant/assets/demo")
-    parser.add_argument("--work-dir", default=None, help="training run folder (default: a temp dir)")
+    parser.add_argument("--work-dir", default=None,
+                        help="training run folder (default: a temp dir)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 steps per model (recipe check)")
     args = parser.parse_args(argv)

@@ -33,8 +33,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ..hub import WEIGHTS_NAME, check_state_dict, read_state_dict
-from .checkpoint import (preserved_rng, read_rng_state, recover, rng_state, set_rng_state,
-                         write_atomic, write_rng_states)
+from .checkpoint import (
+    preserved_rng,
+    read_rng_state,
+    recover,
+    rng_state,
+    set_rng_state,
+    write_atomic,
+    write_rng_states,
+)
 from .config import FinetuneConfig
 from .dataset import TrainingWindows, build_windows, epoch_order, load_training_panel, shard
 from .runtime import DistEnv, RunLog, init_distributed

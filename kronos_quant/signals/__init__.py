@@ -6,22 +6,79 @@ bars up to and including t. See docs/signals.md.
 """
 from __future__ import annotations
 
-from .cache import (ForecastCache, module_fingerprint, read_paths, weights_fingerprint, window_key,
-                    write_paths)
-from .calibration import (Calibration, band_coverage, calibrate, central_band, conformal_margin,
-                          crps_ensemble, pit_histogram, pit_values, realised_closes)
-from .evaluation import (Evaluation, baseline_scores, evaluate, hit_rate, per_date_ic,
-                         quantile_returns, topk_turnover)
+from .cache import (
+                    ForecastCache,
+                    module_fingerprint,
+                    read_paths,
+                    weights_fingerprint,
+                    window_key,
+                    write_paths,
+)
+from .calibration import (
+                    Calibration,
+                    band_coverage,
+                    calibrate,
+                    central_band,
+                    conformal_margin,
+                    crps_ensemble,
+                    pit_histogram,
+                    pit_values,
+                    realised_closes,
+)
+from .distributed import (
+                    PARTITION_SIZE,
+                    Partition,
+                    ShardedRun,
+                    ShardFailure,
+                    assign_partitions,
+                    forecast_panel_sharded,
+                    plan_partitions,
+)
+from .evaluation import (
+                    Evaluation,
+                    baseline_scores,
+                    evaluate,
+                    hit_rate,
+                    per_date_ic,
+                    quantile_returns,
+                    topk_turnover,
+)
 from .plots import fingerprint_label, plot_calibration, plot_ic
-from .scorers import (BUILTIN_SCORERS, PathBatch, describe_scorers, get_scorer, list_scorers,
-                      register_scorer, score_batch, score_forecast, score_forecasts)
-from .transforms import (check_scores, cross_sectional, cs_demean, cs_rank, cs_winsorise,
-                         cs_winsorize, cs_zscore, score_column)
-from .distributed import (PARTITION_SIZE, Partition, ShardedRun, ShardFailure, assign_partitions,
-                          forecast_panel_sharded, plan_partitions)
-from .walkforward import (PanelForecasts, ScoringJob, WindowSet, forecast_panel,
-                          iter_panel_forecasts, plan_scoring, plan_windows, rebalance_dates,
-                          score_metadata, score_panel, split_instruments, window_seed)
+from .scorers import (
+                    BUILTIN_SCORERS,
+                    PathBatch,
+                    describe_scorers,
+                    get_scorer,
+                    list_scorers,
+                    register_scorer,
+                    score_batch,
+                    score_forecast,
+                    score_forecasts,
+)
+from .transforms import (
+                    check_scores,
+                    cross_sectional,
+                    cs_demean,
+                    cs_rank,
+                    cs_winsorise,
+                    cs_winsorize,
+                    cs_zscore,
+                    score_column,
+)
+from .walkforward import (
+                    PanelForecasts,
+                    ScoringJob,
+                    WindowSet,
+                    forecast_panel,
+                    iter_panel_forecasts,
+                    plan_scoring,
+                    plan_windows,
+                    rebalance_dates,
+                    score_metadata,
+                    score_panel,
+                    split_instruments,
+                    window_seed,
+)
 
 __all__ = [
     # scorers

@@ -34,7 +34,7 @@ from ..io import atomic_path
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 2  # 2: future stamps always explicit (future_timestamps), per-module fingerprints
-_FINGERPRINTS: "weakref.WeakKeyDictionary[object, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+_FINGERPRINTS: weakref.WeakKeyDictionary[object, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:

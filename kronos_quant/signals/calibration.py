@@ -63,7 +63,7 @@ def pit_histogram(pit: np.ndarray, bins: int = 10) -> pd.Series:
     """Share of PIT values per equal-width bin of [0, 1] (uniform = 1 / bins each)."""
     pit = pit[np.isfinite(pit)]
     counts, edges = np.histogram(pit, bins=bins, range=(0.0, 1.0))
-    labels = [f"{a:.2f}-{b:.2f}" for a, b in zip(edges[:-1], edges[1:])]
+    labels = [f"{a:.2f}-{b:.2f}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
     return pd.Series(counts / max(len(pit), 1), index=pd.Index(labels, name="pit_bin"))
 
 
@@ -96,7 +96,8 @@ def conformal_margin(lower: np.ndarray, upper: np.ndarray, realised: np.ndarray,
 
 
 def realised_closes(forecasts: PanelForecasts, panel: pd.DataFrame) -> np.ndarray:
-    """(N, P) close of each window's instrument h = 1..P own bars after its date (NaN past the end)."""
+    """(N, P) close of each window's instrument h = 1..P own bars after its date
+    (NaN past the end)."""
     return _realised_closes(forecasts, validate_panel(panel))
 
 
@@ -109,7 +110,7 @@ def _realised_closes(forecasts: PanelForecasts, panel: pd.DataFrame) -> np.ndarr
     out = np.full((len(forecasts), n_steps), np.nan)
     dates = forecasts.keys.get_level_values("datetime").to_numpy("datetime64[ns]")
     insts = forecasts.keys.get_level_values("instrument")
-    for j, (when, inst) in enumerate(zip(dates, insts)):
+    for j, (when, inst) in enumerate(zip(dates, insts, strict=True)):
         if inst not in code:
             raise ValueError(f"instrument {inst!r} of the forecasts is not in the panel")
         own = stamps[code[inst]]

@@ -3,8 +3,9 @@
 ``score`` runs walk-forward Kronos forecasts over a panel and writes one row per (date,
 instrument) and one column per scorer to Parquet (or CSV). Under ``torchrun`` (or with
 ``--store``) the windows are sharded across processes and GPUs through a partitioned forecast
-store (:mod:`kronos_quant.signals.distributed`); rank 0 writes the scores. ``evaluate`` compares such scores
-with realised forward returns and the random-walk, momentum and reversal baselines.
+store (:mod:`kronos_quant.signals.distributed`); rank 0 writes the scores. ``evaluate``
+compares such scores with realised forward returns and the random-walk, momentum and reversal
+baselines.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def read_scores(path: str | Path) -> pd.DataFrame:
         frame = frame.reset_index()
     missing = [c for c in ("datetime", "instrument") if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: scores need columns 'datetime' and 'instrument'; missing {missing}")
+        raise ValueError(f"{path}: scores need columns 'datetime' and 'instrument'; "
+                         f"missing {missing}")
     frame["datetime"] = pd.to_datetime(frame["datetime"])
     frame["instrument"] = frame["instrument"].astype(str)
     frame = frame.set_index(["datetime", "instrument"]).sort_index()
@@ -244,8 +246,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("score", help="walk-forward Kronos scores for every instrument",
                               description=__doc__)
     add_model_args(p, default_model=None, default_tokenizer=None)
-    p.add_argument("--panel", required=True, help="long CSV/Parquet file or folder of per-symbol files")
-    p.add_argument("--scorers", default=None, help="comma-separated scorer names (default: all built-ins)")
+    p.add_argument("--panel", required=True,
+                   help="long CSV/Parquet file or folder of per-symbol files")
+    p.add_argument("--scorers", default=None,
+                   help="comma-separated scorer names (default: all built-ins)")
     p.add_argument("--log-returns", action="store_true", help="score on log returns")
     add_scoring_args(p)
     p.add_argument("--store", default=None,
@@ -261,7 +265,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__)
     e.add_argument("--scores", required=True, help="scores file written by `kronos-quant score`")
     e.add_argument("--panel", required=True, help="the panel the scores were computed on")
-    e.add_argument("--horizon", type=int_option(1), default=5, help="forward-return horizon in bars")
+    e.add_argument("--horizon", type=int_option(1), default=5,
+                   help="forward-return horizon in bars")
     e.add_argument("--execution", choices=EXECUTIONS, default=DEFAULT_EXECUTION,
                    help="when a score at bar t trades: next_open (default, open of t+1), "
                         "next_close (close of t+1) or same_close (close of t: needs "

@@ -179,7 +179,7 @@ def _merge(job: ScoringJob, partitions: list[Partition], store: Path) -> PanelFo
         if not file.is_file():
             raise FileNotFoundError(f"partition {file} is missing from the forecast store")
         entries = read_paths(file)
-        for j, key in zip(part.windows, part.keys):
+        for j, key in zip(part.windows, part.keys, strict=True):
             if key not in entries:
                 raise ValueError(f"partition {file} lacks window {job.windows.keys[j]}; delete "
                                  f"the file and rerun")
@@ -232,7 +232,7 @@ def forecast_panel_sharded(predictor, panel: pd.DataFrame, *, store: str | Path,
     store = Path(store)
     partitions = plan_partitions(job, partition_size=partition_size)
     done = _broadcast([p.path(store).is_file() for p in partitions] if env.is_main else None)
-    todo = [p for p, finished in zip(partitions, done) if not finished]
+    todo = [p for p, finished in zip(partitions, done, strict=True) if not finished]
     mine = [todo[i] for i in assign_partitions([len(p) for p in todo], env.world_size)[env.rank]]
     logger.info("rank %d/%d: %d of %d partitions to compute (%d windows), %d already stored",
                 env.rank, env.world_size, len(mine), len(partitions), sum(map(len, mine)),

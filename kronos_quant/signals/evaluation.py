@@ -42,8 +42,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import validate_panel
-from ..execution import (DEFAULT_EXECUTION, check_execution, describe_execution,
-                         execution_returns)
+from ..execution import DEFAULT_EXECUTION, check_execution, describe_execution, execution_returns
 from ..inputs import checked_int
 from .transforms import check_scores
 
@@ -188,7 +187,8 @@ def _signal_summary(x: pd.Series, y: pd.Series, *, quantiles: int, top_k: int,
     turnover = topk_turnover(x, k=top_k)
     row = {"n_dates": len(ric)}
     for name, series in (("ic", ic), ("rank_ic", ric)):
-        row.update(zip([f"{name}_mean", f"{name}_std", f"{name}ir", f"{name}_t"], _t_stat(series)))
+        row.update(zip([f"{name}_mean", f"{name}_std", f"{name}ir", f"{name}_t"],
+                       _t_stat(series), strict=True))
     row["rank_ic_positive"] = float((ric > 0).mean()) if len(ric) else float("nan")
     row["hit_rate"] = hit_rate(x, y)
     row.update(qret.mean().to_dict())

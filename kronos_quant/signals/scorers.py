@@ -75,7 +75,8 @@ class PathBatch:
         n = self.paths.shape[0]
         for name in ("last_close", "close_mean", "close_std"):
             if np.shape(getattr(self, name)) != (n,):
-                raise ValueError(f"{name} must have shape ({n},), got {np.shape(getattr(self, name))}")
+                raise ValueError(f"{name} must have shape ({n},), "
+                                 f"got {np.shape(getattr(self, name))}")
 
     def __len__(self) -> int:
         return self.paths.shape[0]
@@ -108,7 +109,7 @@ class PathBatch:
 
     @classmethod
     def from_forecasts(cls, forecasts: Sequence[Forecast], *, log: bool = False,
-                       clip: float = 5.0) -> "PathBatch":
+                       clip: float = 5.0) -> PathBatch:
         """Stack forecasts that share sample_count and pred_len."""
         shapes = {fc.paths.shape for fc in forecasts}
         if len(shapes) != 1:
@@ -189,7 +190,8 @@ def resolve_scorers(scorers: str | Iterable[str] | None) -> list[str]:
     return names
 
 
-def score_batch(batch: PathBatch, scorers: str | Iterable[str] | None = None) -> dict[str, np.ndarray]:
+def score_batch(batch: PathBatch,
+                scorers: str | Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """Run the selected scorers on a batch → ``{name: (N,) float64}``."""
     out = {}
     for name in resolve_scorers(scorers):

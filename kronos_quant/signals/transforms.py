@@ -49,7 +49,8 @@ def score_column(scores: pd.Series | pd.DataFrame, column: str | None = None) ->
             raise ValueError(f"column {column!r} is not a score column: {list(scores.columns)}")
         scores = scores[column]
     elif column is not None and column != scores.name:
-        raise ValueError(f"column {column!r} given but the scores are a Series named {scores.name!r}")
+        raise ValueError(f"column {column!r} given but the scores are a Series "
+                         f"named {scores.name!r}")
     return scores.astype("float64")
 
 
@@ -82,7 +83,8 @@ def cs_winsorise(scores: Scores, *, lower: float = 0.01, upper: float = 0.99) ->
     if not 0.0 <= lower < upper <= 1.0:
         raise ValueError(f"need 0 <= lower < upper <= 1, got lower={lower}, upper={upper}")
     grouped = _by_date(scores)
-    lo, hi = grouped.transform(lambda s: s.quantile(lower)), grouped.transform(lambda s: s.quantile(upper))
+    lo = grouped.transform(lambda s: s.quantile(lower))
+    hi = grouped.transform(lambda s: s.quantile(upper))
     return scores.astype("float64").clip(lower=lo, upper=hi, axis=0)
 
 
@@ -95,5 +97,6 @@ TRANSFORMS = {"rank": cs_rank, "zscore": cs_zscore, "winsorise": cs_winsorise,
 def cross_sectional(scores: Scores, method: str, **options) -> Scores:
     """Apply a named transform: ``"rank"``, ``"zscore"``, ``"winsorise"`` or ``"demean"``."""
     if method not in TRANSFORMS:
-        raise ValueError(f"unknown cross-sectional transform {method!r}; choose from {sorted(TRANSFORMS)}")
+        raise ValueError(f"unknown cross-sectional transform {method!r}; "
+                         f"choose from {sorted(TRANSFORMS)}")
     return TRANSFORMS[method](scores, **options)

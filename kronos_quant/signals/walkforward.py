@@ -27,7 +27,7 @@ from ..calendars import CalendarLike, calendar_sessions, future_timestamps
 from ..data import INDEX_NAMES, validate_panel
 from ..generation import SamplingParams
 from ..inputs import BAR_COLUMNS, MIN_CONTEXT, checked_int, complete_bars
-from .cache import ForecastCache, module_fingerprint, window_key, weights_fingerprint
+from .cache import ForecastCache, module_fingerprint, weights_fingerprint, window_key
 from .scorers import PathBatch, resolve_scorers, score_batch
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def split_instruments(panel: pd.DataFrame) -> tuple[list[str], list[np.ndarray],
     bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
     stamps_all = panel.index.get_level_values("datetime").to_numpy("datetime64[ns]")
     values_all = panel.to_numpy(np.float64)
-    rows = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    rows = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     return [str(u) for u in uniques], [stamps_all[r] for r in rows], [values_all[r] for r in rows]
 
 
@@ -121,7 +121,7 @@ def plan_windows(panel: pd.DataFrame, *, lookback: int, pred_len: int, dates: pd
         parts.append((np.flatnonzero(ok), np.full(int(ok.sum()), code), pos[ok]))
         if (present & ~ok).any():
             short[names[code]] = int((present & ~ok).sum())
-    d_idx, inst, end = (np.concatenate(col) for col in zip(*parts))
+    d_idx, inst, end = (np.concatenate(col) for col in zip(*parts, strict=True))
     if len(d_idx) == 0:
         longest = max(int(np.searchsorted(own, when[-1], side="right")) for own in stamps)
         raise ValueError(f"too few bars for lookback={lookback}: the longest instrument history "
@@ -143,7 +143,8 @@ def plan_windows(panel: pd.DataFrame, *, lookback: int, pred_len: int, dates: pd
         own = ws.window(j)[1]
         key = own.tobytes()
         if key not in known:
-            known[key] = future_timestamps(own, pred_len, calendar=calendar).to_numpy("datetime64[ns]")
+            known[key] = future_timestamps(own, pred_len,
+                                           calendar=calendar).to_numpy("datetime64[ns]")
         ws.future.append(known[key])
     return ws
 
@@ -166,7 +167,8 @@ class PanelForecasts:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def score(self, scorers: str | Iterable[str] | None = None, *, log: bool = False) -> pd.DataFrame:
+    def score(self, scorers: str | Iterable[str] | None = None, *,
+              log: bool = False) -> pd.DataFrame:
         """Scores of every window: DataFrame indexed like ``keys``, one column per scorer."""
         batch = self.batch if self.batch.log == log else replace(self.batch, log=log)
         frame = pd.DataFrame(score_batch(batch, scorers), index=self.keys)
@@ -174,13 +176,14 @@ class PanelForecasts:
         return frame
 
     @classmethod
-    def concat(cls, parts: list["PanelForecasts"]) -> "PanelForecasts":
+    def concat(cls, parts: list[PanelForecasts]) -> PanelForecasts:
         if not parts:
             raise ValueError("nothing to concatenate")
         cat = lambda f: np.concatenate([getattr(p.batch, f) for p in parts])  # noqa: E731
         batch = PathBatch(cat("paths"), cat("last_close"), cat("close_mean"), cat("close_std"),
                           log=parts[0].batch.log, clip=parts[0].batch.clip)
-        keys = parts[0].keys.append([p.keys for p in parts[1:]]) if len(parts) > 1 else parts[0].keys
+        keys = (parts[0].keys.append([p.keys for p in parts[1:]]) if len(parts) > 1
+                else parts[0].keys)
         return cls(keys, batch, np.concatenate([p.future for p in parts]), dict(parts[0].meta))
 
 
@@ -209,7 +212,8 @@ class ScoringJob:
         keys = self.windows.keys
         stamps = keys.get_level_values("datetime").as_unit("ns").asi8  # what Timestamp.value is
         names = keys.get_level_values("instrument")
-        return [window_seed(self.seed, name, pd.Timestamp(ns)) for name, ns in zip(names, stamps)]
+        return [window_seed(self.seed, name, pd.Timestamp(ns))
+                for name, ns in zip(names, stamps, strict=True)]
 
     def window_seed(self, j: int) -> int:
         return self.seeds[j]
@@ -239,7 +243,8 @@ class ScoringJob:
         """:class:`PanelForecasts` of windows ``idx`` from their paths (n, S, P, 6) and stamps."""
         ws, close = self.windows, self.windows.columns.index("close")
         # Context statistics as the predictor sees them (float32 inputs).
-        ctx = np.stack([ws.window(j)[0][:, close] for j in idx]).astype(np.float32).astype(np.float64)
+        ctx = (np.stack([ws.window(j)[0][:, close] for j in idx])
+               .astype(np.float32).astype(np.float64))
         batch = PathBatch(paths, ctx[:, -1], ctx.mean(axis=1), ctx.std(axis=1),
                           clip=float(self.predictor.clip))
         return PanelForecasts(ws.keys[idx], batch, stamps, self.meta)
