@@ -1,4 +1,4 @@
-"""backtrader adapter: data feeds that carry Kronos scores, headless plots, daily returns.
+"""backtrader adapter: data feeds that carry Kronos scores, headless plots, per-bar returns.
 
 * :func:`feeds` turns a panel (and optionally a score frame) into one ``PandasData`` feed per
   instrument, named by instrument. Each score column becomes an extra line named after its
@@ -7,7 +7,9 @@
 * :func:`plot` saves backtrader's charts as PNG files without a display: backtrader's plot
   module switches matplotlib to TkAgg on import and ``Cerebro.plot`` calls ``show()``; here
   neither happens.
-* :func:`returns` reads the daily returns of a run from its ``PyFolio`` analyzer.
+* :func:`returns` reads the per-bar returns of a run from its :func:`bar_values` analyzer
+  (one return per bar, intraday panels included), or the daily returns of a ``PyFolio``
+  analyzer when that is all the run has.
 
 backtrader is imported inside the functions (install it with
 ``pip install "kronos-quant[backtrader]"``).
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 # the model reads it (live inference must see the same columns as score_panel).
 FEED_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PYFOLIO_NAME = "pyfolio"
+BAR_VALUES_NAME = "bar_values"
 
 
 def score_frame(scores: pd.Series | pd.DataFrame) -> pd.DataFrame:
@@ -199,21 +202,53 @@ def plot(cerebro: Any, path: str | Path, *, width: float = 16, height: float = 9
     return written
 
 
-def returns(result: Any, *, name: str = "returns") -> pd.Series:
-    """Daily returns of a finished strategy from its ``PyFolio`` analyzer, tz-naive.
+@functools.cache
+def bar_values() -> type:
+    """An analyzer recording the broker's portfolio value after every bar (start value
+    first), so returns are per bar: ``PyFolio`` and ``TimeReturn`` group by calendar day,
+    which merges an intraday panel's bars into one return a day."""
+    bt = require_engine("backtrader")
 
-    ``result`` is a strategy returned by ``cerebro.run()`` (with
-    ``cerebro.addanalyzer(bt.analyzers.PyFolio, _name="pyfolio")``) or the analyzer itself.
-    backtrader stamps the returns in UTC; the zone is dropped so the index matches the
-    panel's naive dates (and QuantStats).
+    class BarValues(bt.Analyzer):
+        def start(self) -> None:
+            self.start_value = float(self.strategy.broker.getvalue())
+            self.stamps: list = []
+            self.values: list[float] = []
+
+        def next(self) -> None:
+            self.stamps.append(self.strategy.datetime.datetime(0))
+            self.values.append(float(self.strategy.broker.getvalue()))
+
+        def get_analysis(self) -> pd.Series:
+            index = pd.DatetimeIndex(self.stamps, name=INDEX_NAMES[0])
+            return pd.Series(self.values, index=index, name="value", dtype=np.float64)
+
+    return BarValues
+
+
+def returns(result: Any, *, name: str = "returns") -> pd.Series:
+    """Per-bar simple returns of a finished strategy, tz-naive.
+
+    ``result`` is a strategy returned by ``cerebro.run()`` with a :func:`bar_values`
+    analyzer (``cerebro.addanalyzer(bar_values(), _name="bar_values")``, as
+    :func:`kronos_quant.strategies.backtrader.cerebro_for` adds it): one return per bar, the
+    first against the starting value. Without one, the daily returns of its ``PyFolio``
+    analyzer (stamped in UTC by backtrader; the zone is dropped to match the panel's dates).
     """
     bt = require_engine("backtrader")
+    analyzers = list(getattr(result, "analyzers", []))
+    per_bar = [a for a in analyzers if isinstance(a, bar_values())]
+    if per_bar:
+        values = per_bar[0].get_analysis()
+        rets = values / values.shift(1, fill_value=per_bar[0].start_value) - 1.0
+        return rets.rename(name)
     analyzer = result
     if not isinstance(result, bt.analyzers.PyFolio):
-        found = [a for a in getattr(result, "analyzers", []) if isinstance(a, bt.analyzers.PyFolio)]
+        found = [a for a in analyzers if isinstance(a, bt.analyzers.PyFolio)]
         if not found:
-            raise ValueError("no PyFolio analyzer on this result: add it with cerebro.addanalyzer("
-                             f"bt.analyzers.PyFolio, _name={PYFOLIO_NAME!r}) before running")
+            raise ValueError("no bar_values or PyFolio analyzer on this result: add one with "
+                             f"cerebro.addanalyzer(bar_values(), _name={BAR_VALUES_NAME!r}) "
+                             "before running")
         analyzer = found[0]
     rets = analyzer.get_pf_items()[0]
     index = pd.DatetimeIndex(rets.index).tz_convert("UTC").tz_localize(None)

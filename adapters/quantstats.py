@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from ..data import bar_spacing
 from ..execution import DEFAULT_EXECUTION, describe_execution
 from ..inputs import wall_clock
 from ..io import atomic_path
+from ..metrics import TOO_SHORT, Metrics, backtest_metrics
 from . import require_engine
 
 if TYPE_CHECKING:
@@ -42,6 +44,12 @@ logger = logging.getLogger(__name__)
 
 EQUITY_YEAR, CRYPTO_YEAR = 252, 365
 SECTION_ID = "kronos-signal-quality"
+HEADLINE_ID = "kronos-headline"
+# Rows of QuantStats' metrics table that annualise: withheld (TOO_SHORT) for a short sample.
+ANNUALISED_ROWS: tuple[str, ...] = (
+    "CAGR﹪", "Sharpe", "Prob. Sharpe Ratio", "Smart Sharpe", "Sortino", "Smart Sortino",
+    "Sortino/√2", "Smart Sortino/√2", "Volatility (ann.)", "Calmar", "Expected Yearly",
+    "3Y (ann.)", "5Y (ann.)", "10Y (ann.)", "All-time (ann.)", "Treynor Ratio")
 
 
 @contextmanager
@@ -277,11 +285,69 @@ def metrics(returns: object, *, benchmark: pd.Series | None = None,
     return table
 
 
+def headline(returns: object, *, benchmark: pd.Series | None = None,
+             periods_per_year: int | None = None) -> Metrics:
+    """:func:`kronos_quant.metrics.backtest_metrics` of a returns Series (or backtest
+    result) and a benchmark, as the tear sheet shows them when not given its own."""
+    strategy, bench, ppy = _prepared(returns, benchmark, periods_per_year)
+    equity = (1.0 + strategy).cumprod()
+    return backtest_metrics(equity, initial=1.0, periods_per_year=ppy, benchmark=bench)
+
+
+def _headline_html(metrics: Metrics) -> str:
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{html.escape(text)}</td></tr>"
+                   for name, text in metrics.formatted().items())
+    boot = metrics.bootstrap or {}
+    note = (f"From the first rebalance on. Intervals: {boot.get('confidence', 0.95):.0%} "
+            f"stationary block bootstrap ({boot.get('resamples')} resamples, seed "
+            f"{boot.get('seed')}); s.e.: Lo (2002), Newey–West. Annualised figures need "
+            f"30 bars and 5% of a year.")
+    return (f'<div id="{HEADLINE_ID}"><h3>Headline (kronos-quant)</h3>'
+            f"<table><tbody>{rows}</tbody></table><p>{html.escape(note)}</p></div>")
+
+
+def _withhold_annualised(page: str) -> str:
+    """QuantStats' annualised rows → TOO_SHORT (it would extrapolate a tiny sample)."""
+    def blank(match: re.Match) -> str:
+        cells = re.sub(r"<td>[^<]*</td>", f"<td>{TOO_SHORT}</td>", match.group(2))
+        return f"<tr><td>{match.group(1)}</td>{cells}</tr>"
+
+    labels = "|".join(re.escape(label) for label in ANNUALISED_ROWS)
+    return re.sub(rf"<tr><td>({labels})</td>(.*?)</tr>", blank, page)
+
+
+@contextmanager
+def _yearly_labels_fixed(qs) -> Iterator[None]:
+    """QuantStats' EOY bar chart sets its year labels on a date axis, so they land one bar
+    off; while the report is drawn, label each group of bars with its own year."""
+    original = qs.plots.yearly_returns
+
+    def yearly_returns(returns, benchmark=None, *, savefig=None, show=False, **kwargs):
+        fig = original(returns, benchmark, savefig=None, show=False, **kwargs)
+        ax = fig.axes[0]
+        groups = [c.patches for c in ax.containers]
+        years = sorted(set(pd.DatetimeIndex(returns.index).year))
+        if groups and all(len(g) == len(years) for g in groups):
+            centers = [np.mean([g[i].get_x() + g[i].get_width() / 2 for g in groups])
+                       for i in range(len(years))]
+            ax.set_xticks(centers, [str(y) for y in years])
+        if savefig:
+            fig.savefig(**savefig) if isinstance(savefig, dict) else fig.savefig(savefig)
+        return fig
+
+    qs.plots.yearly_returns = yearly_returns
+    try:
+        yield
+    finally:
+        qs.plots.yearly_returns = original
+
+
 def tearsheet(returns: object, *, benchmark: pd.Series | None = None,
               title: str = "Kronos strategy", output: str | os.PathLike = "report.html",
               periods_per_year: int | None = None,
-              signal_report: SignalReport | None = None, rf: float = 0.0) -> Path:
-    """Write a QuantStats HTML tear sheet, plus our signal section, to ``output``.
+              signal_report: SignalReport | None = None, rf: float = 0.0,
+              metrics: Metrics | None = None) -> Path:
+    """Write a QuantStats HTML tear sheet, plus our headline and signal section, to ``output``.
 
     Parameters
     ----------
@@ -300,6 +366,12 @@ def tearsheet(returns: object, *, benchmark: pd.Series | None = None,
         A :class:`SignalReport` (see :func:`evaluate_signal`) appended as its own section.
     rf
         Risk-free rate per year, as QuantStats takes it.
+    metrics
+        The backtest's :func:`kronos_quant.metrics.backtest_metrics` (default: computed here
+        by :func:`headline`). Returns and benchmark are cut to its window (from the first
+        rebalance on), so QuantStats' own table and end-of-year figures cover the same bars
+        and agree with the headline; its annualised rows read ``n/a (too short)`` when the
+        metrics withhold them.
 
     Returns
     -------
@@ -310,16 +382,28 @@ def tearsheet(returns: object, *, benchmark: pd.Series | None = None,
     strategy, bench, ppy = _prepared(returns, benchmark, periods_per_year)
     if output is None:
         raise ValueError("output must be a file path (QuantStats would otherwise try a browser)")
+    if metrics is None:
+        metrics = headline(strategy, benchmark=bench, periods_per_year=ppy)
+    strategy = strategy[strategy.index >= pd.Timestamp(metrics.start)]
+    if bench is not None:  # the same bars: no end-of-year row without strategy returns
+        bench = bench.reindex(strategy.index).fillna(0.0).rename(bench.name)
     path = Path(output)
     with atomic_path(path) as tmp:
-        with quiet_reports():
+        with quiet_reports(), _yearly_labels_fixed(qs):
             qs.reports.html(strategy, benchmark=bench, rf=rf, title=title, output=str(tmp),
                             periods_per_year=ppy,
                             benchmark_title=None if bench is None else (bench.name or "Benchmark"))
+        page = tmp.read_text(encoding="utf-8")
+        if metrics.short:
+            page = _withhold_annualised(page)
+        page = _insert(page, '<div id="left">', _headline_html(metrics))
         if signal_report is not None:
-            page = tmp.read_text(encoding="utf-8")
-            section = signal_report.to_html()
-            cut = page.rfind("</body>")
-            page = page[:cut] + section + page[cut:] if cut >= 0 else page + section
-            tmp.write_text(page, encoding="utf-8")
+            page = _insert(page, "</body>", signal_report.to_html())
+        tmp.write_text(page, encoding="utf-8")
     return path
+
+
+def _insert(page: str, marker: str, fragment: str) -> str:
+    """``fragment`` placed before the last ``marker`` of the page (appended if none)."""
+    cut = page.rfind(marker)
+    return page[:cut] + fragment + page[cut:] if cut >= 0 else page + fragment

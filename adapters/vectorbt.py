@@ -25,9 +25,11 @@ import pandas as pd
 
 from ..data import INDEX_NAMES, PANEL_COLUMNS, bar_spacing, validate_panel
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
+from ..metrics import first_trade_bar
 from ..portfolio import align, target_weights
 from ..signals.transforms import score_column
 from . import require_engine
+from .quantstats import infer_periods_per_year
 
 if TYPE_CHECKING:
     import vectorbt as vbt
@@ -121,7 +123,7 @@ def backtest(scores_or_weights: pd.Series | pd.DataFrame, panel: pd.DataFrame, *
              column: str | None = None, method: str = "topk", topk: int | None = None,
              n_drop: int | None = None, execution: str = DEFAULT_EXECUTION, fees: float = 0.0,
              slippage: float = 0.0, init_cash: float = DEFAULT_INIT_CASH,
-             freq: str | pd.Timedelta | None = None,
+             freq: str | pd.Timedelta | None = None, periods_per_year: int | None = None,
              weight_options: Mapping[str, Any] | None = None,
              **portfolio_kwargs) -> vbt.Portfolio:
     """Backtest scores (or target weights) on ``panel`` with vectorbt.
@@ -144,8 +146,12 @@ def backtest(scores_or_weights: pd.Series | pd.DataFrame, panel: pd.DataFrame, *
         Proportional costs per order (0.001 = 10 bp), as vectorbt applies them.
     init_cash
         Starting cash of the single shared-cash group.
-    freq
-        Bar spacing for vectorbt's annualisation (default: the median gap between bars).
+    freq, periods_per_year
+        Bar spacing (default: the median gap between bars) and bars per year (default:
+        inferred from the bars, as the tear sheet does). vectorbt annualises with
+        ``year_freq / freq``: its global ``vbt.settings.returns["year_freq"]`` is set to
+        ``freq * periods_per_year`` (logged when it changes), so ``pf.stats()`` and
+        ``pf.sharpe_ratio()`` give the Sharpe ratio of :mod:`kronos_quant.metrics`.
     **portfolio_kwargs
         Anything else ``Portfolio.from_orders`` accepts.
 
@@ -167,9 +173,24 @@ def backtest(scores_or_weights: pd.Series | pd.DataFrame, panel: pd.DataFrame, *
     portfolio_kwargs.setdefault("call_seq", "auto")
     if freq is None:
         freq = bar_spacing(close.index, option="freq=")  # what vectorbt annualises with
+    set_year(freq, periods_per_year or infer_periods_per_year(close.index))
+    start = first_trade_bar(weights, close.index, execution=execution)
+    close, price, orders = (frame.loc[start:] for frame in (close, price, orders))
     return vbt.Portfolio.from_orders(close, size=orders, price=price, fees=fees,
                                      slippage=slippage, init_cash=init_cash, freq=freq,
                                      **fixed, **portfolio_kwargs)
+
+
+def set_year(freq: str | pd.Timedelta, periods_per_year: int) -> pd.Timedelta:
+    """Set vectorbt's global ``year_freq`` to ``periods_per_year`` bars of ``freq`` (its
+    annualisation factor is ``year_freq / freq``); returns it."""
+    vbt = require_engine("vectorbt")
+    year = pd.Timedelta(freq) * int(periods_per_year)
+    if pd.Timedelta(vbt.settings.returns["year_freq"]) != year:
+        logger.info("vectorbt year_freq set to %s (%d bars of %s), as kronos_quant.metrics "
+                    "annualises", year, periods_per_year, pd.Timedelta(freq))
+        vbt.settings.returns["year_freq"] = year
+    return year
 
 
 def _score_wide(scores: pd.Series | pd.DataFrame, column: str | None) -> pd.DataFrame:

@@ -25,7 +25,8 @@ from .data import load_panel, unstack_field
 from .execution import DEFAULT_EXECUTION, EXECUTIONS
 from .inputs import int_option
 from .io import write_atomic
-from .portfolio import METHODS, target_weights, turnover
+from .metrics import Metrics, backtest_metrics, buy_and_hold_returns, first_trade_bar
+from .portfolio import METHODS, target_weights
 
 DEFAULT_SCORER = "expected_return"
 
@@ -183,19 +184,19 @@ def plot_equity(returns: pd.Series, benchmark: pd.Series, path: Path, *, title: 
     return Path(path)
 
 
-def summarise(returns: pd.Series, weights: pd.DataFrame, *, periods_per_year: int,
-              signal: dict) -> dict:
-    """Headline numbers of a backtest (QuantStats' definitions, as in the tear sheet)."""
-    from .adapters import require_engine
-    from .adapters.quantstats import quiet_reports
-
-    with quiet_reports():
-        qs = require_engine("quantstats")
-        out = {"total_return": float(qs.stats.comp(returns)),
-               "sharpe": float(qs.stats.sharpe(returns, periods=periods_per_year)),
-               "max_drawdown": float(qs.stats.max_drawdown(returns))}
-    out["turnover"] = float(turnover(weights).mean())
-    return out | signal
+def result_metrics(returns: pd.Series, job: BacktestJob, *, periods_per_year: int
+                   ) -> tuple[Metrics, pd.Series]:
+    """The backtest's :func:`kronos_quant.metrics.backtest_metrics` (from the first
+    rebalance on, against the equal-weight buy-and-hold bought just before it) and that
+    benchmark's returns."""
+    start = first_trade_bar(job.weights, pd.DatetimeIndex(returns.index.union(job.weights.index)),
+                            execution=job.execution)
+    benchmark = buy_and_hold_returns(job.panel, start=start)
+    equity = job.init_cash * (1.0 + returns).cumprod()
+    metrics = backtest_metrics(equity, initial=job.init_cash, periods_per_year=periods_per_year,
+                               weights=job.weights, execution=job.execution,
+                               benchmark=benchmark)
+    return metrics, benchmark
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -215,29 +216,30 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     weights.to_parquet(out / "weights.parquet")
     returns = result.returns.rename("strategy")
-    benchmark = equal_weight_returns(panel)
-    calendar = pd.DatetimeIndex(benchmark.index)
+    calendar = pd.DatetimeIndex(returns.index)
     horizon = args.horizon or rebalance_spacing(weights, calendar)
     calibration = (calibrate(forecasts, panel) if forecasts is not None and args.calibration
                    else None)
     report = evaluate_signal(scores[[signal]], panel, horizon=horizon, execution=args.execution,
                              calibration=calibration)
     ppy = args.periods_per_year or infer_periods_per_year(calendar)
+    metrics, benchmark = result_metrics(returns, job, periods_per_year=ppy)
     title = f"{signal} {args.method} ({args.engine}, {args.execution})"
     tearsheet(returns, benchmark=benchmark, title=title, output=out / "tearsheet.html",
-              periods_per_year=ppy, signal_report=report)
+              periods_per_year=ppy, signal_report=report, metrics=metrics)
     label = scores_model_label(args, scores)
-    plot_equity(returns, benchmark, out / "equity.png", title=title, model_label=label)
+    plot_equity(returns.loc[metrics.start:], benchmark, out / "equity.png", title=title,
+                model_label=label)
     summary = {"engine": args.engine, "model": label, "signal": signal, "method": args.method,
                "topk": args.topk, "n_drop": args.n_drop, "execution": args.execution,
                "fees": args.fees, "slippage": args.slippage, "horizon": horizon,
-               "periods_per_year": ppy, "orders": result.orders,
-               "start": str(returns.index[0]), "end": str(returns.index[-1])}
-    summary |= summarise(returns, weights, periods_per_year=ppy, signal=report.summary())
+               "orders": result.orders}
+    summary |= metrics.to_dict() | report.summary()
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    print(f"{engine.name}: total return {summary['total_return']:+.2%}, Sharpe "
-          f"{summary['sharpe']:.2f}, max drawdown {summary['max_drawdown']:.2%}, turnover "
-          f"{summary['turnover']:.3f} per rebalance" +
+    text = metrics.formatted()
+    print(f"{engine.name}: total return {text['total return']}, Sharpe {text['Sharpe']}, "
+          f"max drawdown {text['max drawdown']}, excess over buy-and-hold "
+          f"{text['excess over buy-and-hold']}" +
           (f", RankIC {summary['rank_ic']:+.4f}" if "rank_ic" in summary else ""))
     for name in ("tearsheet.html", "equity.png", "weights.parquet", "summary.json"):
         print(f"wrote {out / name}")

@@ -442,6 +442,8 @@ def backtest_metrics(equity: pd.Series, *, periods_per_year: float,
     settings = BOOTSTRAP if bootstrap is None else bootstrap
     returns = _returns_from_equity(equity, initial)
     calendar = pd.DatetimeIndex(equity.index)
+    if weights is not None:  # an engine's curve may start at the first execution bar
+        calendar = calendar.union(pd.DatetimeIndex(weights.index))
     if start is None and weights is not None:
         start = first_trade_bar(weights, calendar, execution=execution)
     if start is not None:

@@ -30,7 +30,14 @@ import numpy as np
 import pandas as pd
 
 from ..adapters import require_engine
-from ..adapters.backtrader import PYFOLIO_NAME, feeds, returns, score_frame
+from ..adapters.backtrader import (
+    BAR_VALUES_NAME,
+    PYFOLIO_NAME,
+    bar_values,
+    feeds,
+    returns,
+    score_frame,
+)
 from ..data import INDEX_NAMES, validate_panel
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_lag, execution_price
 from ..portfolio import target_weights
@@ -354,7 +361,7 @@ def weight_lines(weights: pd.DataFrame) -> pd.Series:
 
 
 class BacktraderRun(NamedTuple):
-    """What :func:`run` returns: the finished strategy (with its analyzers), its daily
+    """What :func:`run` returns: the finished strategy (with its analyzers), its per-bar
     returns (tz-naive) and the Cerebro (for :func:`kronos_quant.adapters.backtrader.plot`)."""
 
     result: Any
@@ -369,7 +376,8 @@ def cerebro_for(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None 
     ``execution`` (cheat-on-open for next_open, cheat-on-close for the close conventions),
     commission and slippage as fractions of the price (slippage as vectorbt applies it: buys
     at price × (1 + s), sells at price × (1 − s), not capped by the bar's range), and the
-    analyzers ``sharpe``, ``drawdown``, ``returns``, ``trades``, ``pyfolio``."""
+    analyzers ``sharpe``, ``drawdown``, ``returns``, ``trades``, ``pyfolio`` and
+    ``bar_values`` (the portfolio value after every bar: per-bar returns)."""
     bt = require_engine("backtrader")
     price = execution_price(execution)
     if not np.isfinite(cash) or cash <= 0:
@@ -392,6 +400,7 @@ def cerebro_for(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None 
     cerebro.addanalyzer(bt.analyzers.Returns, _name="returns")
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="trades")
     cerebro.addanalyzer(bt.analyzers.PyFolio, _name=PYFOLIO_NAME)
+    cerebro.addanalyzer(bar_values(), _name=BAR_VALUES_NAME)
     return cerebro
 
 

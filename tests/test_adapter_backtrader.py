@@ -89,7 +89,7 @@ def test_returns_are_tz_naive_and_compound_to_the_final_value(panel):
     assert rets.index.tz is None
     assert rets.index.equals(pd.DatetimeIndex(panel.index.levels[0], name="datetime"))
     assert np.prod(1 + rets.to_numpy()) == pytest.approx(cerebro.broker.getvalue() / 10_000.0)
-    with pytest.raises(ValueError, match="no PyFolio analyzer"):
+    with pytest.raises(ValueError, match="no bar_values or PyFolio analyzer"):
         btad.returns(object())
 
 

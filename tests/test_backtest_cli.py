@@ -63,7 +63,7 @@ def test_backtest_from_scores_writes_every_output(files):
     assert "coverage_80" not in summary  # not computed from a scores file
     assert summary["model"] is None  # planted scores carry no model fingerprint
     page = (out / "tearsheet.html").read_text(encoding="utf-8")
-    assert "kronos-signal-quality" in page and "equal-weight universe" in page.lower()
+    assert "kronos-signal-quality" in page and "buy-and-hold (equal weight)" in page.lower()
 
 
 def test_backtest_scores_with_the_model_and_reports_coverage(files, tmp_path):
