@@ -48,10 +48,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     out = Path(args.out)
     report = replay_live(frames, config, predictor=predictor, state=out / "state", times=times)
     print(f"model: {label}")
-    print("\n".join(report.lines()))
     # Equities trade ~252 days a year; other timeframes are read as a 24/7 market.
     periods = 252 if args.timeframe == "1d" else periods_per_year(
         (times[1] - times[0]).total_seconds())
+    print("\n".join(report.lines(periods_per_year=periods)))
     path = write_tearsheet(report, out / "tearsheet.html", periods=periods,
                            title=f"Kronos paper trading, replayed {args.timeframe}")
     print(f"wrote tear sheet: {path}")

@@ -81,7 +81,8 @@ def _live(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from .strategies.ledger import Ledger
-    from .strategies.live_report import live_report, write_tearsheet
+    from .strategies.live_report import live_report, periods_per_year, write_tearsheet
+    from .strategies.replay import timeframe_step
 
     state = Path(args.state)
     if not (state / Ledger.FILE).is_file():
@@ -90,7 +91,11 @@ def _report(args: argparse.Namespace) -> int:
     with Ledger(state) as ledger:
         meta = ledger.meta()
         report = live_report(ledger)
-    for line in report.lines():
+    try:  # the result metrics need the bar length (a 24/7 market)
+        ppy = periods_per_year(timeframe_step(meta["timeframe"]).total_seconds())
+    except ValueError:
+        ppy = None
+    for line in report.lines(periods_per_year=ppy):
         print(line)
     if args.no_tearsheet:
         return 0

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..execution import execution_returns
+from ..metrics import Metrics, backtest_metrics
 from .ledger import Ledger, from_ms
 
 SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades every day of the year
@@ -39,16 +40,28 @@ class LiveReport:
     def hit_rate(self) -> float:
         return self.hits / self.calls if self.calls else float("nan")
 
-    def lines(self) -> list[str]:
+    def metrics(self, periods_per_year: float) -> Metrics:
+        """:func:`kronos_quant.metrics.backtest_metrics` of the equity marks against the
+        starting cash (annualised figures withheld for a short run)."""
+        if not len(self.equity):
+            raise ValueError("the ledger has no equity mark yet")
+        return backtest_metrics(self.equity, initial=self.initial_cash,
+                                periods_per_year=periods_per_year)
+
+    def lines(self, *, periods_per_year: float | None = None) -> list[str]:
+        """The report as text; with ``periods_per_year``, also the result metrics."""
         last = float(self.equity.iloc[-1]) if len(self.equity) else self.initial_cash
         span = (f"{self.equity.index[0]} … {self.equity.index[-1]}" if len(self.equity) else "-")
         rate = f"{self.hit_rate:.1%} ({self.hits}/{self.calls})" if self.calls else "n/a"
-        return [f"decisions: {self.decisions} on {len(self.equity)} candle times ({span})",
-                f"equity: {last:,.2f} (start {self.initial_cash:,.2f})",
-                f"PnL: {self.pnl:+,.2f} ({self.pnl / self.initial_cash:+.2%}), "
-                f"fees {self.fees:,.2f}",
-                f"orders: {self.orders}, fills: {self.fills}",
-                f"hit rate (held direction vs next-open → open return): {rate}"]
+        out = [f"decisions: {self.decisions} on {len(self.equity)} candle times ({span})",
+               f"equity: {last:,.2f} (start {self.initial_cash:,.2f})",
+               f"PnL: {self.pnl:+,.2f} ({self.pnl / self.initial_cash:+.2%}), "
+               f"fees {self.fees:,.2f}",
+               f"orders: {self.orders}, fills: {self.fills}",
+               f"hit rate (held direction vs next-open → open return): {rate}"]
+        if periods_per_year is not None and len(self.equity):
+            out += self.metrics(periods_per_year).lines()[1:]  # the span is said above
+        return out
 
 
 def hit_counts(decisions: pd.DataFrame, candles: pd.DataFrame) -> tuple[int, int]:
@@ -87,17 +100,18 @@ def live_report(ledger: Ledger) -> LiveReport:
 
 def write_tearsheet(report: LiveReport, path: str | Path, *, title: str,
                     timeframe_seconds: float | None = None, periods: int | None = None) -> Path:
-    """The QuantStats HTML tear sheet of the equity curve's bar returns, annualised with
+    """The QuantStats HTML tear sheet of the equity curve's bar returns (the first against
+    the starting cash) with the :meth:`LiveReport.metrics` headline, annualised with
     ``periods`` bars per year (e.g. 252 for daily equity bars) or, for a 24/7 market, with
     :func:`periods_per_year` of the bar length ``timeframe_seconds``."""
     from ..adapters.quantstats import tearsheet
 
     if (timeframe_seconds is None) == (periods is None):
         raise ValueError("give timeframe_seconds (a 24/7 market) or periods (bars per year)")
-    returns = report.equity.pct_change().dropna()
-    if len(returns) < 2:
+    if len(report.equity) < 2:
         raise ValueError(f"the ledger has {len(report.equity)} equity marks; a tear sheet needs "
-                         "at least 3 decided candles")
-    return tearsheet(returns, title=title, output=path,
-                     periods_per_year=periods if periods is not None
-                     else periods_per_year(timeframe_seconds))
+                         "at least 2 decided candles")
+    ppy = periods if periods is not None else periods_per_year(timeframe_seconds)
+    returns = report.equity / report.equity.shift(1, fill_value=report.initial_cash) - 1.0
+    return tearsheet(returns, title=title, output=path, periods_per_year=ppy,
+                     metrics=report.metrics(ppy))
