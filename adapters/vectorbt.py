@@ -12,7 +12,8 @@ inside the functions (``pip install "kronos-quant[vectorbt]"``).
   execution bar, for ``Portfolio.from_signals`` (price: :func:`price_frames`).
 * ``KronosIndicator``: a ``vbt.IndicatorFactory`` indicator whose output ``score`` is a Kronos
   scorer; sweeps over scorers share one forecast per window and thresholds go through
-  vectorbt's own ``score_crossed_above``/``score_above`` helpers.
+  vectorbt's own ``score_crossed_above``/``score_above`` helpers. :func:`sweep_stats` gives
+  each column of the sweep's portfolio its Sharpe and deflated Sharpe ratio.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import pandas as pd
 
 from ..data import INDEX_NAMES, PANEL_COLUMNS, bar_spacing, validate_panel
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
-from ..metrics import first_trade_bar
+from ..metrics import first_trade_bar, sweep_sharpe
 from ..portfolio import align, target_weights
 from ..signals.transforms import score_column
 from . import require_engine
@@ -191,6 +192,21 @@ def set_year(freq: str | pd.Timedelta, periods_per_year: int) -> pd.Timedelta:
                     "annualises", year, periods_per_year, pd.Timedelta(freq))
         vbt.settings.returns["year_freq"] = year
     return year
+
+
+def sweep_stats(portfolio: vbt.Portfolio, *, periods_per_year: int | None = None,
+                trials: int | None = None) -> pd.DataFrame:
+    """Sharpe and deflated Sharpe ratio of every column of a parameter sweep's portfolio
+    (e.g. ``Portfolio.from_signals`` on ``KronosIndicator`` crossings over a grid), by
+    :func:`kronos_quant.metrics.sweep_sharpe`: ``trials`` (default: the columns) is how many
+    configurations were tried, so the best row of a sweep is not reported as skill."""
+    returns = portfolio.returns()
+    if isinstance(returns, pd.Series):
+        returns = returns.to_frame()
+    ppy = periods_per_year or infer_periods_per_year(returns.index)
+    if portfolio.wrapper.freq is not None:  # pf.sharpe_ratio() then agrees with the table
+        set_year(portfolio.wrapper.freq, ppy)
+    return sweep_sharpe(returns, periods_per_year=ppy, trials=trials)
 
 
 def _score_wide(scores: pd.Series | pd.DataFrame, column: str | None) -> pd.DataFrame:

@@ -143,6 +143,9 @@ def test_planted_score_beats_benchmark_and_random_does_not(comparison):
     assert planted["excess_annualized_after_cost"] > 0.3
     assert planted["information_ratio_after_cost"] > 2.0
     assert abs(random["excess_annualized"]) < 0.15 and random["information_ratio_after_cost"] < 1.0
+    # the sweep's deflated Sharpe ratio: three scorers tried
+    assert planted["deflated_sharpe"] > 0.95 > random["deflated_sharpe"]
+    assert planted["excess_sharpe_after_cost"] > random["excess_sharpe_after_cost"]
     assert figure.exists() and figure.stat().st_size > 10_000
     assert (figure.parent / "scorers.csv").exists()
 

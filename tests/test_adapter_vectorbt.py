@@ -222,3 +222,24 @@ def test_a_missing_bar_skips_that_order_and_keeps_values_finite(planted_panel, c
     orders = pf.orders.records_readable
     assert not ((orders["Timestamp"] == bars[1]) & (orders["Column"] == held)).any()
     assert np.isfinite(pf.value().to_numpy()).all()
+
+
+def test_sweep_stats_deflates_the_best_of_a_grid():
+    from kronos_quant.adapters.vectorbt import sweep_stats
+
+    close = unstack_field(synthetic_panel(1, 400, seed=8), "close").iloc[:, 0]
+    windows = [(f, s) for f in range(3, 23, 2) for s in range(3, 23, 2) if f < s]
+    gap = pd.DataFrame({w: close.rolling(w[0]).mean() - close.rolling(w[1]).mean()
+                        for w in windows})  # a moving-average crossover grid
+    above = gap > 0
+    entries, exits = above & ~above.shift(1, fill_value=False), ~above & above.shift(1)
+    pf = vbt.Portfolio.from_signals(close.vbt.tile(len(windows), keys=gap.columns), entries,
+                                    exits.astype(bool), freq="1D")
+    table = sweep_stats(pf, periods_per_year=252)
+    assert len(table) == 45 and table.attrs["trials"] == 45
+    np.testing.assert_allclose(table["sharpe"].sort_index(),
+                               pf.sharpe_ratio().sort_index().to_numpy(), rtol=1e-9)
+    best = table.iloc[0]
+    assert best["sharpe"] == table["sharpe"].max()
+    assert sweep_stats(pf, periods_per_year=252, trials=1000).iloc[0]["deflated_sharpe"] < \
+        best["deflated_sharpe"]
