@@ -394,8 +394,10 @@ def cerebro_for(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None 
                                          slip_match=True, slip_out=True)
     for data in feeds(panel, scores):
         cerebro.adddata(data, name=data._name)
+    # backtrader's own ratio (daily, whole run); risk-free 0 and the sample deviation as in
+    # kronos_quant.metrics, whose Sharpe (from the first rebalance on) is the one we report.
     cerebro.addanalyzer(bt.analyzers.SharpeRatio, _name="sharpe", timeframe=bt.TimeFrame.Days,
-                        annualize=True)
+                        annualize=True, riskfreerate=0.0, stddev_sample=True)
     cerebro.addanalyzer(bt.analyzers.DrawDown, _name="drawdown")
     cerebro.addanalyzer(bt.analyzers.Returns, _name="returns")
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="trades")
