@@ -1,4 +1,4 @@
-"""Rebuild the embedded demo model: ``python -m kronos_quant.finetune.demo_model --out DIR``.
+"""Rebuild the embedded demo model: ``kronos-quant finetune demo-model --out DIR``.
 
 Trains a *mini* tokenizer + predictor pair from scratch with this package's finetuning
 pipeline on CPU, on
@@ -16,7 +16,6 @@ It is a demo model: small, trained for minutes, not the published Kronos.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
@@ -28,11 +27,9 @@ import pandas as pd
 import torch
 
 from ..data import panel_from_frames, panel_to_frames, synthetic_panel
-from .config import FinetuneConfig
-from .demo_card import write_model_card
-from .demo_eval import evaluate_pair
-from .runtime import read_metrics
-from .train import Trainer
+from ..finetune import FinetuneConfig, Trainer, read_metrics
+from .model_card import write_model_card
+from .model_eval import evaluate_pair
 
 logger = logging.getLogger(__name__)
 
@@ -147,24 +144,3 @@ def _data_summary(real: pd.DataFrame, panel: pd.DataFrame) -> dict[str, Any]:
     return {"package": DATA_PACKAGE, "real_bars": {k: int(v) for k, v in counts.items()},
             "synthetic": SYNTHETIC, "first_date": str(stamps.min().date()),
             "last_date": str(stamps.max().date()), "total_bars": len(panel)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output folder, e.g. kronos_quant/assets/demo")
-    parser.add_argument("--work-dir", default=None,
-                        help="training run folder (default: a temp dir)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="3 steps per model (recipe check)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
-    report = build_demo_model(args.out, work_dir=args.work_dir, threads=args.threads,
-                              quick=args.quick)
-    print(f"wrote {args.out} in {report['seconds_total']:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
