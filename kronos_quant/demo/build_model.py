@@ -28,6 +28,7 @@ import torch
 
 from ..data import panel_from_frames, panel_to_frames, synthetic_panel
 from ..finetune import FinetuneConfig, Trainer, read_metrics
+from ..io import atomic_path, write_atomic
 from .model_card import write_model_card
 from .model_eval import evaluate_pair
 
@@ -124,16 +125,17 @@ def build_demo_model(out: str | Path, *, work_dir: str | Path | None = None, thr
     metrics = evaluate_pair(tokenizer, model, panel, config, real_instruments=sorted(
         set(real.index.get_level_values("instrument"))), quick=quick)
     series = panel_to_frames(real)[DEMO_TICKER].iloc[-DEMO_SERIES_BARS:]
-    series.to_csv(out / "series.csv", index_label="timestamps", float_format="%.6g")
+    with atomic_path(out / "series.csv") as tmp:
+        series.to_csv(tmp, index_label="timestamps", float_format="%.6g")
     meta = {"label": f"kronos-quant demo model (mini, trained on {DATA_PACKAGE} daily US stocks "
                      "+ synthetic panels; not the published Kronos)",
             "series": "series.csv", "series_name": f"{DEMO_TICKER} (daily, adjusted)",
             "lookback": COMMON["lookback"], "pred_len": COMMON["pred_len"]}
-    (out / "demo.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_atomic(out / "demo.json", json.dumps(meta, indent=2) + "\n")
     report = {"tokenizer": tok_summary, "predictor": pred_summary, "evaluation": metrics,
               "data": _data_summary(real, panel), "quick": quick,
               "seconds_total": round(time.time() - started, 1), "threads": threads}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_atomic(out / "metrics.json", json.dumps(report, indent=2, default=str) + "\n")
     report["card"] = write_model_card(out / "MODEL_CARD.md", report, meta)
     return report
 

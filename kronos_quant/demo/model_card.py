@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..io import write_atomic
+
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -146,7 +148,7 @@ def write_model_card(path: Path, report: dict[str, Any], meta: dict[str, Any]) -
         "", "## Licence", "",
         "Weights: MIT, as kronos-quant. Training data: public domain (Quandl WIKI via "
         "bokeh-sampledata, BSD-3-Clause package) and generated synthetic data.", ""]
-    path.write_text("\n".join(lines))
+    write_atomic(path, "\n".join(lines))
     return path
 
 
