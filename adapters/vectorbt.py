@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 
 from ..data import INDEX_NAMES, PANEL_COLUMNS, bar_spacing, validate_panel
+from ..data import periods_per_year as periods_per_year_of  # the parameter keeps its name
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
 from ..metrics import first_trade_bar, sweep_sharpe
 from ..portfolio import align, target_weights
 from ..signals.transforms import score_column
 from . import require_engine
-from .quantstats import infer_periods_per_year
 
 if TYPE_CHECKING:
     import vectorbt as vbt
@@ -174,7 +174,7 @@ def backtest(scores_or_weights: pd.Series | pd.DataFrame, panel: pd.DataFrame, *
     portfolio_kwargs.setdefault("call_seq", "auto")
     if freq is None:
         freq = bar_spacing(close.index, option="freq=")  # what vectorbt annualises with
-    set_year(freq, periods_per_year or infer_periods_per_year(close.index))
+    set_year(freq, periods_per_year or periods_per_year_of(close.index))
     start = first_trade_bar(weights, close.index, execution=execution)
     close, price, orders = (frame.loc[start:] for frame in (close, price, orders))
     return vbt.Portfolio.from_orders(close, size=orders, price=price, fees=fees,
@@ -203,7 +203,7 @@ def sweep_stats(portfolio: vbt.Portfolio, *, periods_per_year: int | None = None
     returns = portfolio.returns()
     if isinstance(returns, pd.Series):
         returns = returns.to_frame()
-    ppy = periods_per_year or infer_periods_per_year(returns.index)
+    ppy = periods_per_year or periods_per_year_of(returns.index)
     if portfolio.wrapper.freq is not None:  # pf.sharpe_ratio() then agrees with the table
         set_year(portfolio.wrapper.freq, ppy)
     return sweep_sharpe(returns, periods_per_year=ppy, trials=trials)

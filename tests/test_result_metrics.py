@@ -19,11 +19,11 @@ from kronos_quant.adapters.vectorbt import backtest  # noqa: E402
 from kronos_quant.strategies.backtrader import run  # noqa: E402
 from kronos_quant.strategies.live_report import LiveReport, write_tearsheet  # noqa: E402
 
-from kronos_quant import backtest_cli  # noqa: E402
+from kronos_quant.cli import backtest as backtest_cli  # noqa: E402
 from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
 from kronos_quant.metrics import TOO_SHORT  # noqa: E402
 from kronos_quant.portfolio import target_weights  # noqa: E402
-from kronos_quant.signals.cli import write_scores  # noqa: E402
+from kronos_quant.signals.store import write_scores  # noqa: E402
 
 
 def _row(page: str, label: str) -> list[str]:
