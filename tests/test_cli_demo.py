@@ -43,6 +43,10 @@ def test_the_whole_demo_runs_every_engine_and_they_agree(tmp_path, capsys):
     same, bars = map(int, bt["bars with the same holdings as vectorbt"].split(" / "))
     assert same == bars > 400 and bt["largest holding difference (relative)"] < 1e-6
     assert abs(bt["final value"] / summary["vectorbt"]["numbers"]["final value"] - 1) < 1e-6
+    vb = summary["vectorbt"]["numbers"]  # one Sharpe: the index's is vectorbt's stats()
+    assert vb["Sharpe [95% CI] (s.e.)"].startswith(f"{vb['vectorbt stats() Sharpe']:.2f} [")
+    assert vb["buy-and-hold return"] == pytest.approx(bt["buy-and-hold return"])
+    assert "vectorbt: excess over buy-and-hold [95% CI]" in (out / "index.html").read_text()
     days, total = map(int, summary["qlib"]["numbers"][
         "days holding the same names as our portfolio layer"].split(" / "))
     assert days == total > 400

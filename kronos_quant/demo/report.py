@@ -120,8 +120,10 @@ def headline_numbers(results: Mapping[str, StepResult]) -> dict[str, Any]:
     picks = {"forecast": ("P(up)", "expected return"),
              "evaluate": tuple(k for k in results.get("evaluate", StepResult()).numbers
                                if k.startswith("RankIC") or "band" in k or "baseline" in k),
-             "vectorbt": ("total return", "Sharpe"),
-             "backtrader": ("bars with the same holdings as vectorbt", "final equity vs vectorbt"),
+             "vectorbt": ("total return", "buy-and-hold return",
+                          "excess over buy-and-hold [95% CI]", "Sharpe [95% CI] (s.e.)"),
+             "backtrader": ("total return", "excess over buy-and-hold [95% CI]",
+                            "bars with the same holdings as vectorbt", "final equity vs vectorbt"),
              "qlib": ("annualised excess after cost",
                       "days holding the same names as our portfolio layer"),
              "live": ("decisions", "PnL")}

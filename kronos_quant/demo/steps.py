@@ -26,8 +26,8 @@ import pandas as pd
 
 from ..adapters import ENGINE_EXTRAS
 from ..assets import UNIVERSE, UNIVERSE_START, UNIVERSE_TICKERS, load_universe
-from ..backtest import ENGINES, BacktestJob, equal_weight_returns, plot_equity
-from ..data import periods_per_year, validate_panel
+from ..backtest import ENGINES, BacktestJob, equal_weight_returns, plot_equity, result_metrics
+from ..data import dates, periods_per_year, validate_panel
 from ..execution import DEFAULT_EXECUTION, describe_execution
 from ..forecast import write_forecast
 from ..io import atomic_path
@@ -209,19 +209,33 @@ def demo_weights(ctx: DemoContext) -> pd.DataFrame:
 
 
 def _engine_run(ctx: DemoContext, engine: str):
+    """Run ``engine`` on the demo's book; its result metrics (from the first rebalance on,
+    vs the equal-weight buy-and-hold) go to ``ctx.state[engine + "_metrics"]``."""
     s = ctx.settings
     job = BacktestJob(ctx.panel, demo_weights(ctx), s.execution, s.fees, 0.0, s.cash)
-    return ENGINES[engine].run(job)
+    result = ENGINES[engine].run(job)
+    ppy = periods_per_year(dates(ctx.panel))
+    ctx.state[f"{engine}_metrics"] = result_metrics(result.returns, job, periods_per_year=ppy)
+    return result
+
+
+def _metric_numbers(ctx: DemoContext, engine: str) -> dict[str, Any]:
+    """An engine's totals next to buy-and-hold, with their intervals."""
+    metrics, _ = ctx.state[f"{engine}_metrics"]
+    text = metrics.formatted()
+    return {"total return": metrics.total_return, "buy-and-hold return": metrics.benchmark_return,
+            "excess over buy-and-hold [95% CI]": text["excess over buy-and-hold"],
+            "Sharpe [95% CI] (s.e.)": text["Sharpe"], "max drawdown": metrics.max_drawdown}
 
 
 def _equity_chart(ctx: DemoContext, returns: pd.Series, path: Path, engine: str) -> Path:
-    """Growth of 1 from the first rebalance (before it the book is empty), vs the universe."""
+    """Growth of 1 from the first rebalance (before it the book is empty), vs buy-and-hold."""
     s = ctx.settings
-    start = demo_weights(ctx).index[0]
+    metrics, bench = ctx.state[f"{engine}_metrics"]
     title = (f"{engine}: top-{s.topk} (dropout {s.n_drop}) on {s.scorer}, {s.execution}, "
              f"fees {s.fees:g}")
-    return plot_equity(returns.loc[start:], equal_weight_returns(ctx.panel).loc[start:], path,
-                       title=title, model_label=ctx.model_label.split(" (")[0])
+    return plot_equity(returns.loc[pd.Timestamp(metrics.start):], bench, path, title=title,
+                       model_label=ctx.model_label.split(" (")[0])
 
 
 def step_vectorbt(ctx: DemoContext) -> StepResult:
@@ -235,9 +249,8 @@ def step_vectorbt(ctx: DemoContext) -> StepResult:
     write_csv(demo_weights(ctx), files["weights"])
     stats = pf.stats()
     write_csv(stats.to_frame("value"), files["stats"])
-    numbers = {"final value": float(pf.final_value()), "total return": float(pf.total_return()),
-               "Sharpe": float(pf.sharpe_ratio()), "max drawdown": float(pf.max_drawdown()),
-               "orders": result.orders}
+    numbers = {"final value": float(pf.final_value())} | _metric_numbers(ctx, "vectorbt") | {
+        "vectorbt stats() Sharpe": float(stats["Sharpe Ratio"]), "orders": result.orders}
     return StepResult(numbers, files)
 
 
@@ -257,10 +270,8 @@ def step_backtrader(ctx: DemoContext) -> StepResult:
     files = {"equity_chart": _equity_chart(ctx, result.returns, folder / "equity.png",
                                            "backtrader")}
     final = float(run.cerebro.broker.getvalue())
-    numbers = {"final value": final, "total return": final / ctx.settings.cash - 1.0,
-               "max drawdown":
-                   -run.result.analyzers.drawdown.get_analysis()["max"]["drawdown"] / 100,
-               "orders": result.orders}
+    numbers = {"final value": final} | _metric_numbers(ctx, "backtrader") | {
+        "orders": result.orders}
     notes = []
     vb = ctx.state.get("vectorbt")
     if vb is None:
@@ -329,12 +340,12 @@ def step_tearsheet(ctx: DemoContext) -> StepResult:
     report = SignalReport(evaluation=ctx.state.get("evaluation"),
                           calibration=ctx.state.get("calibration"), execution=s.execution,
                           metadata=dict(ctx.state["scores"].attrs))
-    start = demo_weights(ctx).index[0]  # before the first rebalance the book is empty
-    returns, bench = result.returns.loc[start:], equal_weight_returns(ctx.panel).loc[start:]
-    ppy = periods_per_year(returns.index)
+    headline, bench = ctx.state[f"{engine}_metrics"]  # from the first rebalance on
+    returns = result.returns.loc[pd.Timestamp(headline.start):]
+    ppy = int(headline.periods_per_year)
     path = tearsheet(returns, benchmark=bench, output=ctx.folder("tearsheet") / "tearsheet.html",
                      title=f"Kronos demo · top-{s.topk} {s.scorer} ({engine}, {s.execution})",
-                     periods_per_year=ppy, signal_report=report)
+                     periods_per_year=ppy, signal_report=report, metrics=headline)
     table = metrics(returns, benchmark=bench, periods_per_year=ppy, mode="basic")
     rows = [r for r in ("Cumulative Return", "Sharpe", "Max Drawdown", "Volatility (ann.)")
             if r in table.index]
