@@ -222,18 +222,18 @@ def plot_equity(returns: pd.Series, benchmark: pd.Series, path: Path, *, title: 
     return Path(path)
 
 
-def result_metrics(returns: pd.Series, job: BacktestJob, *, periods_per_year: int
+def result_metrics(returns: pd.Series, panel: pd.DataFrame, weights: pd.DataFrame, *,
+                   execution: str, cash: float, periods_per_year: int
                    ) -> tuple[Metrics, pd.Series]:
-    """The backtest's :func:`kronos_quant.metrics.backtest_metrics` (from the first
-    rebalance on, against the equal-weight buy-and-hold bought just before it) and that
-    benchmark's returns."""
-    calendar = pd.DatetimeIndex(returns.index.union(job.weights.index))
-    start = first_trade_bar(job.weights, calendar, execution=job.execution)
-    benchmark = buy_and_hold_returns(job.panel, start=start)
-    equity = job.init_cash * (1.0 + returns).cumprod()
-    metrics = backtest_metrics(equity, initial=job.init_cash, periods_per_year=periods_per_year,
-                               weights=job.weights, execution=job.execution,
-                               benchmark=benchmark)
+    """An engine's per-bar ``returns`` as :func:`kronos_quant.metrics.backtest_metrics` (from
+    the first rebalance of ``weights`` on, against the equal-weight buy-and-hold of ``panel``
+    bought just before it), and that benchmark's returns."""
+    calendar = pd.DatetimeIndex(returns.index.union(weights.index))
+    start = first_trade_bar(weights, calendar, execution=execution)
+    benchmark = buy_and_hold_returns(panel, start=start)
+    equity = cash * (1.0 + returns).cumprod()
+    metrics = backtest_metrics(equity, initial=cash, periods_per_year=periods_per_year,
+                               weights=weights, execution=execution, benchmark=benchmark)
     return metrics, benchmark
 
 
@@ -276,7 +276,8 @@ def run_backtest(options: BacktestOptions) -> BacktestRun:
     report = evaluate_signal(scores[[signal]], panel, horizon=horizon,
                              execution=options.execution, calibration=calibration)
     ppy = options.periods_per_year or periods_per_year(calendar)
-    metrics, benchmark = result_metrics(returns, job, periods_per_year=ppy)
+    metrics, benchmark = result_metrics(returns, panel, weights, execution=job.execution,
+                                        cash=job.init_cash, periods_per_year=ppy)
     title = f"{signal} {options.method} ({options.engine}, {options.execution})"
     tearsheet(returns, benchmark=benchmark, title=title, output=files["tearsheet.html"],
               periods_per_year=ppy, signal_report=report, metrics=metrics)

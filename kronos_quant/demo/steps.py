@@ -215,7 +215,9 @@ def _engine_run(ctx: DemoContext, engine: str):
     job = BacktestJob(ctx.panel, demo_weights(ctx), s.execution, s.fees, 0.0, s.cash)
     result = ENGINES[engine].run(job)
     ppy = periods_per_year(dates(ctx.panel))
-    ctx.state[f"{engine}_metrics"] = result_metrics(result.returns, job, periods_per_year=ppy)
+    ctx.state[f"{engine}_metrics"] = result_metrics(
+        result.returns, ctx.panel, job.weights, execution=s.execution, cash=s.cash,
+        periods_per_year=ppy)
     return result
 
 
