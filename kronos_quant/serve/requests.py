@@ -107,6 +107,8 @@ def bars_frame(records: list[dict[str, Any]], settings: ServeSettings, *,
                what: str = "bars") -> pd.DataFrame:
     """JSON records → a DataFrame (values unchecked: the library checks them)."""
     check_limit(f"{what}: number of bars", len(records), settings.max_bars, setting="max_bars")
+    if not records:
+        raise ValueError(f"{what}: no bars given")
     return pd.DataFrame.from_records(records)
 
 

@@ -72,6 +72,11 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServeSettings.{name} must be an integer >= 1, got {value!r}")
+        for default, limit in (("pred_len", "max_pred_len"), ("sample_count", "max_samples"),
+                               ("lookback", "max_bars")):
+            if getattr(self, default) > getattr(self, limit):
+                raise ValueError(f"ServeSettings.{default}={getattr(self, default)} is above "
+                                 f"{limit}={getattr(self, limit)}")
         if self.batch_window_ms < 0 or self.refresh_s <= 0:
             raise ValueError("batch_window_ms must be >= 0 and refresh_s > 0")
 
