@@ -117,14 +117,14 @@ def test_concurrent_requests_share_one_generation_call_and_equal_single_calls(mo
 
 def test_a_failing_model_call_is_a_500_and_the_server_keeps_serving(model, monkeypatch):
     app = create_app(model, settings=ServeSettings(batch_window_ms=200))
-    real = model.forecast_batch
+    real = model.forecast_arrays
 
-    def flaky(frames, **kwargs):
-        if any(len(f) == 13 for f in frames):
+    def flaky(values, *args, **kwargs):
+        if values.shape[1] == 13:
             raise RuntimeError("CUDA out of memory\nlong details that must not be sent")
-        return real(frames, **kwargs)
+        return real(values, *args, **kwargs)
 
-    monkeypatch.setattr(model, "forecast_batch", flaky)
+    monkeypatch.setattr(model, "forecast_arrays", flaky)
     good = [{"bars": records(random_walk_bars(30, seed=k)), "pred_len": 2, "sample_count": 4,
              "seed": k} for k in range(3)]
     bad = {**good[0], "bars": good[0]["bars"][:13]}

@@ -9,6 +9,7 @@ at ``/`` (forecast page) and ``/loops/{name}`` (one page per live loop).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from contextlib import asynccontextmanager
@@ -130,15 +131,17 @@ def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | No
     async def forecast(request: Request) -> Response:
         try:
             req = await _forecast_request(request)
-            job = forecast_job(req, settings, clip=predictor.clip,
-                               max_context=predictor.max_context)
+            # Checking and preparing bars is pandas work: off the event loop, beside the model.
+            job = await asyncio.to_thread(forecast_job, req, settings, clip=predictor.clip,
+                                          max_context=predictor.max_context)
         except (ValidationError, ValueError, TypeError) as err:
             return error(422, one_line(err))
         try:
             fc = await batcher.submit(job)
         except Exception as err:
             return model_failure("forecast", err)
-        return JSONResponse(forecast_payload(fc, job))
+        return JSONResponse(await asyncio.to_thread(forecast_payload, fc, job,
+                                                    model_label=label))
 
     @app.post("/score", summary="walk-forward scores of a small panel's last date",
               openapi_extra=SCORE_BODY,

@@ -3,7 +3,10 @@
 The first request of a batch waits at most ``window_s`` for others; while the model runs,
 new requests queue up and form the next batch, so the batch size (and throughput) grows
 with the load. Requests are grouped by their settings (pred_len and sampling); each group is
-one :meth:`KronosPredictor.forecast_batch` call with one seed per series.
+one :meth:`KronosPredictor.forecast_arrays` call per context length, one seed per series: the
+generation step of :meth:`KronosPredictor.forecast_batch`, fed the series each request's
+own thread already checked and prepared with :func:`~kronos_quant.inputs.prepare_series`
+(so the model thread only generates).
 
 Why a batched reply equals a single call: with one seed per series, every series draws from
 its own ``torch.Generator`` (:func:`kronos_quant.generation.sample_tokens`), so its tokens do
@@ -23,7 +26,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import numpy as np
+import pandas as pd
+
 from ..forecast import Forecast
+from ..inputs import BAR_COLUMNS
 from .requests import ForecastJob
 
 logger = logging.getLogger(__name__)
@@ -48,12 +55,26 @@ class ForecastBatcher:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _generate(self, jobs: list[ForecastJob]) -> list[Forecast]:
-        first = jobs[0]
-        s = first.sampling
-        return self.predictor.forecast_batch(
-            [j.frame for j in jobs], pred_len=first.pred_len, sample_count=s.sample_count,
-            T=s.T, top_k=s.top_k, top_p=s.top_p, seed=[j.seed for j in jobs],
-            names=[j.name for j in jobs])
+        """One ``forecast_arrays`` call per context length: the generation step of
+        ``forecast_batch``, on series the request threads already prepared."""
+        s = jobs[0].sampling
+        out: list[Forecast | None] = [None] * len(jobs)
+        for length in sorted({len(j.series.raw) for j in jobs}):
+            members = [i for i, j in enumerate(jobs) if len(j.series.raw) == length]
+            prepared = [jobs[i].series for i in members]
+            paths = self.predictor.forecast_arrays(
+                np.stack([p.raw for p in prepared]),
+                np.stack([p.x_index.to_numpy("datetime64[ns]") for p in prepared]),
+                np.stack([pd.DatetimeIndex(p.y_index).to_numpy("datetime64[ns]")
+                          for p in prepared]),
+                sample_count=s.sample_count, T=s.T, top_k=s.top_k, top_p=s.top_p,
+                seed=[jobs[i].seed for i in members])  # (n, S, P, 6) price units
+            for i, p, bars in zip(members, prepared, paths, strict=True):
+                out[i] = Forecast(paths=bars, index=p.y_index, name=jobs[i].name,
+                                  history=pd.DataFrame(p.raw, index=p.x_index,
+                                                       columns=list(BAR_COLUMNS)),
+                                  model_label=self.predictor.model_label)
+        return out
 
     def _run_group(self, jobs: list[ForecastJob]) -> list[Forecast | BaseException]:
         """Forecasts of one settings group; on failure each job alone gets its own outcome."""

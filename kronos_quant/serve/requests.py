@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data import panel_from_frames
 from ..forecast import Forecast
 from ..generation import SamplingParams
-from ..inputs import BAR_COLUMNS, prepare_series
+from ..inputs import BAR_COLUMNS, PreparedSeries, prepare_series
 from ..signals import score_forecast
 from .settings import LimitError, ServeSettings, check_limit
 
@@ -64,10 +64,11 @@ class ScoreRequest(SamplingFields):
 class ForecastJob:
     """One checked forecast request, ready for the model.
 
-    ``key`` holds the settings a batch must share; ``frame`` the context bars.
+    ``key`` holds the settings a batch must share; ``series`` the context as the library's
+    own :func:`~kronos_quant.inputs.prepare_series` checked and prepared it.
     """
 
-    frame: pd.DataFrame
+    series: PreparedSeries
     pred_len: int
     sampling: SamplingParams
     seed: int
@@ -121,8 +122,8 @@ def forecast_job(req: ForecastRequest, settings: ServeSettings, *, clip: float,
     if req.paths:
         check_limit("paths in the reply (sample_count)", sample_count, settings.max_reply_paths,
                     setting="max_reply_paths")
-    prepare_series(frame, pred_len=pred_len, clip=clip)  # the library's own checks
-    return ForecastJob(frame, pred_len, sampling, seed, _quantiles(req.quantiles, settings),
+    series = prepare_series(frame, pred_len=pred_len, clip=clip)  # the library's own checks
+    return ForecastJob(series, pred_len, sampling, seed, _quantiles(req.quantiles, settings),
                        req.paths, req.name)
 
 
@@ -148,7 +149,9 @@ def parse_quantile_text(text: str | None) -> list[float] | None:
 def plain(values: Any) -> Any:
     """numpy values → JSON-ready Python (NaN and ±inf become None)."""
     if isinstance(values, np.ndarray):
-        values = values.tolist()
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            values = np.where(np.isfinite(values), values, None)
+        return values.tolist()
     if isinstance(values, list):
         return [plain(v) for v in values]
     if isinstance(values, (float, np.floating)):
@@ -163,13 +166,14 @@ def columns_of(frame: pd.DataFrame) -> dict[str, list]:
     return {col: plain(frame[col].to_numpy()) for col in BAR_COLUMNS}
 
 
-def forecast_payload(fc: Forecast, job: ForecastJob) -> dict[str, Any]:
+def forecast_payload(fc: Forecast, job: ForecastJob, *,
+                     model_label: str | None = None) -> dict[str, Any]:
     """The reply to one forecast: stamps, mean, quantiles, scores and optionally the paths."""
     table = fc.quantile(list(job.quantiles))
     last = fc.last
     out: dict[str, Any] = {
-        "model": fc.model_label, "name": fc.name, "seed": job.seed, "pred_len": fc.pred_len,
-        "sample_count": fc.sample_count, "columns": list(BAR_COLUMNS),
+        "model": model_label or fc.model_label, "name": fc.name, "seed": job.seed,
+        "pred_len": fc.pred_len, "sample_count": fc.sample_count, "columns": list(BAR_COLUMNS),
         "last": {"timestamp": str(fc.history.index[-1]),
                  **{c: plain(last[c]) for c in BAR_COLUMNS}},
         "timestamps": [str(t) for t in fc.index],

@@ -3,7 +3,7 @@
 "use strict";
 
 const TIME_NAMES = ["timestamp", "timestamps", "datetime", "date", "time"];
-const SHOWN_HISTORY = 150;
+const SHOWN_HISTORY = 80;  // bars of history drawn before the fan
 
 function history(text) {
   // The last bars' time and close, for the chart (the server parses and checks the bars).
@@ -51,9 +51,12 @@ function fan(past, reply) {
 
 function tables(reply) {
   const qs = Object.keys(reply.quantiles).map(Number).sort((a, b) => a - b);
+  // Daily bars: the date alone.
+  const daily = reply.timestamps.every(t => t.endsWith(" 00:00:00"));
   kq.table(document.getElementById("table"),
            ["time", "mean"].concat(qs.map(q => "q" + Math.round(q * 100))),
-           reply.timestamps.map((t, i) => [t, kq.fmt(reply.mean.close[i])].concat(
+           reply.timestamps.map((t, i) => [daily ? t.slice(0, -9) : t,
+                                           kq.fmt(reply.mean.close[i])].concat(
              qs.map(q => kq.fmt(reply.quantiles[String(q)].close[i])))));
   kq.table(document.getElementById("scores"), ["score", "value"],
            Object.entries(reply.scores).map(([k, v]) => [k, kq.fmt(v, 5)]));

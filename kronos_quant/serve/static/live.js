@@ -81,8 +81,8 @@ async function refresh() {
       kq.api(BASE + "/decisions?limit=20"), kq.api(BASE + "/coverage")]);
     heartbeat(summary);
     kpis(summary, positions);
-    await Plotly.react("equity", [{x: equity.time, y: equity.equity, mode: "lines",
-                                   name: "equity", line: {color: "#1f5fa8"}}],
+    await Plotly.react("equity", [{x: equity.time, y: equity.equity, mode: "lines+markers",
+                                   marker: {size: 4}, name: "equity", line: {color: "#1f5fa8"}}],
       {margin: {l: 60, r: 10, t: 30, b: 40}, title: {text: "equity", font: {size: 13}},
        shapes: [{type: "line", xref: "paper", x0: 0, x1: 1, y0: equity.initial_cash,
                  y1: equity.initial_cash, line: {dash: "dot", color: "#999"}}]},
