@@ -116,7 +116,7 @@ class LedgerView:
         """The newest ``limit`` decisions with candle time > ``since_ms``, oldest first, each
         with its forecast summary and scores."""
         with self.snapshot() as db:
-            rows = db.execute("SELECT * FROM decisions WHERE ts > ? ORDER BY ts DESC, symbol "
+            rows = db.execute("SELECT * FROM decisions WHERE ts > ? ORDER BY ts DESC, symbol DESC "
                               "LIMIT ?", (-2**62 if since_ms is None else since_ms,
                                           limit)).fetchall()
             keys = [(r["symbol"], r["timeframe"], r["ts"]) for r in rows]
