@@ -55,6 +55,31 @@ def _parameters(op: dict[str, Any]) -> str:
         if rows else ""
 
 
+def _type(spec: dict[str, Any]) -> str:
+    if "anyOf" in spec:
+        return " | ".join(_type(s) for s in spec["anyOf"])
+    kind = spec.get("type", "object")
+    if kind == "array":
+        return f"array of {_type(spec.get('items', {}))}"
+    bounds = [f"{k} {spec[k]:g}" for k in ("minimum", "exclusiveMinimum", "maximum")
+              if k in spec and spec[k] < 1e15]
+    return kind + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def _body_table(spec: dict[str, Any]) -> str:
+    """A JSON body's fields as a table (name, type, default, description)."""
+    props = spec.get("properties")
+    if not props:
+        return f"<pre>{escape(json.dumps(spec, indent=1))}</pre>"
+    required = set(spec.get("required", []))
+    rows = "".join(f"<tr><td><code>{escape(name)}</code>{' *' if name in required else ''}</td>"
+                   f"<td>{escape(_type(p))}</td><td>{escape(json.dumps(p.get('default')))}</td>"
+                   f"<td>{escape(p.get('description', ''))}</td></tr>"
+                   for name, p in props.items())
+    return ("<table><tr><th>field (* required)</th><th>type</th><th>default</th><th></th></tr>"
+            f"{rows}</table>")
+
+
 def docs_page(schema: dict[str, Any]) -> str:
     """Every operation of ``schema``: method, path, summary, parameters, body and replies."""
     parts = [f"<h1>{escape(schema['info']['title'])} {escape(schema['info']['version'])}</h1>",
@@ -64,8 +89,8 @@ def docs_page(schema: dict[str, Any]) -> str:
     for path, ops in schema.get("paths", {}).items():
         for method, op in ops.items():
             body = op.get("requestBody", {}).get("content", {})
-            bodies = "".join(f"<p>body <code>{escape(kind)}</code></p><pre>"
-                             f"{escape(json.dumps(spec.get('schema', {}), indent=1))}</pre>"
+            bodies = "".join(f"<p>body <code>{escape(kind)}</code></p>"
+                             f"{_body_table(spec.get('schema', {}))}"
                              for kind, spec in body.items())
             replies = ", ".join(f"{escape(code)} {escape(r.get('description', ''))}"
                                 for code, r in op.get("responses", {}).items())
@@ -73,9 +98,4 @@ def docs_page(schema: dict[str, Any]) -> str:
                          f"</span><code>{escape(path)}</code> — {escape(op.get('summary', ''))}"
                          f"<p>{escape(op.get('description', ''))}</p>{_parameters(op)}{bodies}"
                          f"<p>replies: {replies}</p></div>")
-    components = schema.get("components", {}).get("schemas", {})
-    if components:
-        parts.append("<h2>Schemas</h2>")
-        parts += [f"<h3>{escape(name)}</h3><pre>{escape(json.dumps(spec, indent=1))}</pre>"
-                  for name, spec in components.items()]
     return _page(f"{schema['info']['title']} API", "".join(parts))
