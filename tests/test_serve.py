@@ -134,6 +134,17 @@ def test_a_failing_model_call_is_a_500_and_the_server_keeps_serving(model, monke
     assert asyncio.run(_concurrent(app, [good[2]]))[0].status_code == 200
 
 
+def test_too_many_pending_forecasts_get_503(model):
+    app = create_app(model, settings=ServeSettings(batch_window_ms=500, max_pending=2))
+    bodies = [{"bars": records(random_walk_bars(30, seed=k)), "pred_len": 2, "sample_count": 2,
+               "seed": k} for k in range(5)]
+    replies = asyncio.run(_concurrent(app, bodies))
+    assert sorted(r.status_code for r in replies) == [200, 200, 503, 503, 503]
+    busy = next(r for r in replies if r.status_code == 503)
+    assert "max_pending=2" in busy.json()["detail"] and busy.headers["retry-after"] == "1"
+    assert app.state.batcher.pending == 0
+
+
 # -- bad bars and limits -------------------------------------------------------------------
 
 def library_message(model, frame: pd.DataFrame) -> str:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from .. import __version__
 from ..signals import score_panel
 from ..strategies.ledger import to_ms
-from .batching import ForecastBatcher
+from .batching import ForecastBatcher, Overloaded
 from .guard import COOKIE, BodyLimit, Token, TokenGuard
 from .ledger_view import LedgerView, unique_views
 from .pages import docs_page, login_page
@@ -105,7 +105,7 @@ def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | No
     label = model_label or getattr(predictor, "model_label", None) or "kronos"
     views = unique_views(list(states))
     batcher = ForecastBatcher(predictor, window_s=settings.batch_window_ms / 1000.0,
-                              max_batch=settings.max_batch)
+                              max_batch=settings.max_batch, max_pending=settings.max_pending)
     guard = Token(token)
 
     @asynccontextmanager
@@ -138,6 +138,9 @@ def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | No
             return error(422, one_line(err))
         try:
             fc = await batcher.submit(job)
+        except Overloaded as err:
+            return JSONResponse({"detail": str(err)}, status_code=503,
+                                headers={"Retry-After": "1"})
         except Exception as err:
             return model_failure("forecast", err)
         return JSONResponse(await asyncio.to_thread(forecast_payload, fc, job,

@@ -37,11 +37,17 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Overloaded(RuntimeError):
+    """More forecasts are pending than the server accepts (answered with 503)."""
+
+
 class ForecastBatcher:
     """Collects :class:`ForecastJob` objects and runs them in batches (see module docs)."""
 
-    def __init__(self, predictor: Any, *, window_s: float, max_batch: int) -> None:
+    def __init__(self, predictor: Any, *, window_s: float, max_batch: int,
+                 max_pending: int) -> None:
         self.predictor, self.window_s, self.max_batch = predictor, window_s, max_batch
+        self.max_pending, self.pending = max_pending, 0
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kq-model")
         self.batches = 0  # model calls made for forecasts (for tests and the benchmark)
         self.largest = 0
@@ -105,10 +111,18 @@ class ForecastBatcher:
         return self._queue
 
     async def submit(self, job: ForecastJob) -> Forecast:
-        """Queue ``job``; returns its Forecast or raises what its model call raised."""
+        """Queue ``job``; returns its Forecast or raises what its model call raised
+        (:class:`Overloaded` when ``max_pending`` forecasts are already waiting)."""
+        if self.pending >= self.max_pending:
+            raise Overloaded(f"{self.pending} forecasts are pending (this server's limit "
+                             f"max_pending={self.max_pending}); retry shortly")
         future = asyncio.get_running_loop().create_future()
-        self._ensure_worker().put_nowait((job, future))
-        return await future
+        self.pending += 1
+        try:
+            self._ensure_worker().put_nowait((job, future))
+            return await future
+        finally:
+            self.pending -= 1
 
     async def _gather(self, queue: asyncio.Queue) -> list[tuple[ForecastJob, asyncio.Future]]:
         batch = [await queue.get()]

@@ -43,6 +43,8 @@ class ServeSettings:
         How long the first request of a batch waits for others sharing its settings.
     max_batch
         Most requests generated in one model call.
+    max_pending
+        Most forecast requests waiting for or in the model at once; more get 503.
     refresh_s
         How often the dashboard's live pages reload their data.
     max_decisions
@@ -62,13 +64,14 @@ class ServeSettings:
     max_instruments: int = 64
     batch_window_ms: float = 5.0
     max_batch: int = 64
+    max_pending: int = 512
     refresh_s: float = 10.0
     max_decisions: int = 1000
 
     def __post_init__(self) -> None:
         for name in ("pred_len", "sample_count", "lookback", "max_body_bytes", "max_bars",
                      "max_pred_len", "max_samples", "max_reply_paths", "max_quantiles",
-                     "max_instruments", "max_batch", "max_decisions"):
+                     "max_instruments", "max_batch", "max_pending", "max_decisions"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServeSettings.{name} must be an integer >= 1, got {value!r}")
