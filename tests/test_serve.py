@@ -435,9 +435,22 @@ def test_live_endpoints_match_the_ledger(model, watched, candles):
     assert (watched / Ledger.FILE).stat().st_mtime_ns == stamp
 
 
-def test_heartbeat_turns_stale_after_two_bars(watched):
+def test_heartbeat_turns_stale_after_two_bars(watched, tmp_path):
     view = LedgerView("hourly", watched)
     fresh = view.summary()
-    assert fresh["heartbeat_age_s"] < 600 and not fresh["stale"]
+    assert fresh["heartbeat_age_s"] < 600 and not fresh["stale"] and fresh["skipped"] == 0
     later = view.summary(now=time.time() + 2 * 3600 + 120)
     assert later["stale"] and later["heartbeat_age_s"] > later["stale_after_s"]
+    # A skipped candle (ledgers that record them) is a sign of life too.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    with Ledger(watched) as src, Ledger(copy) as dst:
+        src.conn.backup(dst.conn)
+        with dst.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS skipped (symbol TEXT, timeframe TEXT, "
+                       "ts INTEGER, reason TEXT, at REAL)")
+            db.execute("INSERT INTO skipped VALUES ('AAA', '1h', 0, 'no candle', ?)",
+                       (fresh["heartbeat"] + 3600,))
+    moved = LedgerView("copy", copy).summary(now=fresh["heartbeat"] + 2 * 3600 + 120)
+    assert moved["skipped"] == 1 and moved["last_skip_reason"] == "no candle"
+    assert moved["heartbeat"] == fresh["heartbeat"] + 3600 and not moved["stale"]

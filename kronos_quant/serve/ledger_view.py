@@ -5,8 +5,9 @@ it), reads one consistent snapshot inside a deferred transaction and closes it. 
 (the ledger's journal) readers never block the writer and the writer never blocks them, so
 a running ``kronos-quant live`` is not slowed or locked by the dashboard.
 
-The heartbeat is the wall-clock time of the loop's newest decision (``decided_at``): the
-loop decides each candle right after it closes, so a heartbeat older than
+The heartbeat is the wall-clock time of the loop's newest decision (``decided_at``), or of
+its newest skipped candle where the ledger records those (a ``skipped`` table): the loop
+settles each candle right after it closes, so a heartbeat older than
 :data:`STALE_BARS` bar spacings (plus :data:`STALE_GRACE_S`) means the loop stopped or
 cannot reach its exchange.
 """
@@ -78,6 +79,17 @@ class LedgerView:
         return bar_spacing(pd.DatetimeIndex([from_ms(r[0]) for r in rows[::-1]])).total_seconds()
 
     @staticmethod
+    def _skipped(db: sqlite3.Connection) -> tuple[int, float | None, str | None]:
+        """(count, newest ``at``, newest reason) of skipped candles; zeros where the ledger
+        has no ``skipped`` table (ledgers written before it existed)."""
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'skipped'"
+                      ).fetchone() is None:
+            return 0, None, None
+        count, at = db.execute("SELECT COUNT(*), MAX(at) FROM skipped").fetchone()
+        last = db.execute("SELECT reason FROM skipped ORDER BY at DESC LIMIT 1").fetchone()
+        return int(count), at, last[0] if last else None
+
+    @staticmethod
     def _marks(db: sqlite3.Connection) -> dict[str, float]:
         """Newest decided close of each symbol."""
         rows = db.execute("SELECT symbol, close FROM decisions d WHERE ts = (SELECT MAX(ts) "
@@ -97,16 +109,20 @@ class LedgerView:
                 equity = db.execute("SELECT ts, equity FROM equity ORDER BY ts DESC "
                                     "LIMIT 1").fetchone()
                 spacing = self._spacing_s(db)
+                skipped, skipped_at, reason = self._skipped(db)
         except LedgerMissing as err:
             return {**out, "status": "waiting", "message": str(err)}
         stale_after = None if spacing is None else STALE_BARS * spacing + STALE_GRACE_S
+        beats = [b for b in (beat, skipped_at) if b is not None]
+        beat = max(beats) if beats else None
         age = None if beat is None else max(0.0, now - float(beat))
         initial = float(meta.get("initial_cash", 0.0))
         last_equity = float(equity["equity"]) if equity else None
         return {**out, "status": "ok", "exchange": meta.get("exchange"),
                 "timeframe": meta.get("timeframe"), "symbols": meta.get("symbols", []),
                 "initial_cash": initial, "decisions": int(count),
-                "last_candle": _iso(last_ts), "heartbeat": beat,
+                "last_candle": _iso(last_ts), "skipped": skipped, "last_skip_reason": reason,
+                "heartbeat": beat,
                 "heartbeat_age_s": age, "stale_after_s": stale_after,
                 "stale": bool(age is not None and stale_after is not None and age > stale_after),
                 "equity": last_equity,

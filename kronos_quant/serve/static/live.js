@@ -15,6 +15,9 @@ function kpis(summary, positions) {
     ["decisions", String(summary.decisions)],
     ["last candle", summary.last_candle || "–"],
   ];
+  if (summary.skipped) {
+    items.push(["skipped candles", summary.skipped + " (last: " + summary.last_skip_reason + ")"]);
+  }
   const box = document.getElementById("kpis");
   box.replaceChildren();
   items.forEach(([k, v]) => {
