@@ -20,6 +20,7 @@ from kronos_quant.strategies.replay import ReplayFeed, timeframe_step
 
 from kronos_quant import KronosPredictor
 from kronos_quant.data import synthetic_ohlcv
+from kronos_quant.forecast import forecast_summary
 from kronos_quant.serve import ServeSettings, check_bind, create_app
 from kronos_quant.serve.ledger_view import LedgerView
 from kronos_quant.signals import score_forecast, score_panel
@@ -73,6 +74,7 @@ def test_forecast_equals_the_library_json_and_csv(client, model):
     assert out["mean"]["close"] == fc.mean()["close"].tolist()
     assert out["scores"] == pytest.approx(score_forecast(fc).to_dict(), nan_ok=True)
     assert out["last"]["close"] == float(fc.last["close"])
+    assert out["summary"] == forecast_summary(fc, model_label="kronos")
     assert out["seed"] == 11 and out["sample_count"] == 8 and out["pred_len"] == 5
     # The same bars as CSV with the settings as query parameters give the same numbers.
     csv = client.post("/forecast?pred_len=5&sample_count=8&seed=11&quantiles=0.1,0.5,0.9",
@@ -420,7 +422,7 @@ def test_live_endpoints_match_the_ledger(model, watched, candles):
         # Coverage against the recorded candles, computed here independently.
         inside = checked = 0
         for _, d in decisions.iterrows():
-            fc = json.loads(d["forecast"])
+            fc = json.loads(d["forecast"])["path"]
             for k, stamp_text in enumerate(fc["stamps"]):
                 t = pd.Timestamp(stamp_text)
                 if t > candles["AAA"].index[41] or t not in candles[d["symbol"]].index:
@@ -454,3 +456,33 @@ def test_heartbeat_turns_stale_after_two_bars(watched, tmp_path):
     moved = LedgerView("copy", copy).summary(now=fresh["heartbeat"] + 2 * 3600 + 120)
     assert moved["skipped"] == 1 and moved["last_skip_reason"] == "no candle"
     assert moved["heartbeat"] == fresh["heartbeat"] + 3600 and not moved["stale"]
+
+
+# -- the command ----------------------------------------------------------------------------
+
+def test_serve_command_refuses_other_hosts_without_a_token(capsys, monkeypatch):
+    from kronos_quant.cli import main
+
+    monkeypatch.delenv("KRONOS_QUANT_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "9"]) == 2
+    assert "set a token" in capsys.readouterr().err
+
+
+def test_make_demo_ends_with_the_command_that_serves_its_live_loop(tmp_path, capsys):
+    import shlex
+
+    from kronos_quant.cli import build_parser, main
+    from kronos_quant.cli.serve import build_app
+
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out), "--steps", "live", "--live-candles", "3",
+                 "--samples", "4"]) == 0
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith("dashboard: kronos-quant serve --state ")
+    argv = shlex.split(last.removeprefix("dashboard: ").split("#")[0])[1:]
+    args = build_parser().parse_args(argv)
+    assert args.command == "serve" and args.state == [str(out / "live" / "state")]
+    with TestClient(build_app(args)) as c:
+        loop = c.get("/live").json()["loops"][0]
+        assert loop["status"] == "ok" and loop["decisions"] > 0
+        assert c.get("/example.csv").status_code == 200

@@ -38,6 +38,13 @@ class LedgerMissing(LookupError):
     """The state folder has no ledger yet (the loop has not started)."""
 
 
+def per_step(summary: dict[str, Any]) -> dict[str, Any]:
+    """The per-step part of a decision's forecast summary (stamps, mean, q10, q50, q90):
+    ``path`` of :func:`kronos_quant.forecast.forecast_summary`, or the top level in ledgers
+    written before that summary existed."""
+    return summary.get("path", summary)
+
+
 def _iso(ms: int | None) -> str | None:
     return None if ms is None else str(from_ms(int(ms)))
 
@@ -186,7 +193,7 @@ class LedgerView:
                               "symbol").fetchall()
         checked: list[dict[str, Any]] = []
         for r in rows:
-            fc = json.loads(r["forecast"])
+            fc = per_step(json.loads(r["forecast"]))
             lows, highs, mids = fc.get(BAND[0], []), fc.get(BAND[1], []), fc.get("q50", [])
             for step, stamp in enumerate(fc.get("stamps", [])):
                 realised = closes.get((r["symbol"], to_ms(pd.Timestamp(stamp))))

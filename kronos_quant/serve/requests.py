@@ -19,7 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import panel_from_frames
-from ..forecast import Forecast
+from ..forecast import Forecast, forecast_summary
 from ..generation import SamplingParams
 from ..inputs import BAR_COLUMNS, PreparedSeries, prepare_series
 from ..signals import score_forecast
@@ -180,6 +180,7 @@ def forecast_payload(fc: Forecast, job: ForecastJob, *,
         "mean": columns_of(fc.mean()),
         "quantiles": {f"{q:g}": columns_of(table[q]) for q in job.quantiles},
         "scores": {k: plain(v) for k, v in score_forecast(fc).items()},
+        "summary": forecast_summary(fc, model_label=model_label),  # close at the horizon
     }
     if job.paths:
         out["paths"] = plain(fc.paths)  # (sample_count, pred_len, 6), columns as above

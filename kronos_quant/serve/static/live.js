@@ -43,10 +43,11 @@ function heartbeat(summary) {
 
 function decisionRows(decisions) {
   return decisions.slice().reverse().map(d => {
-    const f = d.forecast, h = (f.q50 || []).length - 1;
+    // Per-step forecast: `path` of the ledger's summary (older ledgers: the top level).
+    const f = d.forecast, p = f.path || f, h = (p.q50 || []).length - 1;
     return [d.time, d.symbol, kq.fmt(d.close), kq.fmt(d.target_weight, 3),
             kq.fmt(f.prob_up, 2), kq.pct(d.scores.expected_return),
-            kq.fmt(f.q10[h]), kq.fmt(f.q50[h]), kq.fmt(f.q90[h]), (f.stamps || [])[h] || "–"];
+            kq.fmt(p.q10[h]), kq.fmt(p.q50[h]), kq.fmt(p.q90[h]), (p.stamps || [])[h] || "–"];
   });
 }
 
