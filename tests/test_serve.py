@@ -12,14 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from kronos_quant.adapters.ccxt import CandleStore
-from kronos_quant.strategies.brokers import PaperBroker
-from kronos_quant.strategies.ledger import Ledger, to_ms
-from kronos_quant.strategies.live import LiveConfig, LiveLoop
-from kronos_quant.strategies.replay import ReplayFeed, timeframe_step
+from kronos_quant.strategies.ledger import Ledger
+from serve_support import SYMBOLS, hourly_candles, replay_steps
 
 from kronos_quant import KronosPredictor
-from kronos_quant.data import synthetic_ohlcv
 from kronos_quant.forecast import forecast_summary
 from kronos_quant.serve import ServeSettings, check_bind, create_app
 from kronos_quant.serve.ledger_view import LedgerView
@@ -321,30 +317,9 @@ def test_without_a_token_everything_is_open(client):
 
 # -- live loops -----------------------------------------------------------------------------
 
-SYMBOLS = ["AAA", "BBB"]
-
-
-def replay_steps(state, predictor, candles, times):
-    """A live loop over recorded hourly candles; yields after each candle it decides."""
-    step = timeframe_step("1h")
-    feed = ReplayFeed(candles, timeframe="1h", step=step)
-    config = LiveConfig(exchange="replay", symbols=SYMBOLS, timeframe="1h", lookback=16,
-                        pred_len=2, sample_count=4)
-    with Ledger(state) as ledger:
-        loop = LiveLoop(config, predictor=predictor, feed=feed,
-                        store=CandleStore(state / "candles"), ledger=ledger,
-                        broker=PaperBroker(), clock=lambda: feed.now_ms / 1000.0,
-                        sleep=lambda _s: None)
-        for t in times:
-            feed.now_ms = to_ms(t + step) + 2_000
-            loop.run(once=True)
-            yield ledger
-
-
 @pytest.fixture(scope="module")
 def candles():
-    return {s: synthetic_ohlcv(60, freq="1h", seed=k, start="2024-03-01")
-            for k, s in enumerate(SYMBOLS)}
+    return hourly_candles()
 
 
 def test_two_live_loops_watched_while_one_writes(model, candles, tmp_path):

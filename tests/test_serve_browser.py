@@ -21,11 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 from kronos_quant.strategies.ledger import Ledger, from_ms
+from serve_support import hourly_candles, replay_steps
 from test_browser import FLAGS, assert_not_blank, chromium
-from test_serve import SYMBOLS, replay_steps
 
 from kronos_quant import KronosPredictor
-from kronos_quant.data import synthetic_ohlcv
 from kronos_quant.testing import tiny_pair
 
 SHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
@@ -41,8 +40,7 @@ def free_port() -> int:
 def state(tmp_path_factory) -> Path:
     tok, net = tiny_pair(0)
     model = KronosPredictor(net, tok, device="cpu", max_context=32)
-    candles = {s: synthetic_ohlcv(60, freq="1h", seed=k, start="2024-03-01")
-               for k, s in enumerate(SYMBOLS)}
+    candles = hourly_candles()
     folder = tmp_path_factory.mktemp("serve-browser") / "paper"
     for _ in replay_steps(folder, model, candles, candles["AAA"].index[30:40]):
         pass
