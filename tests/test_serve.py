@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from kronos_quant.strategies.ledger import Ledger
-from serve_support import SYMBOLS, hourly_candles, replay_steps
+from serve_support import SYMBOLS, hourly_candles, replay_steps, running_serve
 
 from kronos_quant import KronosPredictor
 from kronos_quant.forecast import forecast_summary
@@ -461,3 +461,17 @@ def test_make_demo_ends_with_the_command_that_serves_its_live_loop(tmp_path, cap
         loop = c.get("/live").json()["loops"][0]
         assert loop["status"] == "ok" and loop["decisions"] > 0
         assert c.get("/example.csv").status_code == 200
+
+
+def test_a_running_server_never_logs_its_token():
+    with running_serve(env={"KRONOS_QUANT_TOKEN": TOKEN}) as (url, output):
+        bars = records(random_walk_bars(20))
+        assert httpx.post(f"{url}/forecast", json={"bars": bars}).status_code == 401
+        ok = httpx.post(f"{url}/forecast", json={"bars": bars, "pred_len": 2},
+                        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+        assert ok.status_code == 200
+        login = httpx.post(f"{url}/login", data={"token": TOKEN, "next": "/"})
+        assert login.status_code == 303
+    log = output[0]
+    assert "token required" in log and '"POST /forecast HTTP/1.1" 200' in log
+    assert TOKEN not in log

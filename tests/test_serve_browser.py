@@ -12,28 +12,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from kronos_quant.strategies.ledger import Ledger, from_ms
-from serve_support import hourly_candles, replay_steps
+from serve_support import hourly_candles, replay_steps, running_serve
 from test_browser import FLAGS, assert_not_blank, chromium
 
 from kronos_quant import KronosPredictor
 from kronos_quant.testing import tiny_pair
 
 SHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,25 +40,8 @@ def state(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(state):
     chromium()  # skip before starting anything when there is no browser
-    port = free_port()
-    cmd = [sys.executable, "-m", "kronos_quant.cli", "--quiet", "serve", "--port", str(port),
-           "--threads", "1", "--state", str(state)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):  # bounded: 60 s for the model to load
-            assert proc.poll() is None, f"serve exited: {proc.stderr.read()[-2000:]}"
-            try:
-                if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.25)
-        else:
-            pytest.fail("kronos-quant serve did not answer /health within 60 s")
+    with running_serve("--state", str(state)) as (url, _output):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def render(url: str, tmp: Path, name: str) -> tuple[dict[str, str], str]:
