@@ -311,7 +311,9 @@ def test_without_a_token_everything_is_open(client):
     assert "Plotly" in client.get("/static/plotly.min.js").text[:5000]
     html = client.get("/").text
     assert 'src="/static/plotly.min.js"' in html and "cdn" not in html.lower()
-    example = pd.read_csv(pd.io.common.StringIO(client.get("/example.csv").text))
+    reply = client.get("/example.csv")
+    assert reply.headers["content-disposition"] == 'inline; filename="example.csv"'
+    example = pd.read_csv(pd.io.common.StringIO(reply.text))
     assert list(example.columns)[:5] == ["timestamp", "open", "high", "low", "close"]
 
 

@@ -43,7 +43,7 @@ def build_app(args: argparse.Namespace):
     predictor, label = assets.demo_predictor(
         args.model, args.tokenizer, device=args.device, max_context=args.max_context,
         assets=bundled if args.model is None and args.tokenizer is None else None)
-    example = demo_series(bundled, bundled.lookback)[0] if bundled else None
+    example, name = demo_series(bundled, bundled.lookback) if bundled else (None, "example")
     for state in args.state:
         if not (Path(state) / "ledger.sqlite").is_file():
             logger.warning("--state %s has no ledger yet; its page waits for the loop", state)
@@ -51,7 +51,7 @@ def build_app(args: argparse.Namespace):
              "refresh_s": args.refresh}
     settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
     return create_app(predictor, states=args.state, token=_token(args), settings=settings,
-                      model_label=label, example=example)
+                      model_label=label, example=example, example_name=name)
 
 
 def _token(args: argparse.Namespace) -> str | None:

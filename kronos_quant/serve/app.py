@@ -84,7 +84,7 @@ SCORE_BODY = {"requestBody": {"required": True, "content": {
 
 def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | None = None,
                settings: ServeSettings | None = None, model_label: str | None = None,
-               example: pd.DataFrame | None = None) -> FastAPI:
+               example: pd.DataFrame | None = None, example_name: str = "example") -> FastAPI:
     """The service for ``predictor`` (a :class:`~kronos_quant.KronosPredictor`).
 
     Parameters
@@ -98,8 +98,9 @@ def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | No
         Defaults and limits (:class:`ServeSettings`; ``None``: the defaults).
     model_label
         What ``/health`` and every reply call the model (default: the predictor's label).
-    example
-        Bars the dashboard's "example" button loads (e.g. the demo model's bundled series).
+    example, example_name
+        Bars the dashboard's "example" button loads (e.g. the demo model's bundled series),
+        and their name.
     """
     settings = settings or ServeSettings()
     label = model_label or getattr(predictor, "model_label", None) or "kronos"
@@ -212,7 +213,7 @@ def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | No
     def coverage(name: str) -> Response:
         return ledger_reply(name, lambda v: {"name": name, **v.coverage()})
 
-    _pages(app, token=guard, example=example, views=views)
+    _pages(app, token=guard, example=example, example_name=example_name, views=views)
     return app
 
 
@@ -235,7 +236,7 @@ async def _forecast_request(request: Request) -> ForecastRequest:
         raise
 
 
-def _pages(app: FastAPI, *, token: Token, example: pd.DataFrame | None,
+def _pages(app: FastAPI, *, token: Token, example: pd.DataFrame | None, example_name: str,
            views: dict[str, LedgerView]) -> None:
     """The dashboard, its static files, the login form and /docs."""
 
@@ -261,7 +262,10 @@ def _pages(app: FastAPI, *, token: Token, example: pd.DataFrame | None,
     def example_csv() -> Response:
         if example is None:
             return error(404, "this server has no example series")
-        return Response(example.to_csv(index_label="timestamp"), media_type="text/csv")
+        safe = "".join(ch for ch in example_name[:64] if ch.isprintable() and ch not in '"\\'
+                       and ord(ch) < 256) or "example"
+        return Response(example.to_csv(index_label="timestamp"), media_type="text/csv",
+                        headers={"Content-Disposition": f'inline; filename="{safe}.csv"'})
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:

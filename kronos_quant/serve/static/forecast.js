@@ -2,6 +2,8 @@
 // → fan chart (Plotly), close quantile table and scores.
 "use strict";
 
+let seriesName = "";  // the chosen file's or the example's name, sent as the series label
+
 const TIME_NAMES = ["timestamp", "timestamps", "datetime", "date", "time"];
 const SHOWN_HISTORY = 80;  // bars of history drawn before the fan
 
@@ -72,6 +74,7 @@ async function run() {
   });
   const seed = document.getElementById("seed").value.trim();
   if (seed) { params.set("seed", seed); }
+  if (seriesName) { params.set("name", seriesName); }
   status.className = "status"; status.textContent = "forecasting …";
   const started = performance.now();
   try {
@@ -95,16 +98,22 @@ async function loadExample() {
   const reply = await fetch("/example.csv", {credentials: "same-origin"});
   if (!reply.ok) { throw new Error("this server has no example series"); }
   document.getElementById("bars").value = await reply.text();
+  const named = /filename="([^"]+)\.csv"/.exec(reply.headers.get("Content-Disposition") || "");
+  seriesName = named ? named[1] : "example";
 }
 
 document.getElementById("run").addEventListener("click", run);
+document.getElementById("bars").addEventListener("input", () => { seriesName = ""; });
 document.getElementById("example").addEventListener("click", () => loadExample().catch(
   err => { document.getElementById("status").textContent = err.message; }));
 document.getElementById("file").addEventListener("change", event => {
   const file = event.target.files[0];
   if (!file) { return; }
   const reader = new FileReader();
-  reader.onload = () => { document.getElementById("bars").value = reader.result; };
+  reader.onload = () => {
+    document.getElementById("bars").value = reader.result;
+    seriesName = file.name.replace(/\.[^.]*$/, "").slice(0, 64);
+  };
   reader.readAsText(file);
 });
 kq.header("/");
