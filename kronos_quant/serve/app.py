@@ -121,7 +121,16 @@ def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | No
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TokenGuard, token=guard)
 
-    # -- API -----------------------------------------------------------------------------
+    _model_routes(app, predictor, batcher=batcher, settings=settings, label=label)
+    _live_routes(app, views, settings=settings)
+    _pages(app, token=guard, example=example, example_name=example_name, views=views)
+    return app
+
+
+def _model_routes(app: FastAPI, predictor: Any, *, batcher: ForecastBatcher,
+                  settings: ServeSettings, label: str) -> None:
+    """/health, /forecast and /score."""
+
     @app.get("/health", summary="liveness, model and version (no token needed)")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": label, "version": __version__}
@@ -153,7 +162,8 @@ def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | No
     async def score(request: Request) -> Response:
         try:
             req = ScoreRequest.model_validate_json(await request.body())
-            panel, options = score_panel_input(req, settings, predictor.max_context)
+            panel, options = await asyncio.to_thread(score_panel_input, req, settings,
+                                                     predictor.max_context)
         except (ValidationError, ValueError, TypeError) as err:
             return error(422, one_line(err))
         try:
@@ -164,6 +174,11 @@ def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | No
         except Exception as err:
             return model_failure("scoring", err)
         return JSONResponse(score_payload(scores, label))
+
+
+def _live_routes(app: FastAPI, views: dict[str, LedgerView], *,
+                 settings: ServeSettings) -> None:
+    """/live and the read-only views of each watched ledger."""
 
     def view(name: str) -> LedgerView:
         if name not in views:
@@ -212,9 +227,6 @@ def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | No
     @app.get("/live/{name}/coverage", summary="realised closes vs the forecast 10-90% band")
     def coverage(name: str) -> Response:
         return ledger_reply(name, lambda v: {"name": name, **v.coverage()})
-
-    _pages(app, token=guard, example=example, example_name=example_name, views=views)
-    return app
 
 
 async def _forecast_request(request: Request) -> ForecastRequest:
