@@ -11,6 +11,7 @@ from .. import assets
 from .. import demo as demo_app
 from ..demo import STEPS, DemoContext, DemoSettings, demo_series, plan_steps, run_demo
 from ..inputs import MIN_CONTEXT
+from ..strategies.ledger import Ledger
 from .options import add_model_args, int_option
 from .serve import dashboard_command
 
@@ -51,7 +52,7 @@ def _command(args: argparse.Namespace) -> int:
     print(f"  {'total':<{width}}  {'':<7} {run.seconds:6.1f}")
     print(f"open {run.index.resolve()}")
     state = Path(args.out) / "live" / "state"  # the live step's ledger, if it ran
-    print(f"dashboard: {dashboard_command(state if (state / 'ledger.sqlite').is_file() else None)}")
+    print(f"dashboard: {dashboard_command(state if (state / Ledger.FILE).is_file() else None)}")
     return 0 if run.ok else 1
 
 

@@ -34,10 +34,11 @@ def dashboard_command(state: str | Path | None = None, *, port: int = 8000) -> s
 
 
 def build_app(args: argparse.Namespace):
-    """The application a ``serve`` command line describes (also used by the benchmark)."""
+    """The application a ``serve`` command line describes (also used by the tests)."""
     from .. import assets
     from ..demo import demo_series
     from ..serve import ServeSettings, create_app
+    from ..strategies.ledger import Ledger
 
     bundled = assets.embedded_demo()
     predictor, label = assets.demo_predictor(
@@ -45,7 +46,7 @@ def build_app(args: argparse.Namespace):
         assets=bundled if args.model is None and args.tokenizer is None else None)
     example, name = demo_series(bundled, bundled.lookback) if bundled else (None, "example")
     for state in args.state:
-        if not (Path(state) / "ledger.sqlite").is_file():
+        if not (Path(state) / Ledger.FILE).is_file():
             logger.warning("--state %s has no ledger yet; its page waits for the loop", state)
     given = {"batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch,
              "refresh_s": args.refresh}
