@@ -72,7 +72,7 @@ def test_forecast_page_draws_its_chart_from_the_api(server, tmp_path):
     assert int(attrs["traces"]) == 7 and int(attrs["rows"]) == 10
     assert dom.count("<tr>") >= 10 + 12  # quantile table and the scores
     assert "main-svg" in dom  # Plotly drew (from the locally served plotly.min.js)
-    assert "MSFT (daily, adjusted): close, 32 paths" in dom  # the example series, named by the server
+    assert "MSFT (daily, adjusted): close, 32 paths" in dom  # the example, named by the server
 
 
 def test_live_page_shows_the_ledgers_last_decision(server, state, tmp_path):
