@@ -34,7 +34,7 @@ from ..data import periods_per_year as periods_per_year_of  # the parameter keep
 from ..execution import DEFAULT_EXECUTION, describe_execution
 from ..inputs import wall_clock
 from ..io import atomic_path
-from ..metrics import TOO_SHORT, Metrics, backtest_metrics
+from ..metrics import MIN_BARS, MIN_YEARS, TOO_SHORT, Metrics, backtest_metrics
 from . import require_engine
 
 if TYPE_CHECKING:
@@ -283,10 +283,10 @@ def _headline_html(metrics: Metrics) -> str:
     rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{html.escape(text)}</td></tr>"
                    for name, text in metrics.formatted().items())
     boot = metrics.bootstrap or {}
-    note = (f"From the first rebalance on. Intervals: {boot.get('confidence', 0.95):.0%} "
-            f"stationary block bootstrap ({boot.get('resamples')} resamples, seed "
-            f"{boot.get('seed')}); s.e.: Lo (2002), Newey–West. Annualised figures need "
-            f"30 bars and 5% of a year.")
+    note = (f"From {metrics.start} (the first rebalance's execution bar, when known). "
+            f"Intervals: {boot.get('confidence', 0.95):.0%} stationary block bootstrap "
+            f"({boot.get('resamples')} resamples, seed {boot.get('seed')}); s.e.: Lo (2002), "
+            f"Newey–West. Annualised figures need {MIN_BARS} bars and {MIN_YEARS:.0%} of a year.")
     return (f'<div id="{HEADLINE_ID}"><h3>Headline (kronos-quant)</h3>'
             f"<table><tbody>{rows}</tbody></table><p>{html.escape(note)}</p></div>")
 
