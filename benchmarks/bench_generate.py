@@ -11,6 +11,8 @@ measured effect on forecasts.
     python benchmarks/bench_generate.py --cases ctx128 --repeats 3
     python benchmarks/bench_generate.py --skip-reference --cases universe
     python benchmarks/bench_generate.py --device cuda --amp bf16
+    python benchmarks/bench_generate.py --steps static --skip-reference      # static step, CPU
+    python benchmarks/bench_generate.py --device cuda --steps static,graphs  # CUDA graphs
 
 Random weights give near-uniform token distributions, so the forecast-effect numbers show how
 much fast mode moves Monte Carlo summaries of *this* model, not of a trained checkpoint.
@@ -123,7 +125,10 @@ class SlideTimer:
         self.device, self.module, self.seconds, self.count = device, module, 0.0, 0
 
     def __enter__(self) -> SlideTimer:
-        self._original = original = self.module._Decoder.prefill
+        # This tree's decoder class is static_decode.Decoder (generation imports it); older
+        # commits defined generation._Decoder.
+        self._cls = getattr(self.module, "_Decoder", None) or self.module.Decoder
+        self._original = original = self._cls.prefill
         calls = {"n": 0}
 
         def timed(dec, start):
@@ -136,11 +141,11 @@ class SlideTimer:
             self.count += 1
             return out
 
-        self.module._Decoder.prefill = timed
+        self._cls.prefill = timed
         return self
 
     def __exit__(self, *exc) -> None:
-        self.module._Decoder.prefill = self._original
+        self._cls.prefill = self._original
 
 
 def _now(device: torch.device) -> float:
@@ -221,11 +226,11 @@ def case_runners(case: Case, args, models, inputs) -> dict[str, tuple]:
     amp = AMP[args.amp]
     tag = "" if amp is None else f" +{args.amp}"
 
-    def engine(slide_block: int, amp_dtype, module=generation, pair=models):
+    def engine(slide_block: int, amp_dtype, module=generation, pair=models, **step):
         return lambda g: module.generate(pair[1], pair[0], x, xs, ys, pred_len=case.pred,
                                          max_context=MAX_CONTEXT, sampling=sampling,
                                          generator=g, slide_block=slide_block,
-                                         amp_dtype=amp_dtype).bars
+                                         amp_dtype=amp_dtype, **step).bars
 
     runners = {}
     if not args.skip_reference and case.name in args.reference_cases:
@@ -238,6 +243,12 @@ def case_runners(case: Case, args, models, inputs) -> dict[str, tuple]:
         runners[f"exact{tag} ({args.baseline})"] = (engine(1, amp, old, old_models), case.pred,
                                                   old)
     runners["exact" + tag] = (engine(1, amp), case.pred, generation)
+    # The step is named explicitly: "exact" is whatever this tree's default is.
+    if "static" in args.steps:
+        runners["exact static" + tag] = (engine(1, amp, static_step=True, cuda_graphs=False),
+                                         case.pred, generation)
+    if "graphs" in args.steps:
+        runners["exact graphs" + tag] = (engine(1, amp, cuda_graphs=True), case.pred, generation)
     if case.fast:
         for k in args.slide_blocks:
             runners[f"fast k={k}{tag}"] = (engine(k, amp), case.pred, generation)
@@ -398,6 +409,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "tokens it runs (labelled an estimate); 0 measures it for real")
     p.add_argument("--baseline", metavar="REV", default="",
                    help="also time exact mode with the engine of commit REV (before/after)")
+    p.add_argument("--steps", default="",
+                   help="also time exact mode with these decode steps: static (static-shape "
+                        "step, no graphs), graphs (CUDA graphs over it; CUDA only); "
+                        "comma-separated")
     p.add_argument("--slide-blocks", default="16", help="fast-mode k values, comma-separated")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", choices=sorted(AMP), default="none",
@@ -418,6 +433,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.reference_cases = (set(args.reference_cases.split(",")) if args.reference_cases
                             else {c.name for c in args.cases})
     args.slide_blocks = [int(k) for k in args.slide_blocks.split(",")]
+    args.steps = {m for m in args.steps.split(",") if m}
+    if args.steps - {"static", "graphs"}:
+        p.error(f"unknown --steps {sorted(args.steps - {'static', 'graphs'})}; "
+                "choose from static, graphs")
+    if "graphs" in args.steps and args.device == "cpu":
+        p.error("--steps graphs needs --device cuda")
     return args
 
 

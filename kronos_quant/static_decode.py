@@ -410,3 +410,41 @@ def static_generate(model: Kronos, s1_ctx: torch.Tensor, s2_ctx: torch.Tensor,
     rows = n_series * samples
     dec = graphed.static.dec
     return dec.gen_s1[:rows].clone(), dec.gen_s2[:rows].clone()
+
+
+# -- how many paths fit in memory ------------------------------------------------------------
+CPU_MEMORY_BUDGET = 2 * 2**30  # bytes one CPU generation batch may use (caches + temporaries)
+CPU_MAX_ROWS = 1024  # on CPU larger batches gain nothing, and one seed's draws depend on them
+GPU_MEMORY_FRACTION = 0.8  # of the device's free memory at the time of the call
+GPU_MAX_ROWS = 1 << 16
+
+
+def bytes_per_path(model: Kronos, *, ctx_len: int, pred_len: int, samples: int,
+                   max_context: int, dtype: torch.dtype) -> int:
+    """Estimated memory of one sample path in a generation batch: its share of the series'
+    context caches and prefill activations, its own caches, its re-prefill activations and
+    its sampling buffers, times 2 for allocator slack and short-lived temporaries."""
+    cfg = model.config
+    d, ff, item = cfg.d_model, cfg.ff_dim, torch.finfo(dtype).bits // 8
+    ctx_cap, gen_cap = min(ctx_len, max_context), min(pred_len, max_context)
+    kv_position = (2 * cfg.n_layers + 2) * d * item  # predictor + dependency-layer keys/values
+    activations = (6 * d + 3 * ff) * 4  # one position through a block, fp32, with residuals
+    vocab = model.head.vocab_s1 + model.head.vocab_s2
+    per_series = ctx_cap * (kv_position + activations)
+    per_path = gen_cap * (kv_position + activations) + vocab * 4 * 8  # logits, noise, sort
+    return 2 * (per_path + -(-per_series // samples))
+
+
+def auto_batch_rows(model: Kronos, *, ctx_len: int, pred_len: int, samples: int,
+                    max_context: int, dtype: torch.dtype) -> int:
+    """Series × paths to generate together: what fits in :data:`GPU_MEMORY_FRACTION` of the
+    free CUDA memory, or in :data:`CPU_MEMORY_BUDGET` elsewhere; at least one series."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget, cap = int(free * GPU_MEMORY_FRACTION), GPU_MAX_ROWS
+    else:
+        budget, cap = CPU_MEMORY_BUDGET, CPU_MAX_ROWS
+    per = bytes_per_path(model, ctx_len=ctx_len, pred_len=pred_len, samples=samples,
+                         max_context=max_context, dtype=dtype)
+    return max(samples, min(cap, budget // per))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -217,3 +218,63 @@ def test_static_generate_on_cpu_needs_no_graphs(pair):
                                  generator=torch.Generator().manual_seed(0), slide_block=1,
                                  dtype=torch.float32, cuda_graphs=False)
     assert s1.shape == s2.shape == (4, 4) and int(s1.max()) < 8
+
+
+def test_predictor_static_step_forecasts_equal_the_eager_ones(pair, bars):
+    from kronos_quant import KronosPredictor
+
+    tok, model = pair
+    eager = KronosPredictor(model, tok, device="cpu", max_context=16)
+    static = KronosPredictor(model, tok, device="cpu", max_context=16, static_step=True)
+    kw = dict(pred_len=6, sample_count=4, seed=[1, 2])
+    want = eager.forecast_batch([bars, bars.iloc[:-3]], **kw)
+    got = static.forecast_batch([bars, bars.iloc[:-3]], **kw)
+    for a, b in zip(got, want, strict=True):
+        assert a.paths.shape == (4, 6, 6)
+        assert a.paths.tolist() == b.paths.tolist()  # the same tokens decode to the same bars
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        KronosPredictor(model, tok, device="cpu", cuda_graphs=True)
+
+
+def test_batch_rows_follow_the_memory_budget(pair, monkeypatch):
+    from kronos_quant import KronosPredictor, static_decode
+
+    tok, model = pair
+    predictor = KronosPredictor(model, tok, device="cpu", max_context=32, max_batch_rows=None)
+    per = static_decode.bytes_per_path(model, ctx_len=20, pred_len=4, samples=4,
+                                       max_context=32, dtype=torch.float32)
+    # longer windows, more cache per path; a path never costs less than its own caches
+    assert static_decode.bytes_per_path(model, ctx_len=30, pred_len=8, samples=4,
+                                        max_context=32, dtype=torch.float32) > per
+    assert per > (4 + 20 / 4) * (2 * 2 + 2) * 16 * 4
+    assert predictor.batch_rows(20, 4, 4) == static_decode.CPU_MAX_ROWS  # tiny model
+    monkeypatch.setattr(static_decode, "CPU_MEMORY_BUDGET", per * 10)
+    assert predictor.batch_rows(20, 4, 4) == 10
+    monkeypatch.setattr(static_decode, "CPU_MEMORY_BUDGET", 1)
+    assert predictor.batch_rows(20, 4, 4) == 4  # at least one series' paths
+    assert KronosPredictor(model, tok, device="cpu", max_batch_rows=8).batch_rows(20, 4, 4) == 8
+
+
+def test_panel_streams_in_memory_sized_batches_with_the_same_scores(pair, monkeypatch):
+    """batch_size=None: windows per call from the predictor's memory bound; per-window seeds
+    make the paths independent of the batching."""
+    from kronos_quant import KronosPredictor, static_decode
+    from kronos_quant.data import synthetic_panel
+    from kronos_quant.signals.walkforward import forecast_panel, iter_panel_forecasts
+
+    tok, model = pair
+    panel = synthetic_panel(12, 40, seed=3)
+    dates = panel.index.get_level_values("datetime").unique()
+    opts = dict(lookback=16, pred_len=3, sample_count=4, seed=0, start=dates[-2],  # 24 windows
+                verbose=False)
+    auto = KronosPredictor(model, tok, device="cpu", max_context=32, max_batch_rows=None)
+    per = static_decode.bytes_per_path(model, ctx_len=16, pred_len=3, samples=4,
+                                       max_context=32, dtype=torch.float32)
+    monkeypatch.setattr(static_decode, "CPU_MEMORY_BUDGET", per * 20)  # 5 windows × 4 paths
+    chunks = list(iter_panel_forecasts(auto, panel, batch_size=None, **opts))
+    assert [len(c) for c in chunks] == [5, 5, 5, 5, 4]
+    fixed = KronosPredictor(model, tok, device="cpu", max_context=32)
+    want = forecast_panel(fixed, panel, **opts)
+    got = forecast_panel(auto, panel, batch_size=None, **opts)
+    assert got.keys.equals(want.keys)
+    assert np.array_equal(got.batch.paths, want.batch.paths)
