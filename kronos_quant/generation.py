@@ -159,8 +159,9 @@ def generate(model: Kronos, tokenizer: KronosTokenizer, x: torch.Tensor, x_stamp
     static, graphs = resolve_step(x.device, static_step=static_step, cuda_graphs=cuda_graphs)
     model.eval()
     tokenizer.eval()
-    amp = (torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype is not None
-           else contextlib.nullcontext())
+    # Autocast's cache of cast weights would be freed under a captured graph: off with graphs.
+    amp = (torch.autocast(x.device.type, dtype=amp_dtype, cache_enabled=not graphs)
+           if amp_dtype is not None else contextlib.nullcontext())
     dtype = amp_dtype or model.norm.weight.dtype
     with amp:
         s1_ctx, s2_ctx = tokenizer.encode(x, half=True)  # (B, L) each

@@ -43,6 +43,9 @@ from .sampling import Generators, SamplingParams, sample_tokens
 
 logger = logging.getLogger(__name__)
 
+# Graphs can draw from seeded generators other than the default one only where the graph can
+# register them (torch >= 2.4 CUDA builds).
+_GRAPH_SAFE_GENERATORS = hasattr(torch.cuda.CUDAGraph, "register_generator_state")
 MAX_GRAPHED_DECODERS = 4  # per model: captured buckets kept alive (each holds its caches)
 
 
@@ -328,11 +331,18 @@ class GraphedDecoder:
             own.set_state(theirs.get_state())
         for own in self.owned[len(callers):]:  # padding series: any fixed stream will do
             own.manual_seed(0)
-        if not self.graphs:
-            self.capture()
-        sample, advance = self.graphs
-        self.static.run(s1_ctx, s2_ctx, stamps, slide_block=slide_block, sample=sample.replay,
-                        advance=advance.replay, verbose=verbose)
+        st = self.static
+        if self.owned and not _GRAPH_SAFE_GENERATORS:
+            logger.warning("this torch cannot capture seeded generators in CUDA graphs: "
+                           "running the static step without graphs")
+            st.run(s1_ctx, s2_ctx, stamps, slide_block=slide_block, sample=st.sample_step,
+                   advance=st.advance_step, verbose=verbose)
+        else:
+            if not self.graphs:
+                self.capture()
+            sample, advance = self.graphs
+            st.run(s1_ctx, s2_ctx, stamps, slide_block=slide_block, sample=sample.replay,
+                   advance=advance.replay, verbose=verbose)
         for own, theirs in zip(self.owned, callers, strict=False):
             theirs.set_state(own.get_state())  # advanced exactly as the eager engine would
 
