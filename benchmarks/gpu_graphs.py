@@ -94,8 +94,7 @@ def _compare(model, tok, x, stamps, name, sampling, max_context, kind) -> int:
         diff = (out.bars - eager.bars).abs().max().item()
         ok = same and handed and diff < 1e-4
         bad += not ok
-        pool = static_decode._POOLS.get(model, {})
-        capture = max((d.capture_seconds for d in pool.values()), default=0.0)
+        capture = max((d.capture_seconds for d in static_decode.captured(model)), default=0.0)
         extra = f", capture {capture:.3f} s" if run == "capture" else ""
         print(f"{name:6s} max_context {max_context:3d} {kind:10s} {run:7s}: same tokens {same}, "
               f"generators handed back {handed}, max |graphs - eager| bars {diff:.2g}, "

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .layers import KVCache, StaticKV
 from .model import Kronos
-from .sampling import Generators, SamplingParams, sample_tokens
+from .sampling import DEFAULT_SAMPLING, Generators, SamplingParams, sample_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ class StaticDecoder:
         # Own copies: load() writes later batches into these same addresses.
         stamps = torch.zeros(n_series, ctx_len + pred_len, 5, device=device)
         self.dec = Decoder(model, torch.zeros(n_series, ctx_len, **z),
-                            torch.zeros(n_series, ctx_len, **z), stamps, samples=samples,
-                            pred_len=pred_len, max_context=max_context, dtype=dtype)
+                           torch.zeros(n_series, ctx_len, **z), stamps, samples=samples,
+                           pred_len=pred_len, max_context=max_context, dtype=dtype)
         dec = self.dec
         for cache in (dec.ctx, dec.gen, dec.dep_ctx, dec.dep_gen):
             cache.k.zero_()  # masked slots are read: they must be finite (0 × NaN is NaN)
@@ -197,12 +197,8 @@ class StaticDecoder:
                            keep_prefix=torch.zeros(dec.ctx.capacity, device=device,
                                                    dtype=torch.bool),
                            positions=max_context)
-        self.sampling = SamplingParams()
+        self.sampling = DEFAULT_SAMPLING  # set by the caller, with the generators
         self.generators: Generators = None
-
-    @property
-    def rows(self) -> int:
-        return self.h_last.shape[0]
 
     # -- the step, in two static functions ------------------------------------------------
     def sample_step(self) -> None:
@@ -370,6 +366,11 @@ def graphed_decoder(model: Kronos, *, n_series: int, samples: int, ctx_len: int,
     while len(pool) > MAX_GRAPHED_DECODERS:
         pool.popitem(last=False)
     return pool[key]
+
+
+def captured(model: Kronos) -> list[GraphedDecoder]:
+    """The captured decoders kept for ``model`` (their ``capture_seconds``, buffers)."""
+    return list(_POOLS.get(model, {}).values())
 
 
 def release_graphs(model: Kronos) -> None:

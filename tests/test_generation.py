@@ -53,8 +53,8 @@ def _drive(model, s1, s2, stamps, *, samples, ctx_len, max_context, slide_block=
     window start used for each bar."""
     pred_len = s1.shape[1] - ctx_len
     dec = Decoder(model, s1[::samples, :ctx_len], s2[::samples, :ctx_len], stamps,
-                   samples=samples, pred_len=pred_len, max_context=max_context,
-                   dtype=torch.float32)
+                  samples=samples, pred_len=pred_len, max_context=max_context,
+                  dtype=torch.float32)
     logits = dec.prefill(max(0, ctx_len - max_context))
     out_s1, out_s2, starts = [], [], []
     for i in range(pred_len):
@@ -197,7 +197,7 @@ def test_caches_are_preallocated_and_written_in_place(pair):
     ctx_len, pred_len, max_context = 12, 10, 16
     s1, s2, stamps = _token_stream(2, 3, ctx_len, pred_len, seed=5)
     dec = Decoder(model, s1[::3, :ctx_len], s2[::3, :ctx_len], stamps, samples=3,
-                   pred_len=pred_len, max_context=max_context, dtype=torch.float32)
+                  pred_len=pred_len, max_context=max_context, dtype=torch.float32)
     caches = (dec.ctx, dec.gen, dec.dep_ctx, dec.dep_gen)
     before = [(c.k.data_ptr(), c.v.data_ptr(), c.k.shape) for c in caches]
     assert dec.ctx.capacity == 12 and dec.gen.capacity == 10  # context / generated parts
