@@ -148,10 +148,16 @@ class SlideTimer:
         self._cls.prefill = self._original
 
 
+# Wall clock by default; --clock cpu swaps in this process's CPU time (all its threads), which
+# on a shared machine does not count the time other jobs hold the cores (use with --threads 1).
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = CLOCK["wall"]
+
+
 def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter()
+    return _clock()
 
 
 def build_models(seed: int, device: torch.device) -> tuple[KronosTokenizer, Kronos]:
@@ -418,6 +424,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--amp", choices=sorted(AMP), default="none",
                    help="autocast dtype for the engine (not exact; effect is reported)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
+    p.add_argument("--clock", choices=sorted(CLOCK), default="wall",
+                   help="cpu: time by this process's CPU time (shared machines, with --threads "
+                        "1; CPU device only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-effect", action="store_true", help="skip the forecast-effect study")
     p.add_argument("--skip-demo", action="store_true",
@@ -433,6 +442,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.reference_cases = (set(args.reference_cases.split(",")) if args.reference_cases
                             else {c.name for c in args.cases})
     args.slide_blocks = [int(k) for k in args.slide_blocks.split(",")]
+    if args.clock == "cpu" and args.device != "cpu":
+        p.error("--clock cpu times CPU runs only")
     args.steps = {m for m in args.steps.split(",") if m}
     if args.steps - {"static", "graphs"}:
         p.error(f"unknown --steps {sorted(args.steps - {'static', 'graphs'})}; "
@@ -460,6 +471,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    global _clock
+    _clock = CLOCK[args.clock]
     device = torch.device(args.device)
     models = build_models(args.seed, device)
     args.baseline_engine = None
@@ -467,7 +480,7 @@ def main(argv=None) -> int:
     if args.baseline:
         args.baseline_engine = baseline_engine(args.baseline, models, Path(workdir.name))
     n_params = sum(p.numel() for p in models[1].parameters())
-    print(f"{machine_line(device)}; predictor {n_params / 1e6:.1f}M parameters (random, seed "
+    print(f"{machine_line(device)}; {args.clock} clock; predictor {n_params / 1e6:.1f}M parameters (random, seed "
           f"{args.seed}); max_context {MAX_CONTEXT}; top_p 0.9, T 1")
     rows = []
     for case in args.cases:
