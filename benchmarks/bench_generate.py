@@ -480,8 +480,8 @@ def main(argv=None) -> int:
     if args.baseline:
         args.baseline_engine = baseline_engine(args.baseline, models, Path(workdir.name))
     n_params = sum(p.numel() for p in models[1].parameters())
-    print(f"{machine_line(device)}; {args.clock} clock; predictor {n_params / 1e6:.1f}M parameters (random, seed "
-          f"{args.seed}); max_context {MAX_CONTEXT}; top_p 0.9, T 1")
+    print(f"{machine_line(device)}; {args.clock} clock; predictor {n_params / 1e6:.1f}M "
+          f"parameters (random, seed {args.seed}); max_context {MAX_CONTEXT}; top_p 0.9, T 1")
     rows = []
     for case in args.cases:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
