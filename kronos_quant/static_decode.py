@@ -321,24 +321,23 @@ class GraphedDecoder:
     def run(self, s1_ctx: torch.Tensor, s2_ctx: torch.Tensor, stamps: torch.Tensor, *,
             slide_block: int, generator: Generators, verbose: bool = False) -> None:
         """:meth:`StaticDecoder.run` by graph replays, drawing from the callers' generators."""
+        st = self.static
+        graphs = not self.owned or _GRAPH_SAFE_GENERATORS
+        if not graphs:
+            logger.warning("this torch cannot capture seeded generators in CUDA graphs: "
+                           "running the static step without graphs")
+        elif not self.graphs:
+            self.capture()  # its warm-up draws from the owned generators: before the hand-over
         callers = ([] if generator is None else
                    [generator] if isinstance(generator, torch.Generator) else list(generator))
         for own, theirs in zip(self.owned, callers, strict=False):
             own.set_state(theirs.get_state())
         for own in self.owned[len(callers):]:  # padding series: any fixed stream will do
             own.manual_seed(0)
-        st = self.static
-        if self.owned and not _GRAPH_SAFE_GENERATORS:
-            logger.warning("this torch cannot capture seeded generators in CUDA graphs: "
-                           "running the static step without graphs")
-            st.run(s1_ctx, s2_ctx, stamps, slide_block=slide_block, sample=st.sample_step,
-                   advance=st.advance_step, verbose=verbose)
-        else:
-            if not self.graphs:
-                self.capture()
-            sample, advance = self.graphs
-            st.run(s1_ctx, s2_ctx, stamps, slide_block=slide_block, sample=sample.replay,
-                   advance=advance.replay, verbose=verbose)
+        sample, advance = ((g.replay for g in self.graphs) if graphs
+                           else (st.sample_step, st.advance_step))
+        st.run(s1_ctx, s2_ctx, stamps, slide_block=slide_block, sample=sample, advance=advance,
+               verbose=verbose)
         for own, theirs in zip(self.owned, callers, strict=False):
             theirs.set_state(own.get_state())  # advanced exactly as the eager engine would
 

@@ -158,9 +158,16 @@ def test_noise_buffer_draws_what_multinomial_draws(params):
     assert torch.equal(sample_tokens(logits, params, noise=torch.empty(6, 64)), want)
 
 
-def _fake_graphs(graphed: GraphedDecoder) -> None:
-    """CPU stand-in for capture: 'replaying' runs the step functions on the same buffers."""
+def _fake_capture(graphed: GraphedDecoder) -> None:
+    """CPU stand-in for capture: warm-up steps that draw from the owned generators, as the
+    real warm-up does, then 'graphs' whose replay runs the step functions on the same
+    buffers."""
     st = graphed.static
+    with torch.inference_mode():
+        st.meta.copy_(torch.tensor([0, 1, 0]))
+        for _ in range(2):
+            st.sample_step()
+            st.advance_step()
     graphed.graphs = [SimpleNamespace(replay=st.sample_step),
                       SimpleNamespace(replay=st.advance_step)]
 
@@ -168,8 +175,9 @@ def _fake_graphs(graphed: GraphedDecoder) -> None:
 @pytest.mark.parametrize("n_series", [1, 3, 5])
 def test_graph_driver_pads_to_a_bucket_and_hands_generators_back(pair, n_series, monkeypatch):
     """Per-series generators: padded to the bucket with spare generators, the real series
-    draw what the eager engine draws, and the callers' generators end where eager leaves
-    them. The same decoder then serves a second batch of another size in the bucket."""
+    draw what the eager engine draws (the capture's warm-up draws do not leak into them), and
+    the callers' generators end where eager leaves them. The same decoder then serves a second
+    batch of another size in the bucket."""
     tok, model = pair
     bucket = series_bucket(n_series)
     sampling = SamplingParams(top_p=0.9, sample_count=3)
@@ -177,7 +185,7 @@ def test_graph_driver_pads_to_a_bucket_and_hands_generators_back(pair, n_series,
         static = StaticDecoder(model, n_series=bucket, samples=3, ctx_len=12, pred_len=10,
                                max_context=16, dtype=torch.float32, device=torch.device("cpu"))
     graphed = GraphedDecoder(static, sampling=sampling, n_generators=bucket, per_series=True)
-    _fake_graphs(graphed)
+    monkeypatch.setattr(GraphedDecoder, "capture", _fake_capture)
     monkeypatch.setattr("kronos_quant.static_decode._GRAPH_SAFE_GENERATORS", True)
     for n, seed in ((n_series, 0), (max(1, bucket // 2 + 1), 1)):
         x, xs, ys = _inputs(n, 12, 10, seed=seed)
@@ -279,3 +287,17 @@ def test_panel_streams_in_memory_sized_batches_with_the_same_scores(pair, monkey
     got = forecast_panel(auto, panel, batch_size=None, **opts)
     assert got.keys.equals(want.keys)
     assert np.array_equal(got.batch.paths, want.batch.paths)
+
+
+def test_static_step_runs_under_bf16_autocast(pair):
+    """Autocast is not exact (docs/performance.md), but the static step keeps its caches in
+    bf16 and draws (nearly) the eager bf16 engine's tokens on the same seed."""
+    tok, model = pair
+    x, xs, ys = _inputs(3, 12, 14, seed=2)
+    kw = dict(pred_len=14, max_context=16, sampling=SamplingParams(top_p=0.9, sample_count=4),
+              amp_dtype=torch.bfloat16)
+    eager = generate(model, tok, x, xs, ys, generator=torch.Generator().manual_seed(1), **kw)
+    static = generate(model, tok, x, xs, ys, generator=torch.Generator().manual_seed(1),
+                      static_step=True, **kw)
+    assert static.bars.dtype == torch.float32 and torch.isfinite(static.bars).all()
+    assert (static.s1 == eager.s1).float().mean() > 0.9
