@@ -15,6 +15,11 @@ once per series; only each path's generated suffix runs per path.
 ``slide_block=k > 1`` (fast mode) drops the k oldest bars at once and re-prefills every k
 steps, so the window holds between ``max_context-k+1`` and ``max_context`` bars; bars
 predicted before the window first fills are identical to exact mode.
+
+Steps. The eager step (the CPU default) appends one bar at a time through
+:class:`~kronos_quant.static_decode.Decoder`. ``static_step=True`` runs the static-shape step
+of :mod:`~kronos_quant.static_decode` (same tokens); ``cuda_graphs=True`` replays it as CUDA
+graphs (opt-in until measured exact on a device: :data:`CUDA_GRAPHS_DEFAULT`).
 """
 from __future__ import annotations
 
