@@ -37,8 +37,8 @@ class LiveReport:
         starting cash (annualised figures withheld for a short run)."""
         if not len(self.equity):
             raise ValueError("the ledger has no equity mark yet")
-        return backtest_metrics(self.equity, initial=self.initial_cash,
-                                periods_per_year=periods_per_year)
+        initial = self.initial_cash if self.initial_cash > 0 else None  # unknown: first mark
+        return backtest_metrics(self.equity, initial=initial, periods_per_year=periods_per_year)
 
     def lines(self, *, periods_per_year: float | None = None) -> list[str]:
         """The report as text; with ``periods_per_year``, also the result metrics."""
@@ -105,6 +105,7 @@ def write_tearsheet(report: LiveReport, path: str | Path, *, title: str,
         raise ValueError(f"the ledger has {len(report.equity)} equity marks; a tear sheet needs "
                          "at least 2 decided candles")
     ppy = periods if periods is not None else periods_per_year(bar_seconds=timeframe_seconds)
-    returns = report.equity / report.equity.shift(1, fill_value=report.initial_cash) - 1.0
-    return tearsheet(returns, title=title, output=path, periods_per_year=ppy,
-                     metrics=report.metrics(ppy))
+    metrics = report.metrics(ppy)
+    base = report.initial_cash if report.initial_cash > 0 else np.nan
+    returns = (report.equity / report.equity.shift(1, fill_value=base) - 1.0).dropna()
+    return tearsheet(returns, title=title, output=path, periods_per_year=ppy, metrics=metrics)
