@@ -35,16 +35,65 @@ import numpy as np
 
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
                "30m": 1_800_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
-FAULT_KINDS = ("500", "429", "timeout", "truncated", "duplicate", "late", "lost")
 COMMISSION = 0.001
+# Binance's own error answers (HTTP status, JSON body; None: an HTML page), from Binance's API
+# documentation ("Error codes for Binance") and the codes ccxt's binance.py maps.
+BINANCE_ERRORS: dict[str, tuple[int, dict | None]] = {
+    "-1000": (500, {"code": -1000,
+                    "msg": "An unknown error occurred while processing the request."}),
+    "-1001": (503, {"code": -1001,
+                    "msg": "Internal error; unable to process your request. Please try again."}),
+    "429": (429, {"code": -1003, "msg": "Too much request weight used; current limit is 6000 "
+                  "request weight per 1 MINUTE. Please use WebSocket Streams for live updates "
+                  "to avoid polling the API."}),
+    "418": (418, {"code": -1003, "msg": "Way too much request weight used; IP banned until "
+                  "1700000000000. Please use WebSocket Streams for live updates to avoid bans."}),
+    "-1021": (400, {"code": -1021,
+                    "msg": "Timestamp for this request is outside of the recvWindow."}),
+    "-2010": (400, {"code": -2010,
+                    "msg": "Account has insufficient balance for requested action."}),
+    "-2011": (400, {"code": -2011, "msg": "Unknown order sent."}),
+    "-2015": (401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}),
+    "500": (500, None),  # a load balancer's page, not Binance's JSON
+    "maintenance": (503, None),  # the HTML "system maintenance" page
+}
+# The same faults in OKX's envelope {"code": "...", "msg": "...", "data": []} (OKX API v5
+# error codes; ccxt's okx.py maps them).
+OKX_ERRORS: dict[str, tuple[int, dict | None]] = {
+    "-1000": (500, {"code": "50026", "msg": "System error. Try again later.", "data": []}),
+    "-1001": (200, {"code": "50013", "msg": "Systems are busy. Please try again later.",
+                    "data": []}),
+    "429": (429, {"code": "50011", "msg": "Too Many Requests", "data": []}),
+    "418": (429, {"code": "50011", "msg": "Too Many Requests", "data": []}),
+    "-1021": (401, {"code": "50102", "msg": "Timestamp request expired", "data": []}),
+    "-2010": (200, {"code": "51008", "msg": "Order failed. Insufficient USDT balance in "
+                    "account.", "data": []}),
+    "-2011": (200, {"code": "51603", "msg": "Order does not exist", "data": []}),
+    "-2015": (401, {"code": "50111", "msg": "Invalid OK-ACCESS-KEY", "data": []}),
+    "500": (500, None),
+    "maintenance": (503, {"code": "50001", "msg": "Service temporarily unavailable. Try again "
+                          "later", "data": []}),
+}
+MAINTENANCE_PAGE = ("<!DOCTYPE html><html><head><title>Binance - System Maintenance</title>"
+                    "</head><body><h1>System maintenance</h1><p>Binance is upgrading its "
+                    "system. Please try again later.</p></body></html>")
+FAULT_KINDS = (*BINANCE_ERRORS, "timeout", "truncated", "duplicate", "late", "lost")
+# Faults that only a signed (account or order) request can meet.
+SIGNED_FAULTS = ("-1021", "-2010", "-2011", "-2015")
+# What a seeded random schedule draws from: every transient fault, plus order rejections
+# (-2010 on an order, -2011 on an order lookup). Never -2015: that one stops the loop.
+RANDOM_FAULTS = ("-1000", "-1001", "429", "418", "-1021", "-2010", "-2011", "500",
+                 "maintenance", "timeout", "truncated", "duplicate", "late", "lost")
 
 
 @dataclass
 class Fault:
     """One injected misbehaviour, consumed by the next request whose path ends with ``path``.
 
-    kinds: ``500`` (server error), ``429`` (rate limited, with ``Retry-After: retry_after``),
-    ``timeout`` (answer after ``delay`` seconds, longer than the client's timeout),
+    kinds: a key of :data:`BINANCE_ERRORS` (the exchange's error answer: ``-1000``,
+    ``-1001``, ``429`` and ``418`` with ``Retry-After: retry_after``, ``-1021``, ``-2010``,
+    ``-2011``, ``-2015``, ``500`` and ``maintenance`` HTML pages; OKX's equivalents when the mock
+    speaks OKX), ``timeout`` (answer after ``delay`` seconds, longer than the client's timeout),
     ``truncated`` (HTTP 200 with half a JSON body), ``duplicate`` (klines with one row twice),
     ``late`` (klines without the newest closed candle, as when the exchange is slow to close it),
     ``lost`` (the request takes effect, then no answer within ``delay`` seconds: a response lost
@@ -83,6 +132,69 @@ class ManualClock:
         self.advance(max(0.0, seconds))
 
 
+class SimClock:
+    """An accelerated exchange clock: ``factor`` × real time, plus every sleep handed to it.
+
+    A loop under test sleeps through :meth:`jump` (the mock's ``POST /mock/sleep``), so idle
+    time costs nothing while work, timeouts and restarts still take ``factor`` × their real
+    duration of exchange time.
+    """
+
+    def __init__(self, start_ms: int, factor: float = 60.0) -> None:
+        self.start_ms, self.factor = int(start_ms), float(factor)
+        self.real0, self.jumped_ms = time.monotonic(), 0
+        self._lock = threading.Lock()
+
+    def ms(self) -> int:
+        return int(self.start_ms + (time.monotonic() - self.real0) * self.factor * 1000
+                   + self.jumped_ms)
+
+    def __call__(self) -> float:
+        return self.ms() / 1000.0
+
+    def jump(self, seconds: float) -> None:
+        with self._lock:
+            self.jumped_ms += int(round(max(0.0, seconds) * 1000))
+
+
+@dataclass
+class FaultSchedule:
+    """Faults drawn at random, seeded: each request meets one with probability ``rate``.
+
+    The kind is drawn among those that fit the request (:data:`RANDOM_FAULTS`: signed-only
+    errors on signed calls, -2010 on new orders, -2011 on order lookups, candle faults on
+    klines). ``drawn`` counts what was served.
+    """
+
+    seed: int = 0
+    rate: float = 0.05
+    kinds: tuple[str, ...] = RANDOM_FAULTS
+    retry_after: float = 1.0
+    delay: float = 0.2
+    drawn: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def fits(self, kind: str, path: str, method: str, signed: bool) -> bool:
+        order = path.endswith("/order")
+        if kind in ("duplicate", "late", "truncated"):
+            return path.endswith(("/klines", "/candles"))
+        if kind == "-2010":
+            return order and method == "POST"
+        if kind == "-2011":
+            return order and method == "GET"
+        return signed or kind not in SIGNED_FAULTS
+
+    def draw(self, path: str, method: str, signed: bool) -> Fault | None:
+        if path.startswith("/mock/") or self.rng.random() >= self.rate:
+            return None
+        kinds = [k for k in self.kinds if self.fits(k, path, method, signed)]
+        kind = kinds[int(self.rng.integers(len(kinds)))]
+        self.drawn[kind] = self.drawn.get(kind, 0) + 1
+        return Fault(kind, path=path, retry_after=self.retry_after, delay=self.delay)
+
+
 @dataclass
 class MockExchange:
     """Market state and fault queue behind the HTTP server (see the module docstring)."""
@@ -95,6 +207,16 @@ class MockExchange:
     faults: list[Fault] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    flavour: str = "binance"  # or "okx": OKX v5 paths, candle rows and error envelope
+    schedule: FaultSchedule | None = None  # random faults, after the queued ones
+    sim: SimClock | None = None  # serves /mock/clock and /mock/sleep; sets clock_ms
+    check_recv_window: bool = False  # -1021 when a signed timestamp is off the mock's clock
+
+    def __post_init__(self) -> None:
+        if self.flavour not in ("binance", "okx"):
+            raise ValueError(f"flavour must be binance or okx, got {self.flavour!r}")
+        if self.sim is not None:
+            self.clock_ms = self.sim.ms
 
     def inject(self, *faults: Fault) -> None:
         with self._lock:
@@ -106,12 +228,32 @@ class MockExchange:
     api_keys: list[str] = field(default_factory=list)
     _order_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
-    def take_fault(self, path: str, method: str = "GET") -> Fault | None:
+    def take_fault(self, path: str, method: str = "GET", signed: bool = False) -> Fault | None:
         with self._lock:
             for i, fault in enumerate(self.faults):
                 if path.endswith(fault.path) and fault.method in (None, method):
                     return self.faults.pop(i)
+            if self.schedule is not None:
+                return self.schedule.draw(path, method, signed)
         return None
+
+    def error_answer(self, kind: str) -> tuple[int, str] | None:
+        """(HTTP status, body) of an error fault in this exchange's words, or None."""
+        table = OKX_ERRORS if self.flavour == "okx" else BINANCE_ERRORS
+        if kind not in table:
+            return None
+        status, body = table[kind]
+        if body is None:
+            return status, (MAINTENANCE_PAGE if kind == "maintenance"
+                            else "<html><body><h1>500 Internal Server Error</h1></body></html>")
+        return status, json.dumps(body)
+
+    def recv_window_error(self, query: dict[str, str]) -> bool:
+        """Binance's rule: refuse a timestamp 1 s ahead of the server or recvWindow behind."""
+        if not self.check_recv_window or "timestamp" not in query:
+            return False
+        skew = int(query["timestamp"]) - self.clock_ms()
+        return skew >= 1000 or -skew > int(query.get("recvWindow", 5000))
 
     def candle(self, symbol: str, open_ms: int, step_ms: int, now_ms: int) -> list:
         """Binance's 12-field kline row; prices as strings, as Binance sends them."""
@@ -149,6 +291,58 @@ class MockExchange:
             rows.insert(len(rows) // 2, list(rows[len(rows) // 2]))
             rows = rows[:limit]
         return rows
+
+    # -- OKX v5 (public market data) ---------------------------------------------------------
+
+    def okx_symbol(self, inst_id: str | None) -> str:
+        for symbol, (base, quote) in self.symbols.items():
+            if inst_id == f"{base}-{quote}":
+                return symbol
+        raise KeyError(inst_id)
+
+    def okx_instruments(self, query: dict[str, str]) -> list[dict]:
+        if query.get("instType") != "SPOT":
+            return []  # no derivatives listed
+        return [{"instType": "SPOT", "instId": f"{b}-{q}", "baseCcy": b, "quoteCcy": q,
+                 "settleCcy": "", "ctVal": "", "ctMult": "", "ctValCcy": "", "lever": "10",
+                 "listTime": "1548133413000", "lotSz": "0.00000001", "minSz": "0.00001",
+                 "tickSz": "0.1", "maxLmtSz": "9999999999", "maxMktSz": "1000000",
+                 "state": "live", "uly": "", "instFamily": "", "category": "1"}
+                for b, q in self.symbols.values()]
+
+    def okx_candles(self, query: dict[str, str], fault: Fault | None) -> list[list[str]]:
+        """OKX's rows, newest first: [ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm];
+        ``before``/``after`` are exclusive bounds on ts, ``limit`` at most 300."""
+        symbol = self.okx_symbol(query.get("instId"))
+        step = INTERVAL_MS[query["bar"].lower().replace("utc", "")]
+        now, limit = self.clock_ms(), min(int(query.get("limit", 100)), 300)
+        after = int(query.get("after", now + step))
+        before = int(query.get("before", after - (limit + 1) * step))
+        last_open = min(after - 1, now) // step * step
+        if fault is not None and fault.kind == "late":
+            last_open = min(last_open, (now // step - 2) * step)
+        first = max(before + 1, last_open - (limit - 1) * step)
+        first = -(-first // step) * step
+        rows = []
+        for t in range(first, last_open + 1, step):
+            if t in self.missing:
+                continue
+            k = self.candle(symbol, t, step, now)
+            rows.append([str(t), *k[1:6], k[5], k[7], "1" if t + step <= now else "0"])
+        if fault is not None and fault.kind == "duplicate" and len(rows) > 1:
+            rows.insert(len(rows) // 2, list(rows[len(rows) // 2]))
+        return rows[::-1][:limit]
+
+    def route_okx(self, path: str, query: dict[str, str], fault: Fault | None) -> object:
+        if path == "/api/v5/public/time":
+            return [{"ts": str(self.clock_ms())}]
+        if path == "/api/v5/public/instruments":
+            return self.okx_instruments(query)
+        if path in ("/api/v5/market/candles", "/api/v5/market/history-candles"):
+            return self.okx_candles(query, fault)
+        raise FileNotFoundError(path)
+
+    # -- Binance signed trading ----------------------------------------------------------------
 
     def new_order(self, form: dict[str, str]) -> dict:
         """Accept a MARKET order and fill it at once (ValueError: Binance's code and message)."""
@@ -229,7 +423,8 @@ def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
         def _send(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
             data = body.encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Type", "text/html" if body.startswith("<")
+                             else "application/json;charset=UTF-8")
             self.send_header("Content-Length", str(len(data)))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
@@ -244,6 +439,13 @@ def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
 
         def _route(self, method: str, path: str, query: dict[str, str],
                    fault: Fault | None) -> object:
+            if path == "/mock/clock":
+                return {"ms": mock.clock_ms()}
+            if path == "/mock/sleep" and mock.sim is not None:
+                mock.sim.jump(float(query["seconds"]))
+                return {"ms": mock.clock_ms()}
+            if mock.flavour == "okx":
+                return {"code": "0", "msg": "", "data": mock.route_okx(path, query, fault)}
             if path.endswith("/exchangeInfo"):
                 return mock.exchange_info(path)
             if path.endswith("/time"):
@@ -273,14 +475,17 @@ def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
                 query |= {k: v[-1] for k, v in parse_qs(body).items()}
             if self.headers.get("X-MBX-APIKEY"):
                 mock.api_keys.append(self.headers["X-MBX-APIKEY"])
-            mock.requests.append(url.path if method == "GET" else f"{method} {url.path}")
-            fault = mock.take_fault(url.path, method)
-            if fault is not None and fault.kind == "500":
-                # a load balancer's page, not Binance's JSON: ccxt maps the status itself
-                return self._send(500, "<html>500 Internal Server Error</html>")
-            if fault is not None and fault.kind == "429":
-                return self._send(429, '{"code":-1003,"msg":"Too many requests"}',
-                                  {"Retry-After": f"{fault.retry_after:g}"})
+            if not url.path.startswith("/mock/"):
+                mock.requests.append(url.path if method == "GET" else f"{method} {url.path}")
+            signed = "signature" in query
+            fault = mock.take_fault(url.path, method, signed)
+            if fault is None and signed and mock.recv_window_error(query):
+                fault = Fault("-1021", path=url.path)
+            answer = mock.error_answer(fault.kind) if fault is not None else None
+            if answer is not None:
+                ban = fault.kind in ("429", "418")
+                return self._send(*answer, {"Retry-After": f"{fault.retry_after:g}"} if ban
+                                  else None)
             if fault is not None and fault.kind == "timeout":
                 time.sleep(fault.delay)
             try:
@@ -288,6 +493,9 @@ def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
             except FileNotFoundError:
                 return self._send(404, '{"code":-1,"msg":"unknown path"}')
             except KeyError:
+                if mock.flavour == "okx":
+                    return self._send(200, '{"code":"51001","msg":"Instrument ID does not '
+                                      'exist","data":[]}')
                 return self._send(400, '{"code":-1121,"msg":"Invalid symbol."}')
             except LookupError as err:  # after KeyError, its subclass
                 return self._send(400, json.dumps({"code": -2013, "msg": str(err)}))
