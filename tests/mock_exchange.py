@@ -81,7 +81,7 @@ FAULT_KINDS = (*BINANCE_ERRORS, "timeout", "truncated", "duplicate", "late", "lo
 # Faults that only a signed (account or order) request can meet.
 SIGNED_FAULTS = ("-1021", "-2010", "-2011", "-2015")
 # What a seeded random schedule draws from: every transient fault, plus order rejections
-# (-2010 on an order, -2011 on an order lookup). Never -2015: that one stops the loop.
+# (-2010 and -2011 on a new order). Never -2015: that one stops the loop.
 RANDOM_FAULTS = ("-1000", "-1001", "429", "418", "-1021", "-2010", "-2011", "500",
                  "maintenance", "timeout", "truncated", "duplicate", "late", "lost")
 
@@ -162,8 +162,8 @@ class FaultSchedule:
     """Faults drawn at random, seeded: each request meets one with probability ``rate``.
 
     The kind is drawn among those that fit the request (:data:`RANDOM_FAULTS`: signed-only
-    errors on signed calls, -2010 on new orders, -2011 on order lookups, candle faults on
-    klines). ``drawn`` counts what was served.
+    errors on signed calls, -2010/-2011 on new orders, candle faults on klines). ``drawn``
+    counts what was served.
     """
 
     seed: int = 0
@@ -180,10 +180,8 @@ class FaultSchedule:
         order = path.endswith("/order")
         if kind in ("duplicate", "late", "truncated"):
             return path.endswith(("/klines", "/candles"))
-        if kind == "-2010":
+        if kind in ("-2010", "-2011"):  # refused orders (a lookup is never answered falsely)
             return order and method == "POST"
-        if kind == "-2011":
-            return order and method == "GET"
         return signed or kind not in SIGNED_FAULTS
 
     def draw(self, path: str, method: str, signed: bool) -> Fault | None:
