@@ -133,10 +133,11 @@ class CcxtBroker:
     name = "ccxt"
 
     def __init__(self, exchange: Any, *, retry: RetryPolicy | None = None,
-                 key_vars: Sequence[str] = ()) -> None:
+                 key_vars: Sequence[str] = (), order_window_ms: int = 5000) -> None:
         from ..adapters.ccxt import RetryPolicy
 
         self.exchange = exchange
+        self.order_window_ms = int(order_window_ms)
         self.retry = retry or RetryPolicy()
         self.key_vars = tuple(key_vars)
         self.on_resync: Callable[[], Any] | None = None
@@ -151,6 +152,11 @@ class CcxtBroker:
     def place(self, db: sqlite3.Connection, order: OrderRequest) -> None:
         Ledger.put_order(db, order.client_id, order.symbol, order.timeframe, order.ts,
                          order.qty, order.ref_price, "pending")
+
+    def check(self) -> None:
+        """At start: the keys work (one signed call) and ccxt's clock offset is measured."""
+        self._call(self.exchange.load_time_difference, "load_time_difference")
+        self._call(self.exchange.fetch_balance, "fetch_balance (checking the API keys)")
 
     def resync(self) -> None:
         """After -1021: ccxt's own offset (it signs requests with it), then the loop's."""
@@ -171,14 +177,32 @@ class CcxtBroker:
         except require_engine("ccxt").OrderNotFound:
             return None
 
+    def _exchange_ms(self) -> int:
+        """The time ccxt signs requests with (its clock plus the measured offset)."""
+        return int(self.exchange.milliseconds()) - int(
+            self.exchange.options.get("timeDifference") or 0)
+
     def _send(self, symbol: str, side: str, amount: float, client_id: str) -> tuple[dict, bool]:
-        """(the order, whether it was already at the exchange), retried on network errors."""
+        """(the order, whether it was already at the exchange), retried by the error table.
+
+        Each order carries ``recvWindow = order_window_ms``: Binance refuses a request that
+        reaches it later than that after its timestamp. After a send whose outcome is unknown
+        (timeout, 5xx, -1000) the retry first waits that window out, so the first request,
+        if still in flight, can no longer execute; then the id is looked up, and only an
+        order the exchange does not know is sent again.
+        """
+        sent: list[int] = []
+
         def attempt() -> tuple[dict, bool]:
+            if sent:
+                self.retry.sleep(max(0.0, (sent[-1] + self.order_window_ms
+                                           - self._exchange_ms()) / 1000 + 0.001))
             found = self.lookup(symbol, client_id)
             if found is not None:
                 return found, True
-            return self.exchange.create_order(symbol, "market", side, amount, None,
-                                              {"clientOrderId": client_id}), False
+            sent.append(self._exchange_ms())
+            return self.exchange.create_order(symbol, "market", side, amount, None, {
+                "clientOrderId": client_id, "recvWindow": self.order_window_ms}), False
 
         return self._call(attempt, f"create_order {client_id}")
 

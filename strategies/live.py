@@ -230,6 +230,8 @@ class LiveLoop:
         if hasattr(broker, "on_resync"):
             broker.on_resync = self.sync_clock
         self.sync_clock()
+        if hasattr(broker, "check"):
+            broker.check()  # keys and clock before the first decision, not after it
         ceiling = config.max_weight * len(config.symbols) if config.max_weight else None
         if ceiling is not None and ceiling < config.gross:
             logger.info("max_weight=%g on %d symbol(s): at most %g of equity is held "

@@ -176,7 +176,9 @@ class FaultSchedule:
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
 
-    def fits(self, kind: str, path: str, method: str, signed: bool) -> bool:
+    @staticmethod
+    def fits(kind: str, path: str, method: str, signed: bool) -> bool:
+        """Whether a ``kind`` fault can answer this request."""
         order = path.endswith("/order")
         if kind in ("duplicate", "late", "truncated"):
             return path.endswith(("/klines", "/candles"))
@@ -185,7 +187,7 @@ class FaultSchedule:
         return signed or kind not in SIGNED_FAULTS
 
     def draw(self, path: str, method: str, signed: bool) -> Fault | None:
-        if path.startswith("/mock/") or self.rng.random() >= self.rate:
+        if self.rng.random() >= self.rate:
             return None
         kinds = [k for k in self.kinds if self.fits(k, path, method, signed)]
         kind = kinds[int(self.rng.integers(len(kinds)))]
@@ -209,6 +211,9 @@ class MockExchange:
     schedule: FaultSchedule | None = None  # random faults, after the queued ones
     sim: SimClock | None = None  # serves /mock/clock and /mock/sleep; sets clock_ms
     check_recv_window: bool = False  # -1021 when a signed timestamp is off the mock's clock
+    fail_each_once: tuple[str, ...] = ()  # every distinct request fails once, kinds in turn
+    reject_keys: bool = False  # every signed request answers -2015 (bad API key)
+    _seen: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.flavour not in ("binance", "okx"):
@@ -226,11 +231,27 @@ class MockExchange:
     api_keys: list[str] = field(default_factory=list)
     _order_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
-    def take_fault(self, path: str, method: str = "GET", signed: bool = False) -> Fault | None:
+    def take_fault(self, path: str, method: str = "GET", signed: bool = False,
+                   query: dict[str, str] | None = None) -> Fault | None:
+        if path.startswith("/mock/"):
+            return None
         with self._lock:
             for i, fault in enumerate(self.faults):
                 if path.endswith(fault.path) and fault.method in (None, method):
                     return self.faults.pop(i)
+            if signed and self.reject_keys:
+                return Fault("-2015", path=path)
+            if self.fail_each_once:
+                # the same request again (a retry) passes: the signature and time change
+                key = repr((method, path, sorted((k, v) for k, v in (query or {}).items()
+                                                 if k not in ("timestamp", "signature"))))
+                if key not in self._seen:
+                    self._seen.add(key)
+                    kinds = [k for k in self.fail_each_once
+                             if FaultSchedule.fits(k, path, method, signed)]
+                    if kinds:
+                        kind = kinds[len(self._seen) % len(kinds)]
+                        return Fault(kind, path=path, retry_after=0.01, delay=0.4)
             if self.schedule is not None:
                 return self.schedule.draw(path, method, signed)
         return None
@@ -476,7 +497,7 @@ def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
             if not url.path.startswith("/mock/"):
                 mock.requests.append(url.path if method == "GET" else f"{method} {url.path}")
             signed = "signature" in query
-            fault = mock.take_fault(url.path, method, signed)
+            fault = mock.take_fault(url.path, method, signed, query)
             if fault is None and signed and mock.recv_window_error(query):
                 fault = Fault("-1021", path=url.path)
             answer = mock.error_answer(fault.kind) if fault is not None else None
@@ -486,6 +507,8 @@ def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
                                   else None)
             if fault is not None and fault.kind == "timeout":
                 time.sleep(fault.delay)
+                if signed and mock.recv_window_error(query):  # too late: Binance drops it
+                    return None
             try:
                 payload = self._route(method, url.path, query, fault)
             except FileNotFoundError:
