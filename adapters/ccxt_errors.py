@@ -219,10 +219,14 @@ class RetryPolicy:
         original; an authentication error names ``key_vars``, the credential variables).
         """
         limit = self.attempts if self.deadline is None else self.attempts_in_candle
+        pending_resync = False
         for attempt in range(limit):
             if attempt == 0:  # a retry below has already slept its Retry-After
                 self._wait_out_ban(what)
             try:
+                if pending_resync and resync is not None:
+                    resync()  # its own faults are classified and retried like fn's
+                pending_resync = False
                 return fn()
             except Exception as err:
                 rule = classify(err)
@@ -242,7 +246,6 @@ class RetryPolicy:
                 logger.warning("%s: %s (%s); %s %d in %.3fs", what, type(err).__name__,
                                short(err), "clock resync, retry" if rule.action == "resync"
                                else "retry", attempt + 1, wait)
-                if rule.action == "resync" and resync is not None:
-                    resync()
+                pending_resync = pending_resync or rule.action == "resync"
                 self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
