@@ -227,6 +227,7 @@ class LiveLoop:
         ledger.init_meta(config.ledger_settings())
         self.bot_id = ledger.bot_id()
         self.offset_ms = 0  # exchange clock − injected clock
+        self.cycle_candle: pd.Timestamp | None = None  # newest closed when the cycle began
         if hasattr(broker, "on_resync"):
             broker.on_resync = self.sync_clock
         self.sync_clock()
@@ -268,8 +269,10 @@ class LiveLoop:
             yield remaining
 
     def skip_unhandled(self, reason: str) -> int:
-        """Skipped rows, with ``reason``, for every closed candle not decided yet."""
-        cfg, latest = self.config, to_ms(self._latest_closed(self.exchange_ms()))
+        """Skipped rows, with ``reason``, for every candle up to the failed cycle's own (the
+        newest closed when it started) not decided yet."""
+        cfg = self.config
+        latest = to_ms(self.cycle_candle or self._latest_closed(self.exchange_ms()))
         last = self.ledger.last_handled(cfg.timeframe)
         first = latest if last is None else max(last + self.step_ms,
                                                 latest - 10_000 * self.step_ms)
@@ -392,7 +395,9 @@ class LiveLoop:
 
     def cycle(self) -> CycleResult:
         """Fetch what is new, wait briefly for late candles, decide every decidable time."""
-        with self.candle_deadline(self.exchange_ms()):
+        now_ms = self.exchange_ms()
+        self.cycle_candle = self._latest_closed(now_ms)
+        with self.candle_deadline(now_ms):
             return self._cycle()
 
     def _cycle(self) -> CycleResult:

@@ -207,9 +207,7 @@ def test_continuous_loop_decides_every_candle_when_each_request_fails_once(predi
     with MockServer(mock) as srv:
         loop = make_loop(srv, tmp_path, predictor, clock, broker="ccxt", sim_ccxt=True,
                          retry=fast_retry(clock))
-        for k in range(9):
-            clock.now_ms = START + k * MIN  # each candle's wake-up (retries move the clock)
-            loop.run(once=True)
+        assert loop.run(max_cycles=9) == 9  # continuous: it sleeps to each close + grace
         dec, orders = loop.ledger.table("decisions"), loop.ledger.table("orders")
         assert loop.ledger.table("skipped").empty
         assert dec.groupby("ts").size().tolist() == [2] * 9
