@@ -187,14 +187,12 @@ def forecast_summary(fc: Any) -> dict[str, Any]:
 def order_size(target_qty: float, held: float, price: float, equity: float,
                config: LiveConfig) -> float:
     """The order that moves ``held`` to ``target_qty`` (0.0: none): changes worth less than
-    ``min_trade_value`` (quote) or ``min_trade_weight`` × equity are not traded (the no-trade
-    band that keeps noise in the forecasts from churning fees), except that a flat target
-    always closes a position worth ``min_trade_value``."""
+    ``min_trade_value`` (quote) or ``min_trade_weight`` × equity are not traded, exits
+    included (the no-trade band that keeps noise in the forecasts from churning fees; a
+    position smaller than the band may linger until a larger change moves it)."""
     delta = target_qty - held
     value = abs(delta) * price
-    if value < config.min_trade_value:
-        return 0.0
-    if target_qty != 0.0 and value < config.min_trade_weight * equity:
+    if value < max(config.min_trade_value, config.min_trade_weight * equity):
         return 0.0
     return delta
 

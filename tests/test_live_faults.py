@@ -323,9 +323,11 @@ def test_order_size_no_trade_band():
     # equity 10,000: a change under 500 of value is not traded...
     assert order_size(10.4, 10.0, 1000.0, 10_000.0, cfg) == 0.0  # 400
     assert order_size(10.6, 10.0, 1000.0, 10_000.0, cfg) == pytest.approx(0.6)  # 600
-    # ...but a flat target always closes, and min_trade_value still applies
-    assert order_size(0.0, 0.1, 1000.0, 10_000.0, cfg) == pytest.approx(-0.1)
-    assert order_size(0.0, 1e-4, 1000.0, 10_000.0, cfg) == 0.0  # worth 0.1 < 1.0
+    # ...exits included (a small position lingers), and min_trade_value still applies
+    assert order_size(0.0, 0.4, 1000.0, 10_000.0, cfg) == 0.0
+    assert order_size(0.0, 0.6, 1000.0, 10_000.0, cfg) == pytest.approx(-0.6)
+    no_band = LiveConfig(exchange="x", symbols=["A"], timeframe="1m")
+    assert order_size(0.0, 1e-4, 1000.0, 10_000.0, no_band) == 0.0  # worth 0.1 < 1.0
     off = LiveConfig(exchange="x", symbols=["A"], timeframe="1m")
     assert off.min_trade_weight == 0.0
     assert order_size(10.01, 10.0, 1000.0, 10_000.0, off) == pytest.approx(0.01)
