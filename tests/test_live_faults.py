@@ -140,7 +140,7 @@ def test_okx_candles_and_errors_give_the_same_frame():
 
 
 def live_args(url: str, state: Path, models, *extra: str) -> argparse.Namespace:
-    from kronos_quant.live_cli import register
+    from kronos_quant.cli.live import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
