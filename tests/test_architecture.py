@@ -8,6 +8,8 @@ module level or inside a function (a lazy import is still a dependency), except 
 * no import cycle (the cycle is printed);
 * ``argparse`` only in ``kronos_quant.cli``; nothing outside ``cli`` imports ``cli``;
 * only ``cli`` imports the demo (``kronos_quant.demo``);
+* the layer order of :data:`LAYERS`: a module imports only its own layer or those below;
+* model code (:data:`MODEL_CODE`) never imports pandas;
 * no module over 500 lines.
 
 The checker runs on a small fake tree too, so that each rule is seen to fail.
@@ -25,6 +27,25 @@ FOLDERS = {PACKAGE: ROOT / "kronos_quant", f"{PACKAGE}.adapters": ROOT / "adapte
            f"{PACKAGE}.strategies": ROOT / "strategies"}
 CLI, DEMO = f"{PACKAGE}.cli", f"{PACKAGE}.demo"
 MAX_LINES = 500
+# The layers of docs/architecture.md, lowest first (names below ``kronos_quant``; a package
+# covers its modules; "" is the package's own __init__, its front door). A new top-level
+# module gets a layer here and a line there.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("config", "layers", "io", "calendars", "charts"),
+    ("inputs", "hub", "runtime", "synthetic"),
+    ("model", "tokenizer", "data", "forecast"),
+    ("generation", "execution"),
+    ("predictor", "testing", ""),
+    ("signals",),
+    ("finetune",),
+    ("portfolio",),
+    ("adapters",),
+    ("strategies",),
+    ("backtest", "assets"),
+    ("demo", "serve"),
+    ("cli",),
+)
+MODEL_CODE = ("config", "layers", "model", "tokenizer", "generation", "hub")
 
 
 @dataclass(frozen=True)
@@ -154,7 +175,33 @@ def _inside(name: str, package: str) -> bool:
     return name == package or name.startswith(package + ".")
 
 
-def violations(folders: Mapping[str, Path]) -> list[str]:
+def layer_of(name: str, layers: tuple[tuple[str, ...], ...] = LAYERS) -> int | None:
+    """The layer of a module: that of its longest listed prefix (None: not placed)."""
+    parts = name.split(".")[1:]  # below kronos_quant; [] for the package itself
+    keys = [".".join(parts[:n]) for n in range(len(parts), 0, -1)] if parts else [""]
+    for key in keys:
+        for level, names in enumerate(layers):
+            if key in names:
+                return level
+    return None
+
+
+def layer_problems(modules: Mapping[str, Module], graph: Mapping[str, set[str]],
+                   layers: tuple[tuple[str, ...], ...] = LAYERS) -> list[str]:
+    problems = [f"{name} has no layer: place it in LAYERS (tests/test_architecture.py) and "
+                "docs/architecture.md" for name in modules if layer_of(name, layers) is None]
+    for source, targets in graph.items():
+        low = layer_of(source, layers)
+        for target in sorted(targets):
+            high = layer_of(target, layers)
+            if low is not None and high is not None and high > low:
+                problems.append(f"layer order: {source} (layer {low}) imports {target} "
+                                f"(layer {high})")
+    return problems
+
+
+def violations(folders: Mapping[str, Path], *, layers: tuple[tuple[str, ...], ...] = LAYERS,
+               model_code: tuple[str, ...] = MODEL_CODE) -> list[str]:
     """Every broken rule, one line each (empty: the layout holds)."""
     modules = find_modules(folders)
     imports = [imp for m in modules.values() for imp in imports_of(m, modules)]
@@ -168,11 +215,15 @@ def violations(folders: Mapping[str, Path]) -> list[str]:
         if (_inside(imp.target, DEMO) and not _inside(imp.source, DEMO)
                 and not _inside(imp.source, CLI)):
             problems.append(f"the demo ({imp.target}) imported by the library: {where}")
+        if imp.target == "pandas" and any(imp.source == f"{PACKAGE}.{m}" for m in model_code):
+            problems.append(f"pandas in model code: {where}")
     for module in modules.values():
         lines = len(module.path.read_text(encoding="utf-8").splitlines())
         if lines > MAX_LINES:
             problems.append(f"{module.name} has {lines} lines (> {MAX_LINES})")
-    cycle = find_cycle(import_graph(modules, imports))
+    graph = import_graph(modules, imports)
+    problems += layer_problems(modules, graph, layers)
+    cycle = find_cycle(graph)
     if cycle:
         problems.append("import cycle: " + " -> ".join(cycle))
     return problems
@@ -211,6 +262,8 @@ def _tree(root: Path, files: Mapping[str, str]) -> dict[str, Path]:
             f"{PACKAGE}.strategies": root / "strategies"}
 
 
+FAKE_LAYERS = (("core", "a", "b", "pkg", "long"), ("", "adapters", "strategies"), ("demo",),
+               ("cli",))
 CLEAN = {
     "kronos_quant/__init__.py": "from .core import f\n",
     "kronos_quant/core.py": "def f():\n    return 1\n",
@@ -222,7 +275,7 @@ CLEAN = {
 
 
 def test_a_clean_fake_tree_passes(tmp_path):
-    assert violations(_tree(tmp_path, CLEAN)) == []
+    assert violations(_tree(tmp_path, CLEAN), layers=FAKE_LAYERS) == []
 
 
 def test_each_rule_fails_on_a_fake_tree(tmp_path):
@@ -232,7 +285,7 @@ def test_each_rule_fails_on_a_fake_tree(tmp_path):
                                    "    return 1\n")
     bad["strategies/live.py"] = "from ..demo import steps\n"
     bad["kronos_quant/long.py"] = "x = 1\n" * (MAX_LINES + 1)
-    problems = violations(_tree(tmp_path, bad))
+    problems = violations(_tree(tmp_path, bad), layers=FAKE_LAYERS)
     assert any(p == "argparse outside cli/: kronos_quant/core.py:1" for p in problems), problems
     assert "kronos_quant.cli imported outside cli/: kronos_quant/core.py:5" in problems
     assert ("the demo (kronos_quant.demo) imported by the library: strategies/live.py:1"
@@ -247,7 +300,7 @@ def test_a_lazy_cycle_is_found_and_printed(tmp_path):
     files = dict(CLEAN)
     files["kronos_quant/a.py"] = "from .b import g\n"
     files["kronos_quant/b.py"] = "def g():\n    from .a import h\n    return h\n"
-    problems = violations(_tree(tmp_path, files))
+    problems = violations(_tree(tmp_path, files), layers=FAKE_LAYERS)
     assert problems == ["import cycle: kronos_quant.a -> kronos_quant.b -> kronos_quant.a"]
 
 
@@ -256,7 +309,7 @@ def test_type_checking_imports_do_not_count(tmp_path):
     files["kronos_quant/a.py"] = "from .b import g\n"
     files["kronos_quant/b.py"] = ("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
                                   "    from .a import h\n\n\ndef g():\n    return 1\n")
-    assert violations(_tree(tmp_path, files)) == []
+    assert violations(_tree(tmp_path, files), layers=FAKE_LAYERS) == []
 
 
 def test_a_package_init_counts_when_a_submodule_is_imported(tmp_path):
@@ -264,5 +317,32 @@ def test_a_package_init_counts_when_a_submodule_is_imported(tmp_path):
     files["kronos_quant/pkg/__init__.py"] = "from ..a import x\n"
     files["kronos_quant/pkg/leaf.py"] = "y = 2\n"
     files["kronos_quant/a.py"] = "x = 1\n\n\ndef g():\n    from .pkg.leaf import y\n    return y\n"
-    problems = violations(_tree(tmp_path, files))
+    problems = violations(_tree(tmp_path, files), layers=FAKE_LAYERS)
     assert problems == ["import cycle: kronos_quant.a -> kronos_quant.pkg -> kronos_quant.a"]
+
+
+def test_layer_order_and_model_code_rules_fail_on_a_fake_tree(tmp_path):
+    files = dict(CLEAN)
+    files["kronos_quant/core.py"] = ("import pandas as pd\n\n\ndef f():\n"
+                                     "    from .adapters import thing  # a layer above\n"
+                                     "    return pd, thing\n")
+    files["kronos_quant/newcomer.py"] = "x = 1\n"
+    problems = violations(_tree(tmp_path, files), layers=FAKE_LAYERS)
+    assert ("layer order: kronos_quant.core (layer 0) imports kronos_quant.adapters (layer 1)"
+            in problems), problems
+    assert any(p.startswith("kronos_quant.newcomer has no layer") for p in problems), problems
+
+
+def test_pandas_in_model_code_is_reported(tmp_path):
+    files = dict(CLEAN)
+    files["kronos_quant/core.py"] = "import pandas\n\n\ndef f():\n    return 1\n"
+    problems = violations(_tree(tmp_path, files), layers=FAKE_LAYERS, model_code=("core",))
+    assert problems == ["pandas in model code: kronos_quant/core.py:1"]
+
+
+def test_every_layer_name_is_a_module_or_a_planned_one():
+    modules = find_modules(FOLDERS)
+    planned = {"serve"}  # kronos_quant/serve/: the service, beside the demo
+    listed = {name for names in LAYERS for name in names} - {""} - planned
+    missing = [n for n in sorted(listed) if f"{PACKAGE}.{n}" not in modules]
+    assert not missing, missing
