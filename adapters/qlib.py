@@ -384,6 +384,8 @@ def _build_handler() -> type:
 
 
 def _build_model() -> type:
+    # Long because it is a class: KronosModel subclasses Qlib's Model, which exists only once
+    # Qlib is imported, so the class is built on first use (its methods are short).
     from qlib.model.base import Model
 
     class KronosModel(Model):
