@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "kronos_quant"
 FOLDERS = {PACKAGE: ROOT / "kronos_quant", f"{PACKAGE}.adapters": ROOT / "adapters",
@@ -296,32 +298,30 @@ def test_each_rule_fails_on_a_fake_tree(tmp_path):
     assert cycle and "kronos_quant.core" in cycle[0] and "kronos_quant.cli" in cycle[0], problems
 
 
-def test_a_lazy_cycle_is_found_and_printed(tmp_path):
-    files = dict(CLEAN)
-    files["kronos_quant/a.py"] = "from .b import g\n"
-    files["kronos_quant/b.py"] = "def g():\n    from .a import h\n    return h\n"
-    problems = violations(_tree(tmp_path, files), layers=FAKE_LAYERS)
-    assert problems == ["import cycle: kronos_quant.a -> kronos_quant.b -> kronos_quant.a"]
+SMALL_CASES = {
+    "a lazy import cycle is found and printed": (
+        {"kronos_quant/a.py": "from .b import g\n",
+         "kronos_quant/b.py": "def g():\n    from .a import h\n    return h\n"},
+        ["import cycle: kronos_quant.a -> kronos_quant.b -> kronos_quant.a"]),
+    "imports under TYPE_CHECKING never run, so do not count": (
+        {"kronos_quant/a.py": "from .b import g\n",
+         "kronos_quant/b.py": ("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+                               "    from .a import h\n\n\ndef g():\n    return 1\n")},
+        []),
+    "importing a submodule runs its package's __init__ first": (
+        {"kronos_quant/pkg/__init__.py": "from ..a import x\n",
+         "kronos_quant/pkg/leaf.py": "y = 2\n",
+         "kronos_quant/a.py": "x = 1\n\n\ndef g():\n    from .pkg.leaf import y\n    return y\n"},
+        ["import cycle: kronos_quant.a -> kronos_quant.pkg -> kronos_quant.a"]),
+}
 
 
-def test_type_checking_imports_do_not_count(tmp_path):
-    files = dict(CLEAN)
-    files["kronos_quant/a.py"] = "from .b import g\n"
-    files["kronos_quant/b.py"] = ("from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
-                                  "    from .a import h\n\n\ndef g():\n    return 1\n")
-    assert violations(_tree(tmp_path, files), layers=FAKE_LAYERS) == []
+@pytest.mark.parametrize("files, expected", SMALL_CASES.values(), ids=list(SMALL_CASES))
+def test_small_fake_trees(files, expected, tmp_path):
+    assert violations(_tree(tmp_path, {**CLEAN, **files}), layers=FAKE_LAYERS) == expected
 
 
-def test_a_package_init_counts_when_a_submodule_is_imported(tmp_path):
-    files = dict(CLEAN)
-    files["kronos_quant/pkg/__init__.py"] = "from ..a import x\n"
-    files["kronos_quant/pkg/leaf.py"] = "y = 2\n"
-    files["kronos_quant/a.py"] = "x = 1\n\n\ndef g():\n    from .pkg.leaf import y\n    return y\n"
-    problems = violations(_tree(tmp_path, files), layers=FAKE_LAYERS)
-    assert problems == ["import cycle: kronos_quant.a -> kronos_quant.pkg -> kronos_quant.a"]
-
-
-def test_layer_order_and_model_code_rules_fail_on_a_fake_tree(tmp_path):
+def test_layer_order_and_unplaced_modules_fail_on_a_fake_tree(tmp_path):
     files = dict(CLEAN)
     files["kronos_quant/core.py"] = ("import pandas as pd\n\n\ndef f():\n"
                                      "    from .adapters import thing  # a layer above\n"
