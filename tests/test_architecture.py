@@ -10,6 +10,7 @@ module level or inside a function (a lazy import is still a dependency), except 
 * only ``cli`` imports the demo (``kronos_quant.demo``);
 * the layer order of :data:`LAYERS`: a module imports only its own layer or those below;
 * model code (:data:`MODEL_CODE`) never imports pandas;
+* no private name (``_helper``) imported from another of our modules;
 * no module over 500 lines.
 
 The checker runs on a small fake tree too, so that each rule is seen to fail.
@@ -63,6 +64,7 @@ class Import:
     source: str  # importing module
     target: str  # imported module (ours) or top-level name (external)
     line: int
+    private: tuple[str, ...] = ()  # `_names` taken from one of our modules
 
 
 def find_modules(folders: Mapping[str, Path]) -> dict[str, Module]:
@@ -124,10 +126,12 @@ def imports_of(module: Module, modules: Mapping[str, Module]) -> list[Import]:
             # `from pkg import sub` imports the module pkg.sub when there is one.
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
                      for a in node.names]
+        private = tuple(a.name for a in node.names if isinstance(node, ast.ImportFrom)
+                        and a.name.startswith("_") and not a.name.startswith("__"))
         for name in dict.fromkeys(names):
             ours = name == PACKAGE or name.startswith(PACKAGE + ".")
             target = _owner(name, modules) if ours else name.split(".")[0]
-            out.append(Import(module.name, target, node.lineno))
+            out.append(Import(module.name, target, node.lineno, private if ours else ()))
     return out
 
 
@@ -217,6 +221,9 @@ def violations(folders: Mapping[str, Path], *, layers: tuple[tuple[str, ...], ..
         if (_inside(imp.target, DEMO) and not _inside(imp.source, DEMO)
                 and not _inside(imp.source, CLI)):
             problems.append(f"the demo ({imp.target}) imported by the library: {where}")
+        if imp.private:
+            problems.append(f"private {', '.join(imp.private)} of {imp.target} imported: "
+                            f"{where}")
         if imp.target == "pandas" and any(imp.source == f"{PACKAGE}.{m}" for m in model_code):
             problems.append(f"pandas in model code: {where}")
     for module in modules.values():
@@ -287,12 +294,14 @@ def test_each_rule_fails_on_a_fake_tree(tmp_path):
                                    "    return 1\n")
     bad["strategies/live.py"] = "from ..demo import steps\n"
     bad["kronos_quant/long.py"] = "x = 1\n" * (MAX_LINES + 1)
+    bad["adapters/__init__.py"] = "from ..core import _helper as thing\n"
     problems = violations(_tree(tmp_path, bad), layers=FAKE_LAYERS)
     assert any(p == "argparse outside cli/: kronos_quant/core.py:1" for p in problems), problems
     assert "kronos_quant.cli imported outside cli/: kronos_quant/core.py:5" in problems
     assert ("the demo (kronos_quant.demo) imported by the library: strategies/live.py:1"
             in problems)
     assert f"kronos_quant.long has {MAX_LINES + 1} lines (> {MAX_LINES})" in problems
+    assert "private _helper of kronos_quant.core imported: adapters/__init__.py:1" in problems
     # core -> cli -> core through the package __init__: a cycle, printed
     cycle = [p for p in problems if p.startswith("import cycle: ")]
     assert cycle and "kronos_quant.core" in cycle[0] and "kronos_quant.cli" in cycle[0], problems
