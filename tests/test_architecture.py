@@ -34,21 +34,24 @@ MAX_LINES = 500
 # covers its modules; "" is the package's own __init__, its front door). A new top-level
 # module gets a layer here and a line there.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("config", "layers", "io", "calendars", "charts"),
+    ("config", "layers", "io", "calendars", "charts", "stamps", "stats"),
     ("inputs", "hub", "runtime", "synthetic"),
-    ("model", "tokenizer", "data", "forecast"),
-    ("generation", "execution"),
+    ("model", "tokenizer", "sampling", "data", "forecast"),
+    ("generation", "static_decode", "execution", "tradespec"),
     ("predictor", "testing", ""),
     ("signals",),
     ("finetune",),
-    ("portfolio",),
+    ("portfolio", "orders"),
     ("adapters",),
     ("strategies",),
     ("backtest", "assets"),
     ("demo", "serve"),
     ("cli",),
 )
-MODEL_CODE = ("config", "layers", "model", "tokenizer", "generation", "hub")
+# Placed before they land (this round's issues); the check below skips them until they exist.
+PLANNED = {"serve", "stamps", "stats", "sampling", "static_decode", "tradespec", "orders"}
+MODEL_CODE = ("config", "layers", "model", "tokenizer", "sampling", "generation",
+              "static_decode", "hub")
 
 
 @dataclass(frozen=True)
@@ -351,7 +354,6 @@ def test_pandas_in_model_code_is_reported(tmp_path):
 
 def test_every_layer_name_is_a_module_or_a_planned_one():
     modules = find_modules(FOLDERS)
-    planned = {"serve"}  # kronos_quant/serve/: the service, beside the demo
-    listed = {name for names in LAYERS for name in names} - {""} - planned
+    listed = {name for names in LAYERS for name in names} - {""} - PLANNED
     missing = [n for n in sorted(listed) if f"{PACKAGE}.{n}" not in modules]
     assert not missing, missing
