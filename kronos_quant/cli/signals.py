@@ -31,22 +31,16 @@ def _sharded(args: argparse.Namespace) -> bool:
 def _forecast_sharded(args: argparse.Namespace, panel: pd.DataFrame, options: dict):
     """Forecasts of every window on rank 0 (None on other ranks), each rank generating its
     share of the partitions on its own device; raises ShardFailure naming failed ranks."""
-    import torch.distributed as dist
-
     from ..predictor import KronosPredictor
-    from ..runtime import init_distributed
+    from ..runtime import backend_name, close_distributed, init_distributed
     from ..signals.distributed import forecast_panel_sharded
 
     if args.cache_dir is not None:
         raise ValueError("--cache-dir is for one process without --store; the --store "
                          "folder is the cache of a sharded run")
     store = Path(args.store) if args.store else Path(args.out).with_suffix(".forecasts")
-    env = init_distributed(args.device)
-    if "TORCHELASTIC_RUN_ID" in os.environ and not dist.is_initialized():
-        # init_distributed joins no group for a one-process job; under torchrun join it
-        # anyway, so one process runs the same collectives (and backend) as many.
-        dist.init_process_group(backend="nccl" if env.device.type == "cuda" else "gloo")
-    backend = dist.get_backend() if dist.is_initialized() else "no process group"
+    env = init_distributed(args.device, group_of_one=True)
+    backend = backend_name()
     try:
         predictor = KronosPredictor.from_pretrained(args.model, args.tokenizer, device=env.device,
                                                     max_context=args.max_context)
@@ -54,8 +48,7 @@ def _forecast_sharded(args: argparse.Namespace, panel: pd.DataFrame, options: di
                                      batch_size=args.batch_size,
                                      verbose=not args.quiet and env.is_main, **options)
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        close_distributed()
     if env.is_main:
         print(f"forecast store {store}: {run.partitions} partitions; computed {run.computed} "
               f"({run.computed_windows} windows) on {env.world_size} process(es) "

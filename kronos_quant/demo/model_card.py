@@ -91,6 +91,7 @@ def _training_table(report: dict[str, Any]) -> list[str]:
 
 def write_model_card(path: Path, report: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Render the card; every number comes from ``report`` (metrics.json)."""
+    # One Markdown page as a list of lines, read top to bottom like the card it writes.
     data, ev = report["data"], report["evaluation"]
     cfg = report["predictor"]["config"]
     real = ", ".join(f"{k} ({v} bars)" for k, v in data["real_bars"].items())
