@@ -41,7 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("predictor", "testing", ""),
     ("signals",),
     ("finetune",),
-    ("portfolio", "orders"),
+    ("portfolio", "orders", "metrics"),
     ("adapters",),
     ("strategies",),
     ("backtest", "assets"),
