@@ -157,4 +157,4 @@ def test_paired_difference_aligns_by_index():
     a = pd.Series([1.0, 2.0, np.nan, 4.0], index=list("abcd"))
     b = pd.Series([0.5, 1.0, 1.0], index=list("bcd"))
     diff = paired_difference(a, b)
-    assert list(diff.index) == ["b", "d"] and diff.tolist() == [1.0, 3.0]
+    assert list(diff.index) == ["b", "d"] and diff.tolist() == [1.5, 3.0]
