@@ -186,7 +186,7 @@ class SignalReport:
                 row = models.iloc[0]
                 out.update(signal=str(models.index[0]), ic=float(row["ic_mean"]),
                            rank_ic=float(row["rank_ic_mean"]),
-                           long_short=float(row["long_short"]))
+                           long_short=float(row["long_short_mean"]))
         coverage = self.coverage()
         if coverage is not None and 0.8 in coverage.index:
             out["coverage_80"] = float(coverage.loc[0.8, "empirical"])

@@ -189,8 +189,8 @@ def step_evaluate(ctx: DemoContext) -> StepResult:
                "best baseline RankIC": best_base,
                "80% band coverage (raw, later half)": conformal["test_raw"].mean(),
                "80% band coverage (conformal, later half)": conformal["test_conformal"].mean()}
-    columns = ["kind", "n_dates", "ic_mean", "rank_ic_mean", "rank_ic_t", "hit_rate",
-               "long_short", "turnover"]
+    columns = ["kind", "n_dates", "ic_mean", "rank_ic_mean", "rank_ic_t", "rank_ic_p", "hit_rate",
+               "long_short_mean", "turnover"]
     tables = {"signals vs baselines": frame_html(summary[columns]),
               "80% band coverage by step (before / after conformal)": frame_html(
                   conformal[["margin", "test_raw", "test_conformal", "n_cal", "n_test"]])}
