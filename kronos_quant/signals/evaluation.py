@@ -276,7 +276,7 @@ def _spread_differences(summary: pd.DataFrame, differences: pd.DataFrame) -> pd.
     return summary.join(wide)
 
 
-def _rebalance_spacing(index: pd.MultiIndex, panel: pd.DataFrame) -> float | None:
+def rebalance_spacing(index: pd.MultiIndex, panel: pd.DataFrame) -> float | None:
     """Median number of panel dates between successive rebalance dates (None if < 2)."""
     calendar = pd.DatetimeIndex(panel.index.get_level_values("datetime").unique()).sort_values()
     used = pd.DatetimeIndex(index.get_level_values("datetime").unique()).sort_values()
@@ -330,7 +330,7 @@ def evaluate(scores: pd.Series | pd.DataFrame, panel: pd.DataFrame, *, horizon: 
     fwd = fwd.reindex(frame.index)
     per_date_n = frame.notna().groupby(level="datetime").sum().max(axis=1)
     k = top_k or max(1, int(round(float(per_date_n.median()) / quantiles)))
-    spacing = _rebalance_spacing(frame.index, panel)
+    spacing = rebalance_spacing(frame.index, panel)
     overlap = overlap_lags(int(horizon), spacing or float(horizon))
     rows, series = {}, {}
     for name in frame.columns:
