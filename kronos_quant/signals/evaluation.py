@@ -228,7 +228,8 @@ def _signal_summary(x: pd.Series, y: pd.Series, *, quantiles: int, top_k: int,
     qret = quantile_returns(x, y, quantiles=quantiles)
     # Dates where the signal has no view hold no position: long-short 0, not missing.
     pairs = pd.DataFrame({"x": x, "y": y}).dropna().groupby(level="datetime")["x"]
-    flat = pairs.nunique()[(pairs.nunique() == 1) & (pairs.size() >= quantiles)].index
+    distinct = pairs.nunique()
+    flat = distinct[(distinct == 1) & (pairs.size() >= quantiles)].index
     # With tied scores the extreme buckets can be empty: use the extreme non-empty ones.
     spread = qret.ffill(axis=1).iloc[:, -1] - qret.bfill(axis=1).iloc[:, 0]
     ls = pd.concat([spread, pd.Series(0.0, index=flat)]).sort_index()
