@@ -309,5 +309,9 @@ def test_evaluate_reports_newey_west_tests_and_paired_differences():
     holm = result.significant(0.05, adjust="holm")
     assert (holm <= sig).all().all()
     assert "model minus baseline, paired by date" in result.table()
+    verdicts = result.verdicts(0.05)
+    assert len(verdicts) == 2 and verdicts[0].startswith("planted_signal: rank_ic +")
+    assert "significant at 0.05" in verdicts[0] and "not significant at 0.05" in verdicts[1]
+    assert "momentum_10" in verdicts[0]
     with pytest.raises(ValueError, match="alpha"):
         result.significant(1.5)

@@ -196,6 +196,25 @@ class Evaluation:
             p = pd.DataFrame(adjusted.reshape(p.shape), index=p.index, columns=p.columns)
         return p.lt(alpha)
 
+    def verdicts(self, alpha: float = 0.05, *, statistic: str = "rank_ic") -> list[str]:
+        """One sentence per model signal: its ``statistic`` mean with p-value and dates, and
+        against each baseline, whether the difference is distinguishable from zero."""
+        sig = self.significant(alpha)
+        words = lambda ok: "significant" if ok else "not significant"  # noqa: E731
+        lines = []
+        for name, row in self.summary[self.summary["kind"] != "baseline"].iterrows():
+            text = (f"{name}: {statistic} {row[f'{statistic}_mean']:+.4f} (p "
+                    f"{row[f'{statistic}_p']:.3g}, {int(row[f'{statistic}_n'])} dates), "
+                    f"{words(sig.loc[name, statistic])} at {alpha:g}")
+            if len(self.differences) and name in self.differences.index.get_level_values(0):
+                diffs = self.differences.loc[name]
+                text += "; minus " + ", ".join(
+                    f"{base} {d[f'{statistic}_mean']:+.4f} (p {d[f'{statistic}_p']:.3g}, "
+                    f"{words(sig.loc[name, f'{statistic}_vs_{base}'])})"
+                    for base, d in diffs.iterrows())
+            lines.append(text)
+        return lines
+
     def p_values(self) -> pd.DataFrame:
         """The p-values :meth:`significant` compares with alpha (signals × tests)."""
         cols = {s: f"{s}_p" for s in STATISTICS}
