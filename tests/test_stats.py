@@ -158,3 +158,16 @@ def test_paired_difference_aligns_by_index():
     b = pd.Series([0.5, 1.0, 1.0], index=list("bcd"))
     diff = paired_difference(a, b)
     assert list(diff.index) == ["b", "d"] and diff.tolist() == [1.5, 3.0]
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="alternative"):
+        mean_test(np.ones(5), alternative="bigger")
+    with pytest.raises(ValueError, match="differ in shape"):
+        diebold_mariano(np.ones(5), np.ones(4))
+    with pytest.raises(ValueError, match="horizon"):
+        diebold_mariano(np.ones(5), np.zeros(5), horizon=0)
+    with pytest.raises(ValueError, match="differ in size"):
+        direction_test(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="2-D"):
+        mean_test(np.ones((2, 2, 2)))
