@@ -63,6 +63,7 @@ from .skill import (
                     realised_closes,
                     skill_table,
 )
+from .store import read_scores, write_scores
 from .transforms import (
                     check_scores,
                     cross_sectional,
@@ -111,4 +112,6 @@ __all__ = [
     "plot_ic", "plot_calibration", "fingerprint_label",
     # forecast accuracy vs naive forecasts, with tests
     "ForecastSkill", "forecast_skill", "skill_table", "crps_normal", "history_volatility",
+    # score files
+    "write_scores", "read_scores",
 ]
