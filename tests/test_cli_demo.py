@@ -74,10 +74,11 @@ def test_the_random_walk_verdict_follows_the_tests():
     text = random_walk_verdict(row, last, "expected_return", 5)
     assert "does not beat a random walk: it is significantly less accurate" in text
     assert "t = +4.50, p = 1e-05, over 100 dates" in text and "not distinguishable" in text
-    tie = random_walk_verdict(row, last.assign(mae_dm_t=-1.0, mae_dm_p=0.3), "x", 5)
+    tie = random_walk_verdict(row, pd.Series({**last, "mae_dm_t": -1.0, "mae_dm_p": 0.3}),
+                              "x", 5)
     assert "the difference is not significant" in tie
-    better = random_walk_verdict(row.assign(rank_ic_p=0.001), last.assign(
-        mae_dm_t=-3.0, mae_dm_p=0.004), "x", 5)
+    better = random_walk_verdict(pd.Series({**row, "rank_ic_p": 0.001}),
+                                 pd.Series({**last, "mae_dm_t": -3.0, "mae_dm_p": 0.004}), "x", 5)
     assert "beats the random walk at the 0.05 level" in better
     assert ": distinguishable from zero" in better
 
