@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import integrate, stats
+from signals_support import one_thread  # noqa: F401  (autouse fixture)
 
 from kronos_quant.signals import (
     PanelForecasts,
@@ -123,3 +124,37 @@ def test_skill_table_leaves_out_steps_without_outcomes():
     dates = np.repeat(pd.bdate_range("2024-01-01", periods=10).to_numpy(), 3)
     table = skill_table(returns, realised, dates, np.ones(30))
     assert list(table.index) == [1] and table.loc[1, "dates"] == 10
+
+
+def test_the_demo_model_card_evaluation_carries_the_tests(predictor, tmp_path):
+    """The held-out forecast numbers of the model card come from skill_table, with DM and
+    binomial p-values; cards measured before the tests render a dash."""
+    import json
+    import shutil
+
+    from kronos_quant.assets import ASSETS
+    from kronos_quant.data import synthetic_panel
+    from kronos_quant.demo.model_card import rerender_model_card
+    from kronos_quant.demo.model_eval import heldout_forecast_skill
+
+    panel = synthetic_panel(3, 90, seed=4)
+    out = heldout_forecast_skill(predictor, panel, ["SYN000", "SYN001"],
+                                 val_from=pd.Timestamp(panel.index.levels[0][40]), lookback=16,
+                                 pred_len=3, stride=4, samples=4, horizons=(1,))
+    close = panel["close"].unstack()
+    rows = list(range(40 + 16, 90 - 3 + 1, 4))
+    assert out["windows"] == 2 * len(rows)
+    first = out["h1"]
+    assert 0 <= first["mae_dm_p"] <= 1 and 0 <= first["direction_p"] <= 1
+    real = np.concatenate([close[n].to_numpy()[rows] / close[n].to_numpy()[
+        [r - 1 for r in rows]] - 1 for n in ("SYN000", "SYN001")])
+    assert first["random_walk_mae"] == pytest.approx(np.abs(real).mean())
+    # The shipped card's metrics predate the tests: a dash; with them, the p-value.
+    for name in ("metrics.json", "demo.json"):
+        shutil.copy(ASSETS / name, tmp_path / name)
+    assert "| – |" in rerender_model_card(tmp_path).read_text()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics["evaluation"]["real"]["forecast"] = out
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    card = rerender_model_card(tmp_path).read_text()
+    assert "DM p" in card and f"| {first['mae_dm_p']:.3g} |" in card

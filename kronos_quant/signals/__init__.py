@@ -55,6 +55,7 @@ from .scorers import (
                     score_forecasts,
 )
 from .skill import (
+                    DEFAULT_VOL_WINDOW,
                     ForecastSkill,
                     crps_ensemble,
                     crps_normal,
@@ -111,7 +112,8 @@ __all__ = [
     "pit_histogram", "crps_ensemble", "conformal_margin", "realised_closes",
     "plot_ic", "plot_calibration", "fingerprint_label",
     # forecast accuracy vs naive forecasts, with tests
-    "ForecastSkill", "forecast_skill", "skill_table", "crps_normal", "history_volatility",
+    "ForecastSkill", "forecast_skill", "DEFAULT_VOL_WINDOW", "skill_table", "crps_normal",
+    "history_volatility",
     # score files
     "write_scores", "read_scores",
 ]
