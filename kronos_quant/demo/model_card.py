@@ -74,9 +74,15 @@ def _verdict(ev: dict[str, Any]) -> list[str]:
         mae = sum(m["model_mae"] < m["random_walk_mae"] for m in hs)
         hit = sum(m["direction_accuracy"] > m["best_constant_direction"] for m in hs)
         cov = [m["band_10_90_coverage"] for m in hs]
+        tested = ""
+        if all("mae_dm_p" in m for m in hs):
+            better = sum(m["mae_dm_p"] < 0.05 and m["mae_dm_t"] < 0 for m in hs)
+            worse = sum(m["mae_dm_p"] < 0.05 and m["mae_dm_t"] > 0 for m in hs)
+            tested = (f" (Diebold–Mariano at 5%: significantly lower at {better}, significantly "
+                      f"higher at {worse})")
         lines.append(f"* Measured, {group}: lower MAE than the random walk at {mae} of {len(hs)} "
-                     f"horizons; direction accuracy above the best constant guess at {hit} of "
-                     f"{len(hs)}; 10–90% band coverage {min(cov):.2f}–{max(cov):.2f} "
+                     f"horizons{tested}; direction accuracy above the best constant guess at "
+                     f"{hit} of {len(hs)}; 10–90% band coverage {min(cov):.2f}–{max(cov):.2f} "
                      "(nominal 0.80).")
     return lines
 
