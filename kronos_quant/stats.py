@@ -126,12 +126,14 @@ def _result(mean: np.ndarray, se: np.ndarray, stat: np.ndarray, n: int, lag: int
 
 
 def mean_test(x: np.ndarray | pd.Series, *, lag: int | None = None, overlap: int = 0,
-              alternative: str = "two-sided") -> MeanTest:
+              alternative: str = "two-sided", kernel: str = "bartlett") -> MeanTest:
     """Newey–West t-test that the mean of ``x`` is zero (see the module notes).
 
     ``lag`` defaults to :func:`newey_west_lag` of the series length and ``overlap``;
-    ``alternative`` "two-sided", "greater" (mean > 0) or "less". Fewer than 2 observations,
-    or a series with no variation, give NaN statistics."""
+    ``alternative`` "two-sided", "greater" (mean > 0) or "less". ``kernel="uniform"`` with
+    ``lag=overlap`` is Hansen and Hodrick's estimator for overlapping returns (unweighted
+    autocovariances; the Bartlett estimate where it is not positive). Fewer than 2
+    observations, or a series with no variation, give NaN statistics."""
     _check_alternative(alternative)
     cols, single = _as_columns(x)
     n = cols.shape[0]
@@ -140,13 +142,22 @@ def mean_test(x: np.ndarray | pd.Series, *, lag: int | None = None, overlap: int
     if n < 2:
         nan = np.full(cols.shape[1], np.nan)
         return _result(mean, nan, nan, n, lag, alternative, single)
-    se = np.sqrt(np.maximum(long_run_variance(cols, lag=lag), 0.0) / n)
+    se = _standard_error(cols, lag, kernel)
     # A constant series (e.g. a baseline that never takes a view) has no standard error.
     scale = np.maximum(np.abs(cols).max(axis=0), 1e-300)
     se = np.where(se > 1e-12 * scale, se, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         stat = mean / se
     return _result(mean, se, stat, n, lag, alternative, single)
+
+
+def _standard_error(cols: np.ndarray, lag: int, kernel: str) -> np.ndarray:
+    """sqrt(long-run variance / T); a non-positive uniform-kernel estimate falls back to
+    Bartlett's, and a zero variance gives NaN."""
+    lrv = long_run_variance(cols, lag=lag, kernel=kernel)
+    if kernel == "uniform" and (lrv <= 0).any():
+        lrv = np.where(lrv > 0, lrv, long_run_variance(cols, lag=lag, kernel="bartlett"))
+    return np.sqrt(np.where(lrv > 0, lrv, np.nan) / cols.shape[0])
 
 
 def paired_difference(a: pd.Series, b: pd.Series) -> pd.Series:
@@ -184,10 +195,7 @@ def diebold_mariano(loss_a: np.ndarray | pd.Series, loss_b: np.ndarray | pd.Seri
     if n < 2:
         nan = np.full(cols.shape[1], np.nan)
         return _result(mean, nan, nan, n, lag, alternative, single)
-    lrv = long_run_variance(cols, lag=lag, kernel=kernel)
-    if kernel == "uniform" and (lrv <= 0).any():
-        lrv = np.where(lrv > 0, lrv, long_run_variance(cols, lag=lag, kernel="bartlett"))
-    se = np.sqrt(np.where(lrv > 0, lrv, np.nan) / n)
+    se = _standard_error(cols, lag, kernel)
     correction = math.sqrt(max(n + 1 - 2 * h + h * (h - 1) / n, 0.0) / n)
     with np.errstate(invalid="ignore", divide="ignore"):
         stat = mean / se * correction

@@ -171,3 +171,16 @@ def test_bad_arguments_are_named():
         direction_test(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="2-D"):
         mean_test(np.ones((2, 2, 2)))
+
+
+def test_hansen_hodrick_option_sizes_overlap_better():
+    """kernel="uniform" at lag = overlap (Hansen–Hodrick) on 5-bar overlapping sums."""
+    rng = np.random.default_rng(8)
+    n, seeds, h = 250, 3000, 5
+    shocks = rng.normal(size=(n + h - 1, seeds))
+    x = sum(shocks[j:j + n] for j in range(h))
+    hh = mean_test(x, lag=h - 1, kernel="uniform")
+    assert 0.035 <= (hh.p_value < 0.05).mean() <= 0.075
+    one = x[:, 0]
+    dm_like = diebold_mariano(one, np.zeros_like(one), horizon=h)  # same variance, HLN factor
+    assert hh.se[0] == pytest.approx(dm_like.se)
