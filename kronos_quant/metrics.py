@@ -37,6 +37,7 @@ from scipy import stats as sps
 from .data import unstack_field
 from .execution import DEFAULT_EXECUTION, execution_lag
 from .portfolio import align, turnover
+from .stats import newey_west_lag
 
 # Annualised figures need at least this many bars and this share of a year.
 MIN_BARS: int = 30
@@ -101,11 +102,6 @@ def _max_drawdown(r: np.ndarray) -> float:
 
 # --- uncertainty ----------------------------------------------------------------------------
 
-def newey_west_lags(bars: int) -> int:
-    """Newey–West lag rule: ``floor(4 (bars / 100) ** (2/9))``."""
-    return int(math.floor(4 * (bars / 100) ** (2 / 9)))
-
-
 def sharpe_standard_error(returns: np.ndarray | pd.Series, *, periods_per_year: float,
                           lags: int | None = None) -> float:
     """Standard error of the annualised Sharpe ratio, Lo (2002) for non-IID returns.
@@ -113,8 +109,9 @@ def sharpe_standard_error(returns: np.ndarray | pd.Series, *, periods_per_year: 
     The per-bar Sharpe ratio ``mu / sigma`` is a function of the moments ``(mu, sigma^2)``;
     its variance is ``g' S g / T`` with ``g = (1/sigma, -mu / (2 sigma^3))`` and ``S`` the
     long-run covariance of ``(r - mu, (r - mu)^2 - sigma^2)``, estimated by Newey–West with
-    ``lags`` (default :func:`newey_west_lags`; 0 gives the IID value ``(1 + SR^2/2) / T`` for
-    normal returns). Scaled by ``sqrt(periods_per_year)`` like the Sharpe ratio itself.
+    ``lags`` (default :func:`kronos_quant.stats.newey_west_lag`; 0 gives the IID value
+    ``(1 + SR^2/2) / T`` for normal returns). Scaled by ``sqrt(periods_per_year)`` like the
+    Sharpe ratio itself.
     """
     from statsmodels.stats.sandwich_covariance import S_hac_simple
 
@@ -127,7 +124,7 @@ def sharpe_standard_error(returns: np.ndarray | pd.Series, *, periods_per_year: 
     if var <= 0:
         return float("nan")
     moments = np.column_stack([r - mu, (r - mu) ** 2 - var])  # (T, 2)
-    lags = newey_west_lags(n) if lags is None else int(lags)
+    lags = newey_west_lag(n) if lags is None else int(lags)
     # S_hac_simple sums over bars (Bartlett weights 1 - l / (lags + 1)): divide by T.
     s = (S_hac_simple(moments, nlags=lags) if lags > 0 else moments.T @ moments) / n
     grad = np.array([1.0 / math.sqrt(var), -mu / (2.0 * var ** 1.5)])

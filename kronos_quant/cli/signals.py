@@ -5,7 +5,7 @@ instrument) and one column per scorer to Parquet (or CSV). Under ``torchrun`` (o
 ``--store``) the windows are sharded across processes and GPUs through a partitioned forecast
 store (:mod:`kronos_quant.signals.distributed`); rank 0 writes the scores. ``evaluate``
 compares such scores with realised forward returns and the random-walk, momentum and reversal
-baselines.
+baselines, each mean with its Newey–West p-value, and says which are significant.
 """
 from __future__ import annotations
 
@@ -20,7 +20,14 @@ from ..data import load_panel
 from ..execution import DEFAULT_EXECUTION, EXECUTIONS
 from ..io import atomic_path
 from ..signals.store import read_scores, write_scores
-from .options import add_model_args, add_scoring_args, csv_list, int_option, scoring_options
+from .options import (
+    add_model_args,
+    add_scoring_args,
+    csv_list,
+    int_option,
+    probability,
+    scoring_options,
+)
 
 
 def _sharded(args: argparse.Namespace) -> bool:
@@ -128,6 +135,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"score metadata: none stored in {args.scores}")
     print(result.table())
+    verdicts = result.verdicts(args.alpha)
+    if verdicts:
+        print(f"significance (two-sided Newey–West tests, level {args.alpha:g}; "
+              "see docs/statistics.md):")
+        print("\n".join(f"  {line}" for line in verdicts))
     if args.out:
         path = Path(args.out)
         with atomic_path(path) as tmp:
@@ -175,6 +187,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--reversal-window", type=int_option(1), default=5)
     e.add_argument("--log-returns", action="store_true", help="evaluate on log forward returns")
     e.add_argument("--no-baselines", action="store_true")
+    e.add_argument("--alpha", type=probability, default=0.05,
+                   help="significance level of the verdict lines (default 0.05)")
     e.add_argument("--out", default=None, help="write the summary table to this CSV")
     e.add_argument("--plot", default=None, metavar="PNG", help="save the IC chart here")
     e.set_defaults(func=_evaluate)
