@@ -3,7 +3,9 @@
 Every file the package writes for later reading goes through a temporary file in the
 target's own folder (so the rename stays on one filesystem), is flushed to disk, then
 replaces the target with :func:`os.replace`. On any error the temporary file is removed
-and the old target, if any, is left untouched. Folders (fine-tuning checkpoints) have their
+and the old target, if any, is left untouched. The result gets the mode any new file gets
+under the process's umask (``mkstemp`` creates its file 0600, which would leave results in a
+shared folder unreadable to colleagues). Folders (fine-tuning checkpoints) have their
 own swap in :mod:`kronos_quant.finetune.checkpoint`.
 """
 from __future__ import annotations
@@ -14,7 +16,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_atomic"]
+__all__ = ["atomic_path", "file_mode", "write_atomic"]
+
+
+def file_mode() -> int:
+    """The mode a newly created file gets under the current umask (0o666 & ~umask)."""
+    umask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextmanager
@@ -40,6 +49,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:  # the data must be on disk before the rename
             os.fsync(handle.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # already gone after a successful rename
