@@ -399,7 +399,8 @@ def _build_model() -> type:
         def __init__(self, model: str, tokenizer: str, *, lookback: int = 64, pred_len: int = 2,
                      sample_count: int = 8, scorer: str = "expected_return", seed: int = 0,
                      cache_dir: str | None = None, device: str | None = None,
-                     max_context: int = 512, T: float = 1.0, top_k: int = 0, top_p: float = 0.9,
+                     max_context: int | None = None, T: float = 1.0, top_k: int = 0,
+                     top_p: float = 0.9,
                      batch_size: int = 256, finetune: dict | None = None, verbose: bool = False):
             self.model, self.tokenizer, self.device = str(model), str(tokenizer), device
             self.max_context, self.finetune, self.verbose = max_context, finetune, verbose

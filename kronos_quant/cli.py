@@ -33,8 +33,10 @@ def add_model_args(parser: argparse.ArgumentParser, *, default_model: str | None
                         help="tokenizer: Hub id (e.g. NeoQuasar/Kronos-Tokenizer-base) "
                              "or directory")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: auto)")
-    parser.add_argument("--max-context", type=int_option(1), default=512,
-                        help="longest window the predictor sees (512 small/base, 2048 mini)")
+    parser.add_argument("--max-context", type=int_option(1), default=None,
+                        help="longest window the predictor sees (default: the context the "
+                             "checkpoint was trained on: 512 small/base, 2048 mini, a "
+                             "finetuned run's lookback + pred-len; else 512)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,8 @@ from .inputs import (
     BAR_COLUMNS,
     PRICE_COLUMNS,
     bar_value_problem,
+    check_bar_ranges,
+    check_jumps,
     clean_bars,
     frame_timestamps,
     match_columns,
@@ -132,28 +134,53 @@ def validate_panel(panel: pd.DataFrame, *, require_amount: bool = False) -> pd.D
     if extra:
         logger.debug("validate_panel: dropping non-canonical columns %s", extra)
     data = {c: _checked_column(panel, c) for c in present}
+    check_bar_ranges(data, labels={c: c for c in PRICE_COLUMNS}, source="panel",
+                     where=lambda row: _key(panel, row))
     return pd.DataFrame(data, index=panel.index)
 
 
-def _normalize_frame(frame: pd.DataFrame, source: str, datetime_col: str | None) -> pd.DataFrame:
+def _normalize_frame(frame: pd.DataFrame, source: str, datetime_col: str | None, *,
+                     date_format: str | None = None, repair: str | None = None,
+                     rows: object = None) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"{source}: expected a DataFrame, got {type(frame).__name__}")
-    stamps = frame_timestamps(frame, source=source, column=datetime_col).rename("datetime")
-    out = clean_bars(frame, timestamps=stamps, source=source)
+    stamps = frame_timestamps(frame, source=source, column=datetime_col,
+                              date_format=date_format, rows=rows).rename("datetime")
+    out = clean_bars(frame, timestamps=stamps, source=source, rows=rows, repair=repair)
     if "volume" not in out.columns:
         logger.warning("%s: no volume column; filling volume with 0.0", source)
         out.insert(4, "volume", 0.0)
+    order = np.argsort(stamps.to_numpy(), kind="stable")
+    file_rows = np.arange(len(out)) if rows is None else np.asarray(rows)
+    check_jumps(out["close"].to_numpy()[order], out["open"].to_numpy()[order], source=source,
+                where=lambda pos: f"row {file_rows[order[pos]]} ({stamps[order[pos]]})")
     return out
 
 
-def panel_from_frames(frames: Mapping[str, pd.DataFrame], *,
-                      datetime_col: str | None = None) -> pd.DataFrame:
+def _check_case_twins(names: list[str]) -> None:
+    """Instrument names that differ only in case are almost always one symbol typed twice."""
+    seen: dict[str, str] = {}
+    for name in names:
+        twin = seen.setdefault(name.casefold(), name)
+        if twin != name:
+            raise ValueError(f"instruments {twin!r} and {name!r} differ only in case: the same "
+                             "symbol twice? rename one or fix the case")
+
+
+def panel_from_frames(frames: Mapping[str, pd.DataFrame], *, datetime_col: str | None = None,
+                      date_format: str | None = None, repair: str | None = None,
+                      rows: Mapping[str, object] | None = None,
+                      source: str = "") -> pd.DataFrame:
     """Build a validated panel from ``{instrument: frame}``.
 
     Each frame has a DatetimeIndex or a datetime/timestamps/timestamp/date/time column
-    (or ``datetime_col``); column names are matched case-insensitively and numeric strings
-    converted. A missing ``volume`` becomes 0.0 (with a warning); ``amount`` is kept only
-    if every frame has it.
+    (or ``datetime_col``, read with ``date_format`` if given); column names are matched
+    case-insensitively and numeric strings converted. A missing ``volume`` becomes 0.0 (with
+    a warning); ``amount`` is kept only if every frame has it. Impossible bars are refused
+    unless ``repair="clip"`` (see :func:`~kronos_quant.inputs.check_bar_ranges`); instrument
+    names differing only in case are refused. ``rows`` gives, per instrument, the numbers
+    messages use for its rows (a file's data rows; default: positions); ``source`` (e.g. the
+    file) starts every message.
     """
     if not isinstance(frames, Mapping):
         raise TypeError(f"frames must be a mapping of instrument -> DataFrame, "
@@ -164,9 +191,13 @@ def panel_from_frames(frames: Mapping[str, pd.DataFrame], *,
     for name, frame in frames.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"instrument names must be non-empty strings, got {name!r}")
-        norm = _normalize_frame(frame, f"instrument {name!r}", datetime_col)
+        where = f"{source}, instrument {name!r}" if source else f"instrument {name!r}"
+        norm = _normalize_frame(frame, where, datetime_col,
+                                date_format=date_format, repair=repair,
+                                rows=None if rows is None else rows.get(name))
         norm.index = pd.MultiIndex.from_arrays([norm.index, [name] * len(norm)], names=INDEX_NAMES)
         parts.append(norm)
+    _check_case_twins(list(frames))
     lacking = [n for n, p in zip(frames, parts, strict=True) if "amount" not in p.columns]
     if 0 < len(lacking) < len(parts):
         logger.warning("dropping 'amount': instruments %s do not have it", lacking)
@@ -175,6 +206,7 @@ def panel_from_frames(frames: Mapping[str, pd.DataFrame], *,
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    """A CSV or Parquet file as read; the one-line errors say what is wrong with the file."""
     try:
         if path.suffix.lower() == ".csv":
             header = pd.read_csv(path, nrows=0).columns
@@ -183,8 +215,18 @@ def _read_table(path: Path) -> pd.DataFrame:
             frame = pd.read_csv(path, dtype=as_text)
         else:
             frame = pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty: no header and no rows") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.object[err.start]:#x} at offset "
+                         f"{err.start}); save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                         ) from None
     except (OSError, ValueError) as exc:
-        raise ValueError(f"could not read {path}: {exc}") from exc
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"could not read {path}: {detail}") from None
+    if len(frame) == 0:
+        raise ValueError(f"{path} has a header ({', '.join(map(str, frame.columns))}) but no "
+                         "data rows")
     # Round-tripped panels carry their keys in the index; treat them as ordinary columns.
     return frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
 
@@ -228,7 +270,7 @@ def _read_directory(path: Path) -> dict[str, pd.DataFrame]:
 
 def load_panel(
     path: str | Path, *, instrument_col: str = "instrument", datetime_col: str | None = None,
-    freq: str | None = None,
+    freq: str | None = None, date_format: str | None = None, repair: str | None = None,
 ) -> pd.DataFrame:
     """Load a validated panel from a long-format file or a directory of per-symbol files.
 
@@ -236,7 +278,10 @@ def load_panel(
     or a directory holding one such file per instrument (instrument = file stem).
     ``instrument_col`` names the instrument column of a long file (at the default,
     symbol/code/ticker are also accepted); ``datetime_col`` is auto-detected when None;
-    ``freq`` aggregates the bars with :func:`resample_panel`.
+    ``freq`` aggregates the bars with :func:`resample_panel`; ``date_format`` reads the
+    stamps (e.g. ``'%d/%m/%Y'`` for day-first dates); ``repair="clip"`` widens impossible
+    bars instead of refusing them. Errors name the file's rows counted from 1 (the first data
+    row; the header is not counted).
     """
     path = Path(path)
     if not path.exists():
@@ -250,7 +295,9 @@ def load_panel(
                          f"expected one of {TABLE_SUFFIXES}")
     if not frames:
         raise ValueError(f"{path} contains no rows")
-    panel = panel_from_frames(frames, datetime_col=datetime_col)
+    rows = {name: frame.index.to_numpy() + 1 for name, frame in frames.items()}
+    panel = panel_from_frames(frames, datetime_col=datetime_col, date_format=date_format,
+                              repair=repair, rows=rows, source="" if path.is_dir() else str(path))
     return panel if freq is None else resample_panel(panel, freq)
 
 

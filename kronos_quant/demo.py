@@ -84,7 +84,7 @@ def embedded_demo(root: str | Path | None = None) -> DemoAssets | None:
 
 
 def demo_predictor(model: str | None = None, tokenizer: str | None = None, *,
-                   device: str | None = None, max_context: int = 512,
+                   device: str | None = None, max_context: int | None = None,
                    assets: DemoAssets | None = None) -> tuple[KronosPredictor, str]:
     """The predictor the demo uses and a label saying honestly what it is."""
     if (model is None) != (tokenizer is None):
