@@ -327,7 +327,9 @@ def compare_scorers(scores: pd.DataFrame, provider_uri: str | Path, *,
 
 def handler_panel(frame: pd.DataFrame) -> pd.DataFrame:
     """A handler's raw feature frame (columns ``("feature", name)`` or ``$name``) → our canonical
-    panel; slots without a close (gaps, before listing) are dropped."""
+    panel; slots without a close (gaps, before listing) are dropped. A provider written from
+    plain OHLCV has no ``amount`` (Qlib reads it as NaN): the column is dropped and the
+    forecasts derive it from volume and prices, as for any panel without it."""
     from ..data import validate_panel
 
     if isinstance(frame.columns, pd.MultiIndex):
@@ -337,6 +339,13 @@ def handler_panel(frame: pd.DataFrame) -> pd.DataFrame:
     if list(frame.index.names) == ["instrument", "datetime"]:
         frame = frame.swaplevel()
     frame = frame[frame["close"].notna()].astype(np.float64).sort_index()
+    if "amount" in frame.columns and frame["amount"].isna().any():
+        lacking = frame.index[frame["amount"].isna().to_numpy()].get_level_values(-1).unique()
+        if frame["amount"].notna().any():
+            logger.warning("dropping 'amount': the provider has none for %d instrument(s) (%s); "
+                           "it is derived from volume and prices instead", len(lacking),
+                           ", ".join(map(str, lacking[:5])))
+        frame = frame.drop(columns="amount")
     frame.index = frame.index.set_levels(frame.index.levels[1].astype(str), level="instrument")
     return validate_panel(frame)
 
@@ -436,7 +445,9 @@ def _build_model() -> type:
             settings = {"out_dir": "runs/qlib_kronos", **split, **self.finetune,
                         "task": "predictor", "init": self.model, "tokenizer": self.tokenizer,
                         "lookback": self.options["lookback"],
-                        "pred_len": self.options["pred_len"], "max_context": self.max_context}
+                        "pred_len": self.options["pred_len"]}
+            if self.max_context is not None:
+                settings["max_context"] = self.max_context
             result = run_finetune(FinetuneConfig.from_dict(settings),
                                   panel=_raw_history(dataset, end))
             best = result.run_dir / "best"
