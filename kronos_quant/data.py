@@ -205,6 +205,18 @@ def panel_from_frames(frames: Mapping[str, pd.DataFrame], *, datetime_col: str |
     return validate_panel(pd.concat(parts).sort_index())
 
 
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8 (pandas' own offset counts from its read buffer)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+        return f"{path} is not UTF-8 text; save it as UTF-8"
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        return (f"{path} is not UTF-8 text (byte {raw[err.start]:#x} on line {line}); save it "
+                "as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     """A CSV or Parquet file as read; the one-line errors say what is wrong with the file."""
     try:
@@ -217,10 +229,8 @@ def _read_table(path: Path) -> pd.DataFrame:
             frame = pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path} is empty: no header and no rows") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text (byte {err.object[err.start]:#x} at offset "
-                         f"{err.start}); save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-                         ) from None
+    except UnicodeDecodeError:
+        raise ValueError(_not_utf8(path)) from None
     except (OSError, ValueError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"could not read {path}: {detail}") from None
@@ -249,7 +259,7 @@ def _split_long(frame: pd.DataFrame, instrument_col: str, path: Path) -> dict[st
     labels = frame[col]
     if labels.isna().any():
         raise ValueError(f"{source}: instrument column {col!r} is empty "
-                         f"at row {int(np.argmax(labels.isna()))}")
+                         f"at row {int(np.argmax(labels.isna())) + 1}")
     labels = labels.astype("string")
     return {str(name): part.drop(columns=col) for name, part in frame.groupby(labels, sort=True)}
 

@@ -123,11 +123,14 @@ def _unreadable_stamps(series: pd.Series, what: str, fmt: str | None,
                           f"{text.iloc[0]!r}); set the date format (date_format= / "
                           "--date-format), e.g. '%Y-%m-%d %H:%M'")
     pos = int(np.argmax(bad))
-    hint = ("day-first dates? " if guess and guess.startswith("%m/%d") else "")
-    swapped = guess.replace("%m/%d", "%d/%m") if hint else "the format"
-    return ValueError(f"{what}: {text.iloc[pos]!r} at row {_row(rows, pos)} does not match the "
-                      f"date format {guess!r} of the first rows; {hint}set the date format "
-                      f"(date_format= / --date-format), e.g. {swapped!r}")
+    known = f"the given date format {fmt!r}" if fmt else f"the date format {guess!r} of the " \
+        "first rows"
+    day_first = guess.startswith("%m/%d")
+    fix = (f"day-first dates? set the date format (date_format= / --date-format), e.g. "
+           f"{guess.replace('%m/%d', '%d/%m')!r}" if day_first else
+           "fix the value or set the date format (date_format= / --date-format)")
+    return ValueError(f"{what}: {text.iloc[pos]!r} at row {_row(rows, pos)} does not match "
+                      f"{known}; {fix}")
 
 
 def parse_timestamps(values: Any, *, what: str, date_format: str | None = None,

@@ -178,11 +178,11 @@ def test_indicator_sweep_runs_the_model_once_per_window(tmp_path):
     tok, model = tiny_pair(0)
     predictor = KronosPredictor(model, tok, device="cpu", max_context=32)
     calls = _counting(predictor)
-    options = dict(lookback=8, pred_len=2, sample_count=2, scorer=SCORERS, param_product=True,
+    options = dict(lookback=16, pred_len=2, sample_count=2, scorer=SCORERS, param_product=True,
                    predictor=predictor, freq=5, seed=0, verbose=False,
                    **{f: wide[f] for f in ("open", "high", "low", "volume")})
     ind = KronosIndicator.run(wide["close"], **options)
-    expected = score_panel(predictor, panel, lookback=8, pred_len=2, sample_count=2,
+    expected = score_panel(predictor, panel, lookback=16, pred_len=2, sample_count=2,
                            scorers=SCORERS, freq=5, seed=0, verbose=False)
     windows = len(expected)
     assert sum(calls) == 2 * windows  # once for the indicator's sweep, once for score_panel

@@ -73,7 +73,7 @@ def test_backtest_scores_with_the_model_and_reports_coverage(files, tmp_path):
                                                                    "SYN003"])].iloc[:4 * 40]
     small.to_parquet(tmp_path / "small.parquet")
     args = _parse(["-q", "backtest", "--panel", str(tmp_path / "small.parquet"),
-                   "--model", str(model_dir), "--tokenizer", str(tok_dir), "--lookback", "8",
+                   "--model", str(model_dir), "--tokenizer", str(tok_dir), "--lookback", "16",
                    "--pred-len", "2", "--samples", "4", "--freq", "5", "--calibration",
                    "--topk", "2", "--out", str(tmp_path / "out")])
     assert args.func(args) == 0

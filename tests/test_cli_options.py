@@ -22,7 +22,7 @@ CASES = [
     (backtest_cli, ["backtest", "--panel", "p", "--out", "o"], "--n-drop", 0),
     (backtest_cli, ["backtest", "--panel", "p", "--out", "o"], "--samples", 1),
     (signals_cli, ["score", "--panel", "p"], "--pred-len", 1),
-    (signals_cli, ["score", "--panel", "p"], "--lookback", 2),
+    (signals_cli, ["score", "--panel", "p"], "--lookback", 16),
     (signals_cli, ["evaluate", "--scores", "s", "--panel", "p"], "--horizon", 1),
     (signals_cli, ["evaluate", "--scores", "s", "--panel", "p"], "--quantiles", 2),
     (signals_cli, ["evaluate", "--scores", "s", "--panel", "p"], "--top-k", 1),
