@@ -158,13 +158,15 @@ def _normalize_frame(frame: pd.DataFrame, source: str, datetime_col: str | None,
 
 
 def _check_case_twins(names: list[str]) -> None:
-    """Instrument names that differ only in case are almost always one symbol typed twice."""
+    """Instrument names that differ only in case or surrounding spaces are almost always one
+    symbol typed twice."""
     seen: dict[str, str] = {}
     for name in names:
-        twin = seen.setdefault(name.casefold(), name)
+        twin = seen.setdefault(name.strip().casefold(), name)
         if twin != name:
-            raise ValueError(f"instruments {twin!r} and {name!r} differ only in case: the same "
-                             "symbol twice? rename one or fix the case")
+            how = "case" if twin.strip() != name.strip() else "surrounding spaces"
+            raise ValueError(f"instruments {twin!r} and {name!r} differ only in {how}: the same "
+                             "symbol twice? rename one or fix the names")
 
 
 def panel_from_frames(frames: Mapping[str, pd.DataFrame], *, datetime_col: str | None = None,

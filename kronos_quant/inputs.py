@@ -528,6 +528,10 @@ def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
         if len(y_index) != pred_len:
             raise ValueError(f"y_timestamp has {len(y_index)} entries but pred_len is {pred_len}")
     y_ts = parse_timestamps(y_index, what="y_timestamp")
+    check_timestamps(y_ts, what="y_timestamp")
+    if y_ts[0] <= x_ts[-1]:
+        raise ValueError(f"y_timestamp starts at {y_ts[0]}, not after the last context bar "
+                         f"{x_ts[-1]}: forecasts are for the bars after the context")
     x, mean, std = normalise_bars(raw, clip)
     return PreparedSeries(x=x, x_stamp=time_features(x_ts), y_stamp=time_features(y_ts),
                           mean=mean, std=std, x_index=x_ts, y_index=y_index, raw=raw)

@@ -312,6 +312,14 @@ FORECAST_ROWS = [
     Row("forecast: y_timestamp of another length",
         _fc(B, y_timestamp=pd.date_range("2030-01-01", periods=5)),
         "y_timestamp has 5 entries but pred_len is 2"),
+    Row("forecast: y_timestamp inside the context",
+        _fc(B, y_timestamp=B.index[-2:]),
+        f"y_timestamp starts at {B.index[-2]}, not after the last context bar {B.index[-1]}: "
+        "forecasts are for the bars after the context"),
+    Row("forecast: y_timestamp out of order",
+        _fc(B, y_timestamp=pd.DatetimeIndex(["2030-01-03", "2030-01-02"])),
+        "y_timestamp has a non-increasing timestamp at position 1: 2030-01-03 00:00:00 then "
+        "2030-01-02 00:00:00"),
     Row("forecast: pred_len beyond max_context", _fc(B, pred_len=33),
         "pred_len must be an integer in 1..32, got 33"),
     Row("forecast: no sample paths", _fc(B, sample_count=0),
@@ -414,7 +422,11 @@ PANEL_ROWS = [
     Row("load_panel: names differing in case",
         _load(LONG.replace(",BBB,", ",aaa,")),
         "instruments 'AAA' and 'aaa' differ only in case: the same symbol twice? rename one or "
-        "fix the case"),
+        "fix the names"),
+    Row("panel_from_frames: names differing in surrounding spaces",
+        lambda c: panel_from_frames({"AAA": B, "AAA ": _bars(seed=3)}),
+        "instruments 'AAA' and 'AAA ' differ only in surrounding spaces: the same symbol twice? "
+        "rename one or fix the names"),
     Row("load_panel: missing instrument column",
         _load(LONG.replace("instrument", "name")),
         "file {tmp}/bars.csv: instrument column 'instrument' not found in ['datetime', 'name', "
