@@ -342,15 +342,20 @@ def check_jumps(close: np.ndarray, open_: np.ndarray, *, where: Callable,
                    open_[pos], close[pos - 1], (ratio[pos - 1] - 1) * 100)
 
 
-def check_timestamps(ts: pd.DatetimeIndex, *, what: str) -> None:
-    """Strictly increasing timestamps, or an error naming the first offending position."""
+def check_timestamps(ts: pd.DatetimeIndex, *, what: str, rows: Any = None) -> None:
+    """Strictly increasing timestamps, or an error naming the first offending position (or
+    ``rows[pos]``, e.g. a file's row); stamps running newest first get that said."""
     if len(ts) > 1:
         steps = np.asarray(ts[1:] - ts[:-1])
         bad = np.flatnonzero(steps <= np.timedelta64(0))
+        if bad.size == len(steps) and (steps < np.timedelta64(0)).all():
+            raise ValueError(f"{what} run newest first ({ts[0]} … {ts[-1]}): sort the rows "
+                             "oldest first (e.g. df.sort_index() or df.sort_values(column))")
         if bad.size:
             i = int(bad[0]) + 1
             kind = "duplicate" if ts[i] == ts[i - 1] else "non-increasing"
-            raise ValueError(f"{what} has a {kind} timestamp at position {i}: "
+            where = f"position {i}" if rows is None else f"row {_row(rows, i)}"
+            raise ValueError(f"{what} has a {kind} timestamp at {where}: "
                              f"{ts[i - 1]} then {ts[i]}")
 
 

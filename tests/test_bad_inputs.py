@@ -301,6 +301,9 @@ FORECAST_ROWS = [
     Row("forecast: unsorted timestamps", _fc(B.iloc[[0, 2, 1, *range(3, 40)]]),
         f"timestamps has a non-increasing timestamp at position 2: {B.index[2]} then "
         f"{B.index[1]}"),
+    Row("forecast: newest first", _fc(B.iloc[::-1]),
+        f"timestamps run newest first ({B.index[-1]} … {B.index[0]}): sort the rows oldest "
+        "first (e.g. df.sort_index() or df.sort_values(column))"),
     Row("forecast: no timestamps", _fc(B.reset_index(drop=True)),
         "no timestamps: no DatetimeIndex and no datetime column (one of ['datetime', "
         "'timestamps', 'timestamp', 'date', 'time']); columns are ['open', 'high', 'low', "
