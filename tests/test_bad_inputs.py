@@ -320,9 +320,10 @@ FORECAST_ROWS = [
         f"y_timestamp starts at {B.index[-2]}, not after the last context bar {B.index[-1]}: "
         "forecasts are for the bars after the context"),
     Row("forecast: y_timestamp out of order",
-        _fc(B, y_timestamp=pd.DatetimeIndex(["2030-01-03", "2030-01-02"])),
-        "y_timestamp has a non-increasing timestamp at position 1: 2030-01-03 00:00:00 then "
-        "2030-01-02 00:00:00"),
+        _fc(B, pred_len=3, y_timestamp=pd.DatetimeIndex(["2030-01-02", "2030-01-04",
+                                                         "2030-01-03"])),
+        "y_timestamp has a non-increasing timestamp at position 2: 2030-01-04 00:00:00 then "
+        "2030-01-03 00:00:00"),
     Row("forecast: pred_len beyond max_context", _fc(B, pred_len=33),
         "pred_len must be an integer in 1..32, got 33"),
     Row("forecast: no sample paths", _fc(B, sample_count=0),
