@@ -382,11 +382,11 @@ def complete_bars(cols: pd.DataFrame, *, source: str = "") -> pd.DataFrame:
 
 
 def bar_matrix(df: pd.DataFrame, timestamps: pd.DatetimeIndex | None = None, *,
-               source: str = "", repair: str | None = None) -> np.ndarray:
-    """The six bar columns as float32 (L, 6), checked (:func:`clean_bars`, ``repair`` passed
-    through) and completed (:func:`complete_bars`)."""
-    cols = complete_bars(clean_bars(df, timestamps=timestamps, source=source, repair=repair),
-                         source=source)
+               source: str = "", repair: str | None = None, rows: Any = None) -> np.ndarray:
+    """The six bar columns as float32 (L, 6), checked (:func:`clean_bars`, ``repair`` and
+    ``rows`` passed through) and completed (:func:`complete_bars`)."""
+    cols = complete_bars(clean_bars(df, timestamps=timestamps, source=source, repair=repair,
+                                    rows=rows), source=source)
     return cols[list(BAR_COLUMNS)].to_numpy(np.float64).astype(np.float32)
 
 
@@ -504,6 +504,16 @@ def _check_moves(raw: np.ndarray, where: Callable) -> None:
     check_jumps(raw[:, 3], raw[:, 0], where=where)
 
 
+def frame_rows(df: pd.DataFrame) -> np.ndarray | None:
+    """The row numbers messages give a frame's rows: its integer index when it has one that
+    looks like row numbers (a slice of a file keeps the file's numbers), else None (positions)."""
+    index = df.index
+    if (isinstance(index, pd.MultiIndex) or not pd.api.types.is_integer_dtype(index)
+            or len(index) == 0 or index.min() < 0 or index.max() >= 10**9):
+        return None
+    return index.to_numpy()
+
+
 def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
                    y_timestamp: Any = None, clip: float = 5.0,
                    calendar: CalendarLike = None, repair: str | None = None) -> PreparedSeries:
@@ -514,18 +524,20 @@ def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
     wall-clock time. Contexts shorter than :data:`MIN_CONTEXT` bars and constant ones are
     refused. Without ``y_timestamp`` the future stamps are
     :func:`~kronos_quant.calendars.future_timestamps` of the context stamps (``calendar``
-    passed through).
+    passed through). Messages name rows by :func:`frame_rows`.
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    x_ts = (frame_timestamps(df) if x_timestamp is None
+    rows = frame_rows(df)
+    x_ts = (frame_timestamps(df, rows=rows) if x_timestamp is None
             else parse_timestamps(x_timestamp, what="x_timestamp"))
     if len(x_ts) != len(df):
         raise ValueError(f"x_timestamp has {len(x_ts)} entries for {len(df)} rows")
-    check_timestamps(x_ts, what="x_timestamp" if x_timestamp is not None else "timestamps")
-    raw = bar_matrix(df, x_ts, repair=repair)
+    check_timestamps(x_ts, what="x_timestamp" if x_timestamp is not None else "timestamps",
+                     rows=rows)
+    raw = bar_matrix(df, x_ts, repair=repair, rows=rows)
     check_context_length(len(raw))
-    _check_moves(raw, lambda pos: f"row {pos} ({x_ts[pos]})")
+    _check_moves(raw, lambda pos: f"row {_row(rows, pos)} ({x_ts[pos]})")
     if y_timestamp is None:
         y_index: pd.Index = future_timestamps(x_ts, pred_len, calendar=calendar)
     else:
