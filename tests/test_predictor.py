@@ -162,7 +162,7 @@ def test_columns_match_in_any_case_and_tz_aware_stamps_use_their_wall_clock(pred
         fc = predictor.forecast(frame, pred_len=3, top_k=1, sample_count=1)
         np.testing.assert_array_equal(fc.paths, want.paths)
     aware = bars.tz_localize("Europe/Paris")
-    with caplog.at_level(logging.INFO, logger="kronos_quant.inputs"):
+    with caplog.at_level(logging.INFO, logger="kronos_quant"):
         fc = predictor.forecast(aware, pred_len=3, top_k=1, sample_count=1)
     assert "converted to their local wall-clock time" in caplog.text
     np.testing.assert_array_equal(fc.paths, want.paths)
