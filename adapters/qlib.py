@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_lag, execution_price
+from ..io import atomic_path
 from ..signals.transforms import check_scores, score_column
 from .qlib_data import (
     ALL_MARKET,
@@ -288,8 +289,8 @@ def plot_cumulative(reports: Mapping[str, pd.DataFrame], path: str | Path) -> Pa
     ax.legend(fontsize=8, loc="best")
     fig.autofmt_xdate()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     return path
 
 
@@ -318,7 +319,8 @@ def compare_scorers(scores: pd.DataFrame, provider_uri: str | Path, *,
     figure = None
     if out_dir is not None:
         figure = plot_cumulative(reports, Path(out_dir) / "scorers_cumulative_return.png")
-        table.to_csv(Path(out_dir) / "scorers.csv")
+        with atomic_path(Path(out_dir) / "scorers.csv") as tmp:
+            table.to_csv(tmp)
     return table, figure
 
 

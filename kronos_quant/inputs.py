@@ -7,7 +7,6 @@ of bar values and :func:`~kronos_quant.stamps.parse_timestamps` the one reading 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -47,18 +46,6 @@ def checked_int(value: Any, *, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
-
-
-def int_option(minimum: int = 1) -> Callable[[str], int]:
-    """argparse ``type=`` for an integer option >= ``minimum`` (a clear usage error otherwise)."""
-    def parse(text: str) -> int:
-        try:
-            return checked_int(int(text), name="value", minimum=minimum)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, "
-                                             f"got {text!r}") from None
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
 
 
 def _prefix(source: str) -> str:
@@ -177,7 +164,8 @@ def check_bar_ranges(data: dict[str, np.ndarray], *, labels: dict[str, Any], whe
     if repair is None:
         raise ValueError(f"{_prefix(source)}impossible bar at {where(pos)}: "
                          f"{_bar_text(data, pos, labels)} (high must be >= open, close and "
-                         f"low; low <= open and close); fix the data or pass repair='clip'")
+                         f"low; low <= open and close); fix the data or pass repair='clip' "
+                         "(--repair clip)")
     stacked = np.stack([data[k] for k in PRICE_COLUMNS])  # (4, L)
     fixed = dict(data, high=stacked.max(axis=0), low=stacked.min(axis=0))
     shown = "; ".join(f"{where(int(i))}: high {data['high'][i]:g} -> {fixed['high'][i]:g}, "
@@ -241,6 +229,18 @@ def clean_bars(df: pd.DataFrame, *, timestamps: pd.DatetimeIndex | None = None,
     data = check_bar_ranges(data, labels=found, where=where, source=source, repair=repair)
     _notices(df, data, found, source)
     return pd.DataFrame(data, index=timestamps if timestamps is not None else df.index)
+
+
+def check_name_twins(names: list[str]) -> None:
+    """Instrument names that differ only in case or surrounding spaces are almost always one
+    symbol typed twice."""
+    seen: dict[str, str] = {}
+    for name in names:
+        twin = seen.setdefault(name.strip().casefold(), name)
+        if twin != name:
+            how = "case" if twin.strip() != name.strip() else "surrounding spaces"
+            raise ValueError(f"instruments {twin!r} and {name!r} differ only in {how}: the same "
+                             "symbol twice? rename one or fix the names")
 
 
 def check_jumps(close: np.ndarray, open_: np.ndarray, *, where: Callable,

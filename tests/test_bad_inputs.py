@@ -134,8 +134,7 @@ def test_case3_impossible_bars_are_refused_or_clipped_with_a_log(predictor, capl
     row = bars.iloc[7]
     assert str(info.value) == (
         f"impossible bar at row 7 ({bars.index[7]}): open {row['open']:g}, high 9, low 9.5, "
-        f"close {row['close']:g} (high must be >= open, close and low; low <= open and close); "
-        "fix the data or pass repair='clip'")
+        f"close {row['close']:g} {RULES}")
     with caplog.at_level(logging.WARNING):
         fc = predictor.forecast(bars, pred_len=2, sample_count=1, repair="clip")
     prices = row[["open", "high", "low", "close"]].to_numpy(float)
@@ -212,7 +211,7 @@ def _row_text(df: pd.DataFrame, i: int) -> str:
 
 
 RULES = "(high must be >= open, close and low; low <= open and close); fix the data or pass " \
-        "repair='clip'"
+        "repair='clip' (--repair clip)"
 HIGH_LOW = _with(B, 7, high=9.0, low=9.5)
 HIGH_CLOSE = _with(B, 7, high=float(B["close"].iloc[7]) * 0.99)
 LOW_OPEN = _with(B, 7, low=float(B["open"].iloc[7]) * 1.01)
