@@ -433,8 +433,9 @@ def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
             else parse_timestamps(x_timestamp, what="x_timestamp"))
     if len(x_ts) != len(df):
         raise ValueError(f"x_timestamp has {len(x_ts)} entries for {len(df)} rows")
-    check_timestamps(x_ts, what="x_timestamp" if x_timestamp is not None else "timestamps",
-                     rows=rows)
+    what = ("x_timestamp" if x_timestamp is not None else "the index"
+            if isinstance(df.index, pd.DatetimeIndex) else f"column {x_ts.name!r}")
+    check_timestamps(x_ts, what=what, rows=rows)
     raw = bar_matrix(df, x_ts, repair=repair, rows=rows)
     check_context_length(len(raw))
     _check_moves(raw, lambda pos: f"row {row_number(rows, pos)} ({x_ts[pos]})")

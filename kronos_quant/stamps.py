@@ -109,8 +109,9 @@ def check_timestamps(ts: pd.DatetimeIndex, *, what: str, rows: Any = None) -> No
         steps = np.asarray(ts[1:] - ts[:-1])
         bad = np.flatnonzero(steps <= np.timedelta64(0))
         if bad.size == len(steps) and (steps < np.timedelta64(0)).all():
-            raise ValueError(f"{what} run newest first ({ts[0]} … {ts[-1]}): sort the rows "
-                             "oldest first (e.g. df.sort_index() or df.sort_values(column))")
+            raise ValueError(f"{what}: timestamps run newest first ({ts[0]} … {ts[-1]}): sort "
+                             "the rows oldest first (e.g. df.sort_index() or "
+                             "df.sort_values(column))")
         if bad.size:
             i = int(bad[0]) + 1
             kind = "duplicate" if ts[i] == ts[i - 1] else "non-increasing"

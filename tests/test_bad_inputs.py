@@ -177,6 +177,64 @@ def test_case5_integer_epoch_stamps_in_the_api_get_the_csv_hint(predictor):
                                "pd.to_datetime(values, unit='s')")
 
 
+def _run_cli(argv: list[str]) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from kronos_quant.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_case4_cli_messages_name_the_files_rows_and_no_api_argument(tmp_path):
+    """A bad bar inside the --lookback window is named by its row in the file (it was the
+    window's position), and a CLI user never reads ``x_timestamp``."""
+    bars = _bars(200, freq="B").reset_index().rename(columns={"timestamps": "Date"})
+    bars.loc[189, "high"] = bars.loc[189, "low"] * 0.5  # the file's data row 190
+    bars.loc[194, "Date"] = bars.loc[193, "Date"]  # and row 195 repeats row 194's stamp
+    path = tmp_path / "bars.csv"
+    bars.to_csv(path, index=False)
+    base = ["forecast", "--input", str(path), "--samples", "2", "--pred-len", "2",
+            "--out", str(tmp_path / "out")]
+    code, _, err = _run_cli([*base, "--lookback", "20"])
+    assert code == 2
+    assert err.startswith(f"kronos-quant forecast: error: {path}: column 'Date' has a duplicate "
+                          f"timestamp at row 195: {bars.loc[193, 'Date']} then")
+    assert "x_timestamp" not in err
+    bars.loc[194, "Date"] = bars.loc[194, "Date"] + pd.Timedelta(hours=12)
+    bars.to_csv(path, index=False)
+    code, _, err = _run_cli([*base, "--lookback", "20"])
+    assert code == 2 and f"impossible bar at row 190 ({bars.loc[189, 'Date']})" in err
+
+
+def test_case7_forecast_cli_reads_like_score(tmp_path, monkeypatch):
+    """--calendar, a MultiIndex Parquet with --instrument, and a long file without
+    --instrument refused before any model loads."""
+    from kronos_quant import assets
+
+    pytest.importorskip("exchange_calendars")
+    panel = synthetic_panel(3, 60, seed=4, start="2022-01-21")  # ends Thursday 2022-04-14
+    panel.to_parquet(tmp_path / "panel.parquet")  # (datetime, instrument) MultiIndex
+    loads = []
+    real = assets.demo_predictor
+    monkeypatch.setattr(assets, "demo_predictor", lambda *a, **k: loads.append(1) or real(*a, **k))
+    base = ["forecast", "--input", str(tmp_path / "panel.parquet"), "--samples", "2",
+            "--pred-len", "3", "--out", str(tmp_path / "out")]
+    code, _, err = _run_cli(base)
+    assert code == 2 and "holds 3 series in column 'instrument'" in err and loads == []
+    code, out, _ = _run_cli([*base, "--instrument", "SYN001", "--calendar", "XNYS"])
+    assert code == 0 and loads == [1]
+    summary = pd.read_json(tmp_path / "out" / "summary.json", typ="series")
+    assert summary["series"] == "SYN001"
+    assert summary["last_close"] == pytest.approx(panel.xs("SYN001", level=1)["close"].iloc[-1])
+    assert pd.Timestamp(summary["last_timestamp"]) == pd.Timestamp("2022-04-14")
+    # Good Friday 2022-04-15 is a weekday but not an XNYS session: the horizon skips it.
+    assert pd.Timestamp(summary["horizon_timestamp"]) == pd.Timestamp("2022-04-20")
+
+
 # ----------------------------------------------------------------------------- the table
 @dataclass
 class Ctx:
@@ -194,7 +252,11 @@ class Row:
     id: str
     call: Callable[[Ctx], Any]
     message: str  # exact; {tmp} is the row's folder
-    error: type[Exception] | None = ValueError  # None: a warning (a logged WARNING line)
+    # None: a warning (a logged WARNING line); CLI: the command's last stderr line, exit 2.
+    error: type[Exception] | str | None = ValueError
+
+
+CLI = "cli"
 
 
 def _fc(df: pd.DataFrame, **kw) -> Callable[[Ctx], Any]:
@@ -299,13 +361,13 @@ FORECAST_ROWS = [
         _fc(B.reset_index().pipe(lambda d: _with(d, 4, timestamps=pd.NaT))),
         "column 'timestamps' has a missing timestamp at row 4"),
     Row("forecast: duplicate timestamp", _fc(B.iloc[[0, 1, 1, *range(2, 40)]]),
-        f"timestamps has a duplicate timestamp at position 2: {B.index[1]} then {B.index[1]}"),
+        f"the index has a duplicate timestamp at position 2: {B.index[1]} then {B.index[1]}"),
     Row("forecast: unsorted timestamps", _fc(B.iloc[[0, 2, 1, *range(3, 40)]]),
-        f"timestamps has a non-increasing timestamp at position 2: {B.index[2]} then "
+        f"the index has a non-increasing timestamp at position 2: {B.index[2]} then "
         f"{B.index[1]}"),
     Row("forecast: newest first", _fc(B.iloc[::-1]),
-        f"timestamps run newest first ({B.index[-1]} … {B.index[0]}): sort the rows oldest "
-        "first (e.g. df.sort_index() or df.sort_values(column))"),
+        f"the index: timestamps run newest first ({B.index[-1]} … {B.index[0]}): sort the rows "
+        "oldest first (e.g. df.sort_index() or df.sort_values(column))"),
     Row("forecast: no timestamps", _fc(B.reset_index(drop=True)),
         "no timestamps: no DatetimeIndex and no datetime column (one of ['datetime', "
         "'timestamps', 'timestamp', 'date', 'time']); columns are ['open', 'high', 'low', "
@@ -550,7 +612,108 @@ QLIB_ROWS = [
         f"{_bar(35, high=1.0)} {RULES}"),
 ]
 
-BAD_INPUTS = FORECAST_ROWS + PANEL_ROWS + SIGNAL_ROWS + QLIB_ROWS
+def _cli(*argv: str, files: dict[str, str | bytes] | None = None) -> Callable[[Ctx], Any]:
+    """Run ``kronos-quant *argv`` in the row's folder ({tmp} in argv); return stderr."""
+    def call(c: Ctx) -> tuple[int, str]:
+        import contextlib
+        import io
+
+        from kronos_quant.cli import main
+
+        for name, text in (files or {}).items():
+            c.csv(text, name)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = main([a.replace("{tmp}", str(c.tmp)) for a in argv])
+            except SystemExit as exit_:  # argparse's usage errors
+                code = exit_.code
+        return code, err.getvalue()
+    return call
+
+
+ONE = _long_csv(40, ("AAA",)).replace(",AAA,", ",").replace("instrument,", "")
+ONE_LINES = ONE.splitlines()
+FC = ("forecast", "--input", "{tmp}/bars.csv", "--pred-len", "2", "--samples", "2",
+      "--out", "{tmp}/out")
+SCORE = ("score", "--panel", "{tmp}/bars.csv", "--pred-len", "2", "--samples", "2",
+         "--out", "{tmp}/s.parquet")
+EVAL = ("evaluate", "--scores", "{tmp}/s.parquet", "--panel", "{tmp}/bars.csv")
+PANEL_CSV = PANEL.reset_index().to_csv(index=False)
+
+CLI_ROWS = [
+    Row("forecast CLI: --lookback beyond the data", _cli(*FC, "--lookback", "100",
+                                                         files={"bars.csv": ONE}),
+        "kronos-quant forecast: error: --lookback 100 is more than the 40 bars in "
+        "{tmp}/bars.csv", CLI),
+    Row("forecast CLI: --lookback beyond the model's trained context",
+        _cli(*FC, "--lookback", "150", files={"bars.csv": _long_csv(200, ("AAA",))
+                                              .replace(",AAA,", ",").replace("instrument,", "")}),
+        "kronos-quant forecast: error: --lookback 150 is longer than the model's context of 140 "
+        "bars (what it was trained on, or --max-context): lower --lookback, or raise "
+        "--max-context knowingly", CLI),
+    Row("forecast CLI: --lookback below the minimum", _cli(*FC, "--lookback", "8"),
+        "kronos-quant forecast: error: argument --lookback: must be an integer >= 16, got '8'",
+        CLI),
+    Row("forecast CLI: an unknown --repair", _cli(*FC, "--repair", "drop"),
+        "kronos-quant forecast: error: argument --repair: invalid choice: 'drop' (choose from "
+        "'clip')", CLI),
+    Row("forecast CLI: a long file without --instrument", _cli(*FC, files={"bars.csv": LONG}),
+        "kronos-quant forecast: error: {tmp}/bars.csv holds 2 series in column 'instrument' "
+        "(AAA, BBB); pick one (instrument=, --instrument)", CLI),
+    Row("forecast CLI: an --instrument not in the file",
+        _cli(*FC, "--instrument", "CCC", files={"bars.csv": LONG}),
+        "kronos-quant forecast: error: instrument 'CCC' is not in column 'instrument' of "
+        "{tmp}/bars.csv; found AAA, BBB", CLI),
+    Row("forecast CLI: --model without --tokenizer",
+        _cli(*FC, "--model", "x", files={"bars.csv": ONE}),
+        "kronos-quant forecast: error: give both --model and --tokenizer, or neither", CLI),
+    Row("forecast CLI: header only", _cli(*FC, files={"bars.csv": ONE_LINES[0] + "\n"}),
+        "kronos-quant forecast: error: {tmp}/bars.csv has a header (datetime, open, high, low, "
+        "close, volume) but no data rows", CLI),
+    Row("forecast CLI: day-first dates",
+        _cli(*FC, files={"bars.csv": _long_csv(40, ("AAA",), fmt="%d/%m/%Y")}),
+        "kronos-quant forecast: error: file {tmp}/bars.csv, instrument 'AAA': column 'datetime': "
+        "'13/01/2024' at row 12 does not match the date format '%m/%d/%Y' of the first rows; "
+        "day-first dates? set the date format (date_format= / --date-format), e.g. '%d/%m/%Y'",
+        CLI),
+    Row("forecast CLI: an impossible bar, named by its file row",
+        _cli(*FC, files={"bars.csv": "\n".join(
+            ONE_LINES[:36] + [",".join(ONE_LINES[36].split(",")[:2] + ["1.0"]
+                                       + ONE_LINES[36].split(",")[3:])] + ONE_LINES[37:])
+            + "\n"}),
+        "kronos-quant forecast: error: {tmp}/bars.csv: impossible bar at row 36 "
+        f"({pd.Timestamp(ONE_LINES[36].split(',')[0])}): " + ", ".join(
+            f"{k} {float(v):g}" for k, v in zip(("open", "high", "low", "close"),
+                                                [ONE_LINES[36].split(",")[1], "1.0",
+                                                 *ONE_LINES[36].split(",")[3:5]], strict=True))
+        + f" {RULES}", CLI),
+    Row("forecast CLI: stamps newest first",
+        _cli(*FC, files={"bars.csv": "\n".join([ONE_LINES[0], *ONE_LINES[:0:-1]]) + "\n"}),
+        "kronos-quant forecast: error: {tmp}/bars.csv: column 'datetime': timestamps run newest "
+        f"first ({pd.Timestamp(ONE_LINES[-1].split(',')[0])} … "
+        f"{pd.Timestamp(ONE_LINES[1].split(',')[0])}): sort the rows oldest first (e.g. "
+        "df.sort_index() or df.sort_values(column))", CLI),
+    Row("score CLI: --lookback beyond the model's trained context",
+        _cli(*SCORE, "--lookback", "200", files={"bars.csv": PANEL_CSV}),
+        "kronos-quant score: error: --lookback 200 is longer than the model's context of 140 "
+        "bars (what it was trained on, or --max-context): lower --lookback, or raise "
+        "--max-context knowingly", CLI),
+    Row("score CLI: a panel file with an impossible bar",
+        _cli(*SCORE, files={"bars.csv": _edit(35, 3, "1.0")}),
+        f"kronos-quant score: error: {{tmp}}/bars.csv, instrument 'BBB': impossible bar at row "
+        f"35 ({_stamp(35)}): {_bar(35, high=1.0)} {RULES}", CLI),
+    Row("score CLI: a --date-format the file does not have",
+        _cli(*SCORE, "--date-format", "%d/%m/%Y", files={"bars.csv": LONG}),
+        "kronos-quant score: error: {tmp}/bars.csv, instrument 'AAA': column 'datetime': "
+        "'2024-01-02' at row 1 does not match the given date format '%d/%m/%Y'; fix the value "
+        "or set the date format (date_format= / --date-format)", CLI),
+    Row("evaluate CLI: a scores file that does not exist",
+        _cli(*EVAL, files={"bars.csv": PANEL_CSV}),
+        "kronos-quant evaluate: error: scores file {tmp}/s.parquet does not exist", CLI),
+]
+
+BAD_INPUTS = FORECAST_ROWS + PANEL_ROWS + SIGNAL_ROWS + QLIB_ROWS + CLI_ROWS
 
 
 @pytest.fixture()
@@ -562,7 +725,10 @@ def ctx(tmp_path, pair):
 @pytest.mark.parametrize("row", BAD_INPUTS, ids=[r.id for r in BAD_INPUTS])
 def test_bad_input(row: Row, ctx: Ctx, caplog):
     expected = row.message.replace("{tmp}", str(ctx.tmp))
-    if row.error is None:
+    if row.error == CLI:
+        code, err = row.call(ctx)
+        assert code == 2 and err.strip().splitlines()[-1] == expected, err
+    elif row.error is None:
         with caplog.at_level(logging.WARNING):
             row.call(ctx)
         said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
