@@ -235,6 +235,32 @@ def test_case7_forecast_cli_reads_like_score(tmp_path, monkeypatch):
     assert pd.Timestamp(summary["horizon_timestamp"]) == pd.Timestamp("2022-04-20")
 
 
+def test_case8_pit_histogram_bins_are_filled_by_few_paths_and_turnover_names_its_set(tmp_path):
+    """With 4 paths the PIT takes 5 values: 10 plain bins left every other one empty, so a
+    calibrated forecast looked broken. Slots spread over the bins fill them evenly."""
+    from kronos_quant.signals import pit_histogram, pit_values
+
+    rng = np.random.default_rng(0)
+    draws = rng.standard_normal((20_000, 5))  # realised value and 4 paths, one distribution
+    pit = pit_values(draws[:, 1:], draws[:, 0])
+    plain = pit_histogram(pit)
+    assert (plain == 0).sum() == 5  # the bug: half the bins can never be reached
+    spread = pit_histogram(pit, samples=4)
+    assert spread.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(spread.to_numpy(), 0.1, atol=0.01)  # calibrated: flat
+    # A forecast too narrow (all paths near the centre) still shows the U shape.
+    narrow = pit_values(0.2 * draws[:, 1:], draws[:, 0])
+    shape = pit_histogram(narrow, samples=4).to_numpy()
+    assert shape[0] > 0.2 and shape[-1] > 0.2 and shape[4] < 0.1
+    scores = SCORES.to_frame()
+    scores.to_parquet(tmp_path / "s.parquet")
+    PANEL.reset_index().to_csv(tmp_path / "panel.csv", index=False)
+    code, out, _ = _run_cli(["evaluate", "--scores", str(tmp_path / "s.parquet"), "--panel",
+                             str(tmp_path / "panel.csv"), "--horizon", "1", "--top-k", "2"])
+    assert code == 0 and out.count("execution next_open") == 1
+    assert "turnover of the top-2 set per rebalance" in out
+
+
 # ----------------------------------------------------------------------------- the table
 @dataclass
 class Ctx:

@@ -291,5 +291,6 @@ def _notes(frame: pd.DataFrame, fwd: pd.Series, panel: pd.DataFrame, *, horizon:
     overlap = _overlap_note(frame.index, panel, horizon)
     if overlap:
         notes.append(overlap)
-    notes.append(f"turnover of the top-{k} set per rebalance")
+    notes.append(f"turnover of the top-{k} set per rebalance (default: the top quantile's size; "
+                 f"top_k / --top-k sets the number you hold)")
     return notes
