@@ -235,6 +235,18 @@ def test_case7_forecast_cli_reads_like_score(tmp_path, monkeypatch):
     assert pd.Timestamp(summary["horizon_timestamp"]) == pd.Timestamp("2022-04-20")
 
 
+def test_case7_evaluate_without_scores_scores_with_the_embedded_model(tmp_path):
+    panel = synthetic_panel(4, 40, seed=6)
+    panel.reset_index().to_csv(tmp_path / "panel.csv", index=False)
+    code, out, err = _run_cli(["-q", "evaluate", "--panel", str(tmp_path / "panel.csv"),
+                               "--horizon", "2", "--lookback", "30", "--samples", "2",
+                               "--signals", "expected_return"])
+    assert code == 0, err
+    assert "model: kronos-quant demo model" in out and "score metadata (scored here):" in out
+    assert "  max_context: 140" in out and "  pred_len: 2" in out
+    assert "expected_return" in out.split("L/S =")[1]
+
+
 def test_case8_pit_histogram_bins_are_filled_by_few_paths_and_turnover_names_its_set(tmp_path):
     """With 4 paths the PIT takes 5 values: 10 plain bins left every other one empty, so a
     calibrated forecast looked broken. Slots spread over the bins fill them evenly."""
