@@ -746,6 +746,19 @@ CLI_ROWS = [
         "kronos-quant score: error: {tmp}/bars.csv, instrument 'AAA': column 'datetime': "
         "'2024-01-02' at row 1 does not match the given date format '%d/%m/%Y'; fix the value "
         "or set the date format (date_format= / --date-format)", CLI),
+    Row("demo CLI: --lookback beyond the bundled series",
+        _cli("demo", "--lookback", "300", "--steps", "forecast", "--out", "{tmp}/demo"),
+        "kronos-quant demo: error: --lookback 300 is more than the 250 bars in the bundled "
+        "series (MSFT (daily, adjusted))", CLI),
+    Row("demo CLI: --lookback beyond the model's trained context",
+        _cli("demo", "--lookback", "200", "--steps", "forecast", "--out", "{tmp}/demo"),
+        "kronos-quant demo: error: --lookback 200 is longer than the model's context of 140 "
+        "bars (what it was trained on, or --max-context): lower --lookback, or raise "
+        "--max-context knowingly", CLI),
+    Row("live CLI: --lookback below the minimum",
+        _cli("live", "--exchange", "binance", "--timeframe", "1m", "--state", "{tmp}/s",
+             "--lookback", "10"),
+        "kronos-quant live: error: argument --lookback: must be an integer >= 16, got '10'", CLI),
     Row("evaluate CLI: a scores file that does not exist",
         _cli(*EVAL, files={"bars.csv": PANEL_CSV}),
         "kronos-quant evaluate: error: scores file {tmp}/s.parquet does not exist", CLI),

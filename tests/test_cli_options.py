@@ -13,7 +13,7 @@ from kronos_quant.cli.options import scoring_options
 
 # (register module, argv up to the option, option, smallest valid value)
 CASES = [
-    (live_cli, ["live", "--exchange", "x", "--timeframe", "1m", "--state", "s"], "--lookback", 1),
+    (live_cli, ["live", "--exchange", "x", "--timeframe", "1m", "--state", "s"], "--lookback", 16),
     (live_cli, ["live", "--exchange", "x", "--timeframe", "1m", "--state", "s"], "--retries", 1),
     (live_cli, ["live", "--exchange", "x", "--timeframe", "1m", "--state", "s"],
      "--max-cycles", 1),
