@@ -90,7 +90,7 @@ def test_check_reports_a_changed_value(tmp_path, panel):
     small = panel[panel.index.get_level_values("instrument").isin(["SYN000", "SYN001"])]
     write_provider(small, root, verbose=False)
     altered = small.copy()
-    altered.iloc[7, 3] *= 1.5
+    altered.iloc[7, 3] = altered.iloc[7, [1, 2]].mean()  # another close inside the bar
     report = check_provider(root, panel=altered)
     day = small.index[7][0]
     assert not report.ok and any(m.startswith(f"SYN001 close {day}") for m in report.mismatches)
@@ -113,7 +113,7 @@ def test_incremental_update_appends_and_refuses_rewrites(tmp_path, panel):
     again = write_provider(update, root, verbose=False)  # rerun: nothing changes
     assert again.new_dates == 0 and check_provider(root, panel=panel).ok
     changed = panel.copy()
-    changed.iloc[50, 3] *= 1.01  # a stored close
+    changed.iloc[50, 3] = changed.iloc[50, [1, 2]].mean()  # a stored close, inside the bar
     day, name = changed.index[50]
     with pytest.raises(ValueError, match=f"rewrite history: {name} close at {day:%Y-%m-%d} is"):
         write_provider(changed, root, verbose=False)
