@@ -32,6 +32,7 @@ import pandas as pd
 
 from ..calendars import future_timestamps
 from ..forecast import forecast_summary
+from ..inputs import MIN_CONTEXT
 from ..portfolio import target_weights
 from ..signals import score_forecasts, window_seed
 from .brokers import OrderRequest
@@ -87,9 +88,9 @@ class LiveConfig:
         self.score = self.score or DEFAULT_SCORE[self.sizing]
         self.scorers = list(dict.fromkeys([*self.scorers, self.score]))
         for name in ("lookback", "pred_len", "sample_count"):
-            if getattr(self, name) < (2 if name == "lookback" else 1):
-                raise ValueError(f"{name} must be >= {2 if name == 'lookback' else 1}, "
-                                 f"got {getattr(self, name)}")
+            least = MIN_CONTEXT if name == "lookback" else 1
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
         if not 0 <= self.dead_band < 0.5:
             raise ValueError(f"dead_band must be in [0, 0.5), got {self.dead_band}")
 
@@ -222,7 +223,7 @@ class LiveLoop:
             if t not in frame.index:
                 continue  # the exchange has no candle t for this symbol (a gap)
             context = frame.loc[:t].iloc[-cfg.lookback:]
-            if len(context) < 2:
+            if len(context) < MIN_CONTEXT:  # warming up: a forecast needs MIN_CONTEXT candles
                 continue
             contexts[symbol] = context
             stamps.append(future_timestamps(context.index, cfg.pred_len))
