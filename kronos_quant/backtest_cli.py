@@ -73,7 +73,7 @@ def _vectorbt(job: BacktestJob) -> EngineResult:
     from .adapters.vectorbt import backtest
 
     pf = backtest(job.weights, job.panel, execution=job.execution, fees=job.fees,
-                  slippage=job.slippage, init_cash=job.init_cash)
+                  slippage=job.slippage, cash=job.init_cash)
     return EngineResult(pf.returns(), pf, int(pf.orders.count()))
 
 
@@ -84,7 +84,7 @@ register_engine(Engine("vectorbt", _vectorbt,
 def _backtrader(job: BacktestJob) -> EngineResult:
     from .strategies.backtrader import run
 
-    res = run(job.panel, weights=job.weights, execution=job.execution, commission=job.fees,
+    res = run(job.panel, weights=job.weights, execution=job.execution, fees=job.fees,
               slippage=job.slippage, cash=job.init_cash, stdstats=False)
     return EngineResult(res.returns, res, len(res.result.fills))
 

@@ -25,7 +25,6 @@ from kronos_quant.portfolio import align, target_weights  # noqa: E402
 from kronos_quant.qlib_cli import register  # noqa: E402
 from kronos_quant.signals import baseline_scores  # noqa: E402
 
-NO_COSTS = {"open_cost": 0.0, "close_cost": 0.0, "min_cost": 0.0}
 
 
 def _with_gaps(panel: pd.DataFrame) -> pd.DataFrame:
@@ -149,13 +148,16 @@ def test_planted_score_beats_benchmark_and_random_does_not(comparison):
 
 def test_report_risk_and_region_defaults(provider, panel, tmp_path):
     scores = planted_signal(panel)
-    result = run_topk_dropout(scores, provider, topk=5, n_drop=2, benchmark="SYN000",
-                              region="cn", start="2022-06-01", out_dir=tmp_path, verbose=False)
+    result = run_topk_dropout(scores, provider, topk=5, n_drop=2, lot_size=100,
+                              benchmark="SYN000", region="cn", start="2022-06-01",
+                              out_dir=tmp_path, verbose=False)
     assert {"return", "bench", "cost", "turnover"} <= set(result.report.columns)
     assert result.report.index[0] == pd.Timestamp("2022-06-01")
     assert list(result.risk.columns) == ["excess_return_without_cost", "excess_return_with_cost"]
     assert result.settings["trade_unit"] == 100 and result.settings["limit_threshold"] == 0.095
     assert result.settings["deal_price"] == "open"  # next_open, the default execution
+    assert result.settings["spec"]["lot_size"] == 100 and result.settings["account"] == 1e6
+    assert result.extra["differences"]["qlib_rules"][2] == "lots: orders rounded to 100 shares"
     held = result.holdings.iloc[-1]
     assert (held[held > 0] % 100 == 0).all()  # CN lots
     bench = panel["close"].xs("SYN000", level="instrument").pct_change()
@@ -174,8 +176,8 @@ def test_parity_with_portfolio_topk_dropout(tmp_path, execution):
     rng = np.random.default_rng(1)
     scores = pd.Series(rng.standard_normal(len(small)), index=small.index)  # no ties
     result = run_topk_dropout(scores, tmp_path / "p", topk=4, n_drop=1, benchmark="SYN000",
-                              costs=NO_COSTS, trade_unit=1, limit_threshold=None, region="us",
-                              execution=execution, verbose=False)
+                              limit_threshold=None, region="us", execution=execution,
+                              verbose=False)
     qlib_held = result.holdings > 0
     calendar = small.index.get_level_values("datetime").unique()
     ours = align(target_weights(scores, topk=4, n_drop=1), calendar, execution=execution) > 0
@@ -183,6 +185,7 @@ def test_parity_with_portfolio_topk_dropout(tmp_path, execution):
     assert qlib_held.index[0] == calendar[1] and len(qlib_held) == 58
     assert (qlib_held.sum(axis=1) == 4).all()
     pd.testing.assert_frame_equal(qlib_held, ours)
+    assert result.extra["differences"]["days_differing"] == 0
     swaps = (qlib_held.astype(int).diff().abs().sum(axis=1) / 2).iloc[1:]
     assert swaps.max() == 1 and swaps.sum() > 10  # n_drop bites, the test is not vacuous
 
@@ -211,7 +214,7 @@ def test_clear_errors(provider, panel, tmp_path):
                          benchmark=_market_returns(panel).iloc[:100])
     with pytest.raises(ValueError, match=r"MultiIndex \('datetime', 'instrument'\)"):
         run_topk_dropout(scores.swaplevel(), provider, **kw)
-    with pytest.raises(ValueError, match="cannot run in Qlib"):
+    with pytest.raises(ValueError, match="qlib cannot trade this spec: execution='same_close'"):
         run_topk_dropout(scores, provider, execution="same_close", **kw)
     with pytest.raises(ValueError, match="outside the provider calendar"):
         run_topk_dropout(scores, provider, start="2030-01-01", **kw)

@@ -57,12 +57,16 @@ def test_vectorbt_and_backtrader_hold_the_same(case, fees, slippage, options):
     assert len(res.result.fills) == len(pf.orders.records)
 
 
-def test_a_fixed_rebalance_grid_matches_the_score_dates(case):
-    """rebalance=5 counts bars from the first, the grid the scores were taken on."""
+def test_rebalance_every_kth_score_date(case):
+    """rebalance=2 trades every 2nd date with a score: the same as those dates' scores."""
     panel, scores = case
-    a = run(panel, scores=scores, cash=CASH, rebalance=None, topk=3, stdstats=False)
-    b = run(panel, scores=scores, cash=CASH, rebalance=5, topk=3, stdstats=False)
+    dates = scores.index.get_level_values("datetime")
+    every_2nd = scores[dates.isin(dates.unique()[::2])]
+    a = run(panel, scores=every_2nd, cash=CASH, topk=3, stdstats=False)
+    b = run(panel, scores=scores, cash=CASH, rebalance=2, topk=3, stdstats=False)
     assert a.result.fills == b.result.fills and len(a.result.fills) > 0
+    pa, pb = (backtest(s, panel, topk=3, rebalance=k) for s, k in ((every_2nd, 1), (scores, 2)))
+    pd.testing.assert_frame_equal(pa.assets(), pb.assets())
 
 
 def test_weights_trade_as_given(case):
