@@ -294,7 +294,7 @@ def step_qlib(ctx: DemoContext) -> StepResult:
     reports = importlib.util.find_spec("quantstats") is not None
     result = run_topk_dropout(ctx.state["scores"], provider, column=s.scorer, topk=s.topk,
                               n_drop=s.n_drop, benchmark=equal_weight_returns(ctx.panel),
-                              execution=s.execution, region="us", account=s.cash,
+                              execution=s.execution, region="us", cash=s.cash,
                               out_dir=ctx.folder("qlib"), tearsheet=reports,
                               verbose=ctx.verbose)
     ctx.state["qlib"] = result

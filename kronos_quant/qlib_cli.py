@@ -47,7 +47,7 @@ def _backtest(args: argparse.Namespace) -> int:
                          f"it has {list(scores.columns)}")
     options = dict(topk=args.topk, n_drop=args.n_drop, benchmark=args.benchmark,
                    execution=args.execution, region=args.region, start=args.start, end=args.end,
-                   account=args.account, verbose=not args.quiet)
+                   cash=args.account, verbose=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if len(columns) > 1:

@@ -396,7 +396,7 @@ class BuyAndHoldLogic:
         budget = self.broker.getcash() * (1 - _CASH_GUARD) / len(live)
         for d in live:
             rate = self.broker.getcommissioninfo(d).getcommission(1.0, d.open[0]) / d.open[0]
-            self.buy(data=d, size=budget / (d.open[0] * (1 + rate)))
+            self.buy(data=d, size=budget / (d.open[0] * (1 + rate)), coc=False)  # at the open
 
 
 def __getattr__(name: str) -> type:

@@ -26,7 +26,6 @@ from kronos_quant.qlib_cli import register  # noqa: E402
 from kronos_quant.signals import baseline_scores  # noqa: E402
 
 
-
 def _with_gaps(panel: pd.DataFrame) -> pd.DataFrame:
     """SYN019 listed late, SYN003 suspended for three days: gaps the files must keep."""
     dates = panel.index.get_level_values("datetime").unique()

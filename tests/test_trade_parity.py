@@ -23,11 +23,11 @@ hypothesis = pytest.importorskip("hypothesis")
 
 from hypothesis import HealthCheck, given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from kronos_quant.adapters.vectorbt import backtest  # noqa: E402
+from kronos_quant.strategies.backtrader import run  # noqa: E402
 
 from kronos_quant import TradeSpec  # noqa: E402
-from kronos_quant.adapters.vectorbt import backtest  # noqa: E402
 from kronos_quant.data import synthetic_panel  # noqa: E402
-from kronos_quant.strategies.backtrader import run  # noqa: E402
 from kronos_quant.tradespec import METHODS  # noqa: E402
 
 settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
@@ -198,3 +198,61 @@ def test_a_held_name_with_a_missing_bar_trades_at_its_next_bar():
     assert_same_shares(ours, vb)
     sold = pf.orders.records_readable.query("Column == 'B' and Side == 'Sell'")
     assert list(sold["Timestamp"]) == [days[4]] and list(sold["Price"]) == [24.0]  # its open
+
+
+# --- the live loop and the backtest --------------------------------------------------------
+
+def test_live_replay_and_backtest_take_the_same_positions(tmp_path):
+    """The live loop replayed over candles and a vectorbt backtest of the scores it recorded,
+    with the same TradeSpec, target the same weights and hold the same names on every bar
+    (sizes differ by design: the live loop sizes at the decision's close, engines at the
+    fill price)."""
+    from kronos_quant.strategies.brokers import PaperBroker
+    from kronos_quant.strategies.ledger import Ledger, from_ms
+    from kronos_quant.strategies.live import LiveConfig
+    from kronos_quant.strategies.replay import replay_live
+
+    from kronos_quant.data import synthetic_ohlcv
+    from kronos_quant.predictor import KronosPredictor
+    from kronos_quant.testing import tiny_pair
+
+    tok, model = tiny_pair(0)
+    predictor = KronosPredictor(model, tok, device="cpu", max_context=32)
+    symbols = ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
+    hours = pd.date_range("2024-01-01", periods=40, freq="h", name="timestamps")
+    candles = {s: synthetic_ohlcv(40, seed=k, vol=0.02).set_axis(hours)
+               for k, s in enumerate(symbols)}
+    spec = TradeSpec(method="threshold", threshold=0.0, max_weight=0.5, cash=10_000.0)
+    config = LiveConfig(exchange="replay", symbols=symbols, timeframe="1h", lookback=16,
+                        sample_count=4, score="expected_return", spec=spec,
+                        late_timeout_s=0.0, min_trade_value=0.0)
+    times = candles[symbols[0]].index[20:]
+    replay_live(candles, config, predictor=predictor, state=tmp_path / "state", times=times,
+                broker=PaperBroker(fee_rate=0.0, slippage=0.0))
+    with Ledger(tmp_path / "state") as ledger:
+        decisions, recorded, fills = (ledger.table(n) for n in ("decisions", "scores", "fills"))
+    key = lambda f: pd.MultiIndex.from_arrays(  # noqa: E731
+        [pd.DatetimeIndex([from_ms(t) for t in f["ts"]]).tz_localize(None), f["symbol"]],
+        names=["datetime", "instrument"])
+    recorded = recorded[recorded["scorer"] == "expected_return"]
+    scores = pd.Series(recorded["value"].to_numpy(float), index=key(recorded)).sort_index()
+    live_w = pd.Series(decisions["target_weight"].to_numpy(), index=key(decisions)).unstack()
+    ours = target_weights_of(scores, spec)
+    pd.testing.assert_frame_equal(live_w.reindex_like(ours), ours, check_names=False,
+                                  atol=1e-12)
+    assert (ours.abs().sum(axis=1) > 0).sum() >= 5  # it trades: the test is not vacuous
+    panel = pd.concat({s: f for s, f in candles.items()}, names=["instrument", "datetime"])
+    panel = panel.swaplevel().sort_index()
+    panel = panel[panel.index.get_level_values("datetime") >= times[0] - pd.Timedelta("1h")]
+    pf = backtest(scores, panel, spec)
+    live_held = (pd.Series(fills["qty"].to_numpy(), index=key(fills)).groupby(level=[0, 1])
+                 .sum().unstack().reindex(pf.assets().index).fillna(0.0).cumsum())
+    held_bt = pf.assets().abs() > 1e-9
+    pd.testing.assert_frame_equal((live_held.abs() > 1e-9).reindex(columns=held_bt.columns),
+                                  held_bt, check_names=False)
+
+
+def target_weights_of(scores: pd.Series, spec: TradeSpec) -> pd.DataFrame:
+    from kronos_quant.portfolio import target_weights
+
+    return target_weights(scores, spec)
