@@ -174,6 +174,12 @@ class TradeSpec:
         return self.topk
 
     @property
+    def long_leg(self) -> float:
+        """Most of the equity the long names may hold: ``gross × invested`` (half of it in
+        long-short)."""
+        return self.gross * self.invested / (2.0 if self.long_short else 1.0)
+
+    @property
     def bounds(self) -> tuple[float, float] | None:
         """``threshold`` as (low, high): long above high, short (long-short) below low."""
         t = self.threshold
@@ -209,6 +215,10 @@ class TradeSpec:
                 problems.append(f"lot_size={self.lot_size} (it trades fractional shares)")
             if self.min_cost:
                 problems.append(f"min_cost={self.min_cost:g} (it charges proportional fees)")
+            if self.long_leg > 1.0:
+                problems.append(f"a long leg of {self.long_leg:g} × equity (gross={self.gross:g}"
+                                f"{', long-short' if self.long_short else ''}) borrows cash, "
+                                "and it has no margin account here")
         else:
             if self.method != "topk" or self.long_short:
                 problems.append(f"method={self.method!r} (TopkDropout holds equal-weight "

@@ -86,6 +86,8 @@ def specs(draw) -> TradeSpec:
         terms["long_short"] = draw(st.booleans())
     if method == "threshold":
         terms["threshold"] = draw(st.sampled_from([0.3, (-0.5, 0.2)]))
+    if terms["gross"] > 1 and not (terms.get("long_short") or method == "long_short"):
+        terms["gross"] = 1.0  # a long-only book above 1 borrows: refused (see the next test)
     if method == "topk" and terms.get("n_drop") is None and draw(st.booleans()):
         terms["min_score"] = -0.5
     return TradeSpec(**terms)
@@ -256,3 +258,9 @@ def target_weights_of(scores: pd.Series, spec: TradeSpec) -> pd.DataFrame:
     from kronos_quant.portfolio import target_weights
 
     return target_weights(scores, spec)
+
+
+def test_leverage_without_margin_is_refused():
+    with pytest.raises(ValueError, match=r"vectorbt cannot trade this spec: a long leg of 1.5"):
+        TradeSpec(gross=1.5).check_engine("vectorbt")
+    TradeSpec(gross=1.5, long_short=True).check_engine("backtrader")  # 0.75 long, 0.75 short
