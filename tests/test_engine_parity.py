@@ -43,9 +43,9 @@ def _holdings(fills: list[dict], bars: pd.DatetimeIndex, names: pd.Index) -> pd.
                                                      (0.001, 0.0005, dict(topk=4, n_drop=1))])
 def test_vectorbt_and_backtrader_hold_the_same(case, fees, slippage, options):
     panel, scores = case
-    pf = backtest(scores, panel, fees=fees, slippage=slippage, init_cash=CASH, **options)
-    res = run(panel, scores=scores, cash=CASH, commission=fees, slippage=slippage,
-              rebalance=None, stdstats=False, **options)
+    pf = backtest(scores, panel, fees=fees, slippage=slippage, cash=CASH, **options)
+    res = run(panel, scores=scores, cash=CASH, fees=fees, slippage=slippage,
+              stdstats=False, **options)
     vb = pf.assets()
     ours = _holdings(res.result.fills, vb.index, vb.columns)
     assert ((ours.abs() > 1e-9) == (vb.abs() > 1e-9)).all().all(), "held names differ"
@@ -76,7 +76,7 @@ def test_weights_trade_as_given(case):
 
     panel, scores = case
     weights = target_weights(scores, topk=3)
-    a = run(panel, scores=scores, cash=CASH, rebalance=None, topk=3, stdstats=False)
+    a = run(panel, scores=scores, cash=CASH, topk=3, stdstats=False)
     b = run(panel, weights=weights, cash=CASH, stdstats=False)
     assert a.result.fills == b.result.fills
     with pytest.raises(ValueError, match="NaN"):
@@ -110,3 +110,18 @@ def test_backtest_command_gives_the_same_book_in_both_engines(case, tmp_path):
     vb, ours = summaries["vectorbt"], summaries["backtrader"]
     assert ours["engine"] == "backtrader" and ours["orders"] == vb["orders"]
     assert ours["total_return"] == pytest.approx(vb["total_return"], rel=1e-6)
+
+
+def test_old_term_names_still_work_with_a_deprecation_warning(case):
+    panel, scores = case
+    with pytest.warns(DeprecationWarning, match="init_cash= is deprecated.*use cash="):
+        old = backtest(scores, panel, topk=3, init_cash=CASH, fees=0.001)
+    new = backtest(scores, panel, topk=3, cash=CASH, fees=0.001)
+    assert float(old.final_value()) == float(new.final_value())
+    with pytest.warns(DeprecationWarning, match="commission= is deprecated.*use fees="):
+        res = run(panel, scores=scores, topk=3, commission=0.001, stdstats=False)
+    assert res.result.spec.fees == 0.001
+    with pytest.raises(TypeError, match="give cash= or the deprecated init_cash=, not both"):
+        backtest(scores, panel, cash=1.0, init_cash=1.0)
+    with pytest.raises(TypeError, match=r"unknown KronosStrategy parameter\(s\) \['tokp'\]"):
+        run(panel, scores=scores, tokp=3)
