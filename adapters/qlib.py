@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..orders import order_plan
 from ..portfolio import align, target_weights
 from ..signals.transforms import check_scores, score_column
 from ..tradespec import TradeSpec, resolve_spec
@@ -109,8 +110,9 @@ def _trade_window(scores: pd.Series, calendar: pd.DatetimeIndex, start: object,
             raise ValueError(f"{name} {value} is outside the provider calendar "
                              f"({calendar[0]:%Y-%m-%d} … {calendar[-1]:%Y-%m-%d})")
     lo = max(lo, pd.Timestamp(start)) if start is not None else lo
-    hi = min(hi, pd.Timestamp(end)) if end is not None else hi
-    if lo >= hi:
+    # end may stop early or follow the book past the last score (to the provider's end).
+    hi = min(pd.Timestamp(end), calendar[-2]) if end is not None else hi
+    if lo > hi:
         raise ValueError(f"no trading days: the scores span {stamps.min()} … {stamps.max()} "
                          f"and trades run from {lo} to {hi} (a score at t trades at t+1)")
     return lo, hi
@@ -175,12 +177,24 @@ def held_names(holdings: pd.DataFrame) -> pd.Series:
 
 
 def _differences(holdings: pd.DataFrame, weights: pd.DataFrame, spec: TradeSpec,
-                 limit: float | None) -> dict:
-    """Where Qlib's held names part from ours (``target_weights`` with the same spec placed on
-    the same days), and which of Qlib's own rules may explain it."""
-    ours = align(weights, holdings.index.union(weights.index), execution=spec.execution)
-    ours = held_names((ours.reindex(holdings.index).fillna(0.0) > 1e-12).astype(float))
+                 limit: float | None, root: Path, calendar: pd.DatetimeIndex) -> dict:
+    """Where Qlib's held names part from ours (``target_weights`` with the same spec, placed
+    on the same days under the rules of :mod:`kronos_quant.orders`, instruments present from
+    their first to their last day in the provider), and which of Qlib's rules may explain it."""
+    spans = read_instruments(root).reindex(weights.columns)
+    days = calendar.to_numpy()[:, None]
+    present = pd.DataFrame((spans["start"].to_numpy() <= days) & (days <= spans["end"].to_numpy()),
+                           index=calendar, columns=weights.columns)
+    due = align(weights, calendar, execution=spec.execution, fill=False)
+    orders = order_plan(due, present).orders.ffill().fillna(0.0)
+    ours = held_names((orders.reindex(holdings.index).abs() > 1e-12).astype(float))
     theirs = held_names(holdings)
+    after = {}  # name → first day Qlib still holds it after its last bar
+    for name in holdings.columns.intersection(spans.index):
+        late = holdings.index[(holdings[name] != 0).to_numpy()
+                              & (holdings.index > spans.loc[name, "end"])]
+        if len(late):
+            after[name] = str(late[0])
     differ = ours.index[ours.to_numpy() != theirs.reindex(ours.index).to_numpy()]
     rules = ["ties: Qlib orders equal scores with an unstable sort",
              "delisting: Qlib keeps a name whose bars end, valued at its last close"]
@@ -190,7 +204,7 @@ def _differences(holdings: pd.DataFrame, weights: pd.DataFrame, spec: TradeSpec,
         rules.append(f"price limits: no trade on a {limit:.1%} move")
     return {"days": len(ours), "days_differing": len(differ),
             "first_differing": str(differ[0]) if len(differ) else None,
-            "qlib_rules": rules}
+            "delisted_held": after, "qlib_rules": rules}
 
 
 def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
@@ -222,7 +236,8 @@ def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
         Daily price limit (None disables); default from ``region`` (CN 9.5 %, US none).
     start, end
         Bounds of the trading days (default: the day after the first score to the day after
-        the last one).
+        the last one; a later ``end`` follows the book further, as our engines do to the
+        panel's end, up to the provider's last day but one, which Qlib needs to close).
     out_dir
         Where to write ``cumulative_return.png`` (and the tear sheet); None writes nothing.
     tearsheet
@@ -257,7 +272,7 @@ def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
     report, positions = _qlib_backtest(series, bench, settings, verbose)
     holdings = _holdings(positions)
     result = TopkResult(report, _risk_table(report), holdings, settings)
-    result.extra["differences"] = _differences(holdings, weights, spec, limit)
+    result.extra["differences"] = _differences(holdings, weights, spec, limit, root, calendar)
     if out_dir is not None:
         out = Path(out_dir)
         result.figure = plot_cumulative({"strategy": report}, out / "cumulative_return.png")

@@ -264,3 +264,23 @@ def test_leverage_without_margin_is_refused():
     with pytest.raises(ValueError, match=r"vectorbt cannot trade this spec: a long leg of 1.5"):
         TradeSpec(gross=1.5).check_engine("vectorbt")
     TradeSpec(gross=1.5, long_short=True).check_engine("backtrader")  # 0.75 long, 0.75 short
+
+
+def test_qlib_keeps_a_delisted_name_and_says_so(tmp_path):
+    """Qlib's own rule differs: it keeps A after its last bar, valued at its last close (no
+    sale, no sale fee). The adapter reports it; the final equity is Qlib's rule by hand."""
+    pytest.importorskip("qlib")
+    from kronos_quant.adapters.qlib import run_topk_dropout
+    from kronos_quant.adapters.qlib_data import write_provider
+
+    panel, scores = _delisting_case()
+    write_provider(panel, tmp_path / "p", verbose=False)
+    days = panel.index.get_level_values("datetime").unique()
+    res = run_topk_dropout(scores, tmp_path / "p", topk=1, fees=FEES, cash=1000.0,
+                           benchmark=pd.Series(0.0, index=days), region="us", end=days[-2],
+                           tearsheet=False, verbose=False)
+    assert res.holdings["A"].iloc[-1] == pytest.approx(1000.0 / (10.0 * (1 + FEES)))
+    assert res.report["account"].iloc[-1] == pytest.approx(1000.0 / (10.0 * (1 + FEES)) * 12.0)
+    diff = res.extra["differences"]
+    assert diff["delisted_held"] == {"A": str(days[4])}
+    assert diff["days_differing"] == 2 and diff["first_differing"] == str(days[3])
