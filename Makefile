@@ -1,4 +1,5 @@
-# The README's two commands live here: `make demo` (main job) and `make test` (whole suite).
+# The README's two commands live here: `make demo` (main job) and `make test` (ruff, then the
+# whole suite).
 # Each one builds its own virtual environment first, so a fresh clone needs nothing else.
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -31,6 +32,7 @@ browser:
 	    else echo "note: chromium missing and not installable here; tests/test_browser.py will skip"; fi; }
 
 test: $(STAMP) browser
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 -q
 
 # API reference from the docstrings (pdoc, offline) into build/api/index.html.

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import INDEX_NAMES, PANEL_COLUMNS, validate_panel
+from ..io import atomic_path
 from ..signals.transforms import check_scores
 from . import require_engine
 
@@ -192,7 +193,8 @@ def plot(cerebro: Any, path: str | Path, *, width: float = 16, height: float = 9
                 target = path if len(strategies) == 1 else path.with_name(
                     f"{path.stem}_{i}{path.suffix}")
                 fig.set_size_inches(width, height)
-                fig.savefig(target, dpi=dpi)
+                with atomic_path(target) as tmp:
+                    fig.savefig(tmp, dpi=dpi)
                 written.append(target)
                 plt.close(fig)
     logger.info("wrote %d backtrader chart(s) (backtrader %s)", len(written), bt.__version__)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..io import atomic_path
 from ..orders import order_plan
 from ..portfolio import align, target_weights
 from ..signals.transforms import check_scores, score_column
@@ -329,8 +330,8 @@ def plot_cumulative(reports: Mapping[str, pd.DataFrame], path: str | Path) -> Pa
     ax.legend(fontsize=8, loc="best")
     fig.autofmt_xdate()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     return path
 
 
@@ -359,7 +360,8 @@ def compare_scorers(scores: pd.DataFrame, provider_uri: str | Path, *,
     figure = None
     if out_dir is not None:
         figure = plot_cumulative(reports, Path(out_dir) / "scorers_cumulative_return.png")
-        table.to_csv(Path(out_dir) / "scorers.csv")
+        with atomic_path(Path(out_dir) / "scorers.csv") as tmp:
+            table.to_csv(tmp)
     return table, figure
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..data import bar_spacing
+from ..data import periods_per_year as periods_per_year_of  # the parameter keeps its name
 from ..execution import DEFAULT_EXECUTION, describe_execution
 from ..inputs import wall_clock
 from ..io import atomic_path
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EQUITY_YEAR, CRYPTO_YEAR = 252, 365
 SECTION_ID = "kronos-signal-quality"
 
 
@@ -146,20 +145,6 @@ def benchmark_returns(benchmark: pd.Series, *, prices: bool | None = None) -> pd
     return bench
 
 
-def infer_periods_per_year(index: pd.DatetimeIndex) -> int:
-    """Bars per year: 252 trading days (365 when the data has weekend bars, i.e. trades 24/7)
-    times bars per day for intraday data; about 52 or 12 for weekly or monthly bars."""
-    index = pd.DatetimeIndex(index)
-    step = bar_spacing(index, option="periods_per_year")
-    days_per_year = CRYPTO_YEAR if (index.day_of_week >= 5).any() else EQUITY_YEAR
-    if step < pd.Timedelta(hours=20):  # intraday: count bars per (active) day
-        per_day = float(pd.Series(1, index=index).groupby(index.normalize()).size().median())
-        return int(round(days_per_year * per_day))
-    if step <= pd.Timedelta(days=4):  # daily bars, weekends and holidays skipped or not
-        return days_per_year
-    return max(1, int(round(pd.Timedelta(days=365.25) / step)))
-
-
 # --- signal-quality section -----------------------------------------------------------------
 
 @dataclass
@@ -254,7 +239,7 @@ def _prepared(returns, benchmark, periods_per_year):
     strategy = to_returns(returns)
     bench = None if benchmark is None else benchmark_returns(benchmark)
     if periods_per_year is None:
-        periods_per_year = infer_periods_per_year(strategy.index)
+        periods_per_year = periods_per_year_of(strategy.index)
     elif not isinstance(periods_per_year, (int, np.integer)) or periods_per_year < 1:
         raise ValueError(f"periods_per_year must be a positive integer, got {periods_per_year!r}")
     return strategy, bench, int(periods_per_year)
@@ -295,7 +280,7 @@ def tearsheet(returns: object, *, benchmark: pd.Series | None = None,
     output
         HTML file to write (atomically: a temporary file, then renamed). Never a browser.
     periods_per_year
-        Annualisation; inferred by :func:`infer_periods_per_year` when None.
+        Annualisation; inferred by :func:`kronos_quant.data.periods_per_year` when None.
     signal_report
         A :class:`SignalReport` (see :func:`evaluate_signal`) appended as its own section.
     rf

@@ -159,7 +159,7 @@ def backtrader_live_seconds_per_rebalance(folder: Path, *, datas: int = 20,
     from kronos_quant.strategies.backtrader import run
 
     from kronos_quant import KronosPredictor
-    from kronos_quant.demo import ASSETS, embedded_demo
+    from kronos_quant.assets import ASSETS, embedded_demo
 
     demo = embedded_demo()
     predictor = KronosPredictor.from_pretrained(str(ASSETS / "model"), str(ASSETS / "tokenizer"),

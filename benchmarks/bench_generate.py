@@ -36,9 +36,9 @@ import pandas as pd
 import torch
 
 from kronos_quant import generation
+from kronos_quant.assets import embedded_demo
 from kronos_quant.config import KronosConfig, KronosTokenizerConfig
 from kronos_quant.data import synthetic_ohlcv
-from kronos_quant.demo import embedded_demo
 from kronos_quant.generation import SamplingParams
 from kronos_quant.inputs import prepare_series
 from kronos_quant.model import Kronos

@@ -34,8 +34,8 @@ from kronos_quant.strategies.ledger import Ledger  # noqa: E402
 from kronos_quant.strategies.live import LiveConfig, LiveLoop  # noqa: E402
 from mock_exchange import ManualClock, MockExchange, MockServer  # noqa: E402
 
+from kronos_quant.assets import demo_predictor, embedded_demo  # noqa: E402
 from kronos_quant.config import preset_configs  # noqa: E402
-from kronos_quant.demo import demo_predictor, embedded_demo  # noqa: E402
 from kronos_quant.model import Kronos  # noqa: E402
 from kronos_quant.predictor import KronosPredictor  # noqa: E402
 from kronos_quant.tokenizer import KronosTokenizer  # noqa: E402

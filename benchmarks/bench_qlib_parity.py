@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from kronos_quant import TradeSpec
 from kronos_quant.adapters.qlib import run_topk_dropout
 from kronos_quant.adapters.qlib_data import write_provider
 from kronos_quant.adapters.vectorbt import backtest
+
+from kronos_quant import TradeSpec
 from kronos_quant.data import synthetic_panel
 
 

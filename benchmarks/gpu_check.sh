@@ -97,7 +97,7 @@ echo "== 4. torchrun finetune on CUDA (one process)"
   --set tensorboard=false 2>&1 | tee -a "$OUT/nccl.log" || status=1
 "$PY" - "$work/run" <<'EOF' 2>&1 | tee -a "$OUT/nccl.log" || status=1
 import sys
-from kronos_quant.finetune.runtime import read_metrics
+from kronos_quant.finetune import read_metrics
 rows = read_metrics(sys.argv[1])
 steps = [r for r in rows if r.get("kind") == "step"]
 print(f"torchrun finetune: step records up to step {steps[-1]['step']}, last train loss "
@@ -118,7 +118,7 @@ score=(--quiet score --model "$work/pair/model" --tokenizer "$work/pair/tokenize
 "$PY" - "$work" <<'EOF' 2>&1 | tee -a "$OUT/score.log" || status=1
 import sys
 import pandas as pd
-from kronos_quant.signals.cli import read_scores
+from kronos_quant.signals.store import read_scores
 a, b = (read_scores(f"{sys.argv[1]}/{name}.parquet") for name in ("sharded", "single"))
 pd.testing.assert_frame_equal(a, b)
 print(f"torchrun (NCCL) scores equal the one-process run: {len(a)} windows, "

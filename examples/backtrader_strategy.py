@@ -21,8 +21,8 @@ from kronos_quant.adapters.backtrader import plot
 from kronos_quant.strategies.backtrader import run
 
 from kronos_quant import KronosPredictor
+from kronos_quant.assets import ASSETS
 from kronos_quant.data import load_panel, synthetic_panel
-from kronos_quant.demo import ASSETS
 from kronos_quant.signals import score_panel
 
 

@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kronos_quant import KronosPredictor
+from kronos_quant.assets import ASSETS, UNIVERSE
 from kronos_quant.data import load_panel, panel_to_frames
-from kronos_quant.demo import ASSETS
-from kronos_quant.demo_steps import UNIVERSE
 from kronos_quant.finetune import FinetuneConfig, Trainer
 
 

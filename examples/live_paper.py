@@ -26,7 +26,7 @@ from kronos_quant.strategies.live import LiveConfig, LiveLoop  # noqa: E402
 from kronos_quant.strategies.live_report import live_report, write_tearsheet  # noqa: E402
 from mock_exchange import ManualClock, MockExchange, MockServer  # noqa: E402
 
-from kronos_quant.demo import demo_predictor, embedded_demo  # noqa: E402
+from kronos_quant.assets import demo_predictor, embedded_demo  # noqa: E402
 
 
 def main() -> None:

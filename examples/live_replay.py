@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kronos_quant.strategies.live import LiveConfig
-from kronos_quant.strategies.live_report import periods_per_year, write_tearsheet
+from kronos_quant.strategies.live_report import write_tearsheet
 from kronos_quant.strategies.replay import replay_live
 
-from kronos_quant.data import load_panel, panel_to_frames
-from kronos_quant.demo import demo_predictor, embedded_demo
-from kronos_quant.demo_steps import UNIVERSE
+from kronos_quant.assets import UNIVERSE, demo_predictor, embedded_demo
+from kronos_quant.data import load_panel, panel_to_frames, periods_per_year
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -49,10 +48,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     report = replay_live(frames, config, predictor=predictor, state=out / "state", times=times)
     print(f"model: {label}")
     print("\n".join(report.lines()))
-    # Equities trade ~252 days a year; other timeframes are read as a 24/7 market.
-    periods = 252 if args.timeframe == "1d" else periods_per_year(
-        (times[1] - times[0]).total_seconds())
-    path = write_tearsheet(report, out / "tearsheet.html", periods=periods,
+    # Annualised from the replayed stamps: weekday daily bars are an equity market.
+    path = write_tearsheet(report, out / "tearsheet.html",
+                           periods=periods_per_year(report.equity.index),
                            title=f"Kronos paper trading, replayed {args.timeframe}")
     print(f"wrote tear sheet: {path}")
     return path

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kronos_quant import KronosPredictor
-from kronos_quant.demo import ASSETS
+from kronos_quant.assets import ASSETS
 from kronos_quant.signals import describe_scorers, score_forecast
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from kronos_quant import KronosPredictor
-from kronos_quant.demo import ASSETS, embedded_demo
+from kronos_quant.assets import ASSETS, embedded_demo
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

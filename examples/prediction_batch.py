@@ -18,10 +18,9 @@ from collections.abc import Sequence
 import pandas as pd
 
 from kronos_quant import KronosPredictor
+from kronos_quant.assets import ASSETS, load_universe
 from kronos_quant.calendars import future_timestamps
 from kronos_quant.data import panel_to_frames
-from kronos_quant.demo import ASSETS
-from kronos_quant.demo_steps import load_universe
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:

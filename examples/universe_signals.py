@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 from kronos_quant import KronosPredictor
+from kronos_quant.assets import ASSETS
 from kronos_quant.data import load_panel, synthetic_panel
-from kronos_quant.demo import ASSETS
 from kronos_quant.signals import cs_zscore, evaluate, score_panel
 
 

@@ -20,8 +20,8 @@ from kronos_quant.adapters.quantstats import evaluate_signal, tearsheet
 from kronos_quant.adapters.vectorbt import backtest
 
 from kronos_quant import KronosPredictor
+from kronos_quant.assets import ASSETS
 from kronos_quant.data import load_panel, synthetic_panel
-from kronos_quant.demo import ASSETS
 from kronos_quant.signals import score_panel
 
 

@@ -39,6 +39,15 @@ _MONTH_GRIDS = (pd.offsets.MonthEnd(), pd.offsets.BMonthEnd(), pd.offsets.MonthB
 _DAY = pd.Timedelta(days=1)
 
 
+def freq_offset(freq: str) -> pd.DateOffset:
+    """The pandas offset of a frequency string (``"5min"``, ``"D"``, ``"W"``); a clear error
+    for one pandas does not know."""
+    try:
+        return to_offset(freq)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"unrecognised freq {freq!r}") from exc
+
+
 def business_days(start: Any, periods: int) -> pd.DatetimeIndex:
     """``periods`` business days (Monday to Friday, midnight) from ``start``'s date on."""
     return pd.bdate_range(pd.Timestamp(start).normalize(), periods=int(periods))

@@ -2,7 +2,8 @@
 
 :func:`new_figure` draws on matplotlib's Agg canvas directly, so no chart ever touches
 pyplot's global backend; :func:`save_figure` lays it out, names the model that made it in the
-bottom-right corner and writes it; :func:`stamp_labels` formats bar stamps for tick labels.
+bottom-right corner and writes it (atomically); :func:`stamp_labels` formats bar stamps for
+tick labels.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from .io import atomic_path
 
 
 def new_figure(width: float, height: float) -> Any:
@@ -31,8 +34,8 @@ def save_figure(fig: Any, path: str | Path | None, model_label: str | None = Non
                  color="dimgrey")
     fig.tight_layout(rect=(0, 0.03 if model_label else 0, 1, 1))
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        with atomic_path(path) as tmp:  # the format follows the suffix, which tmp keeps
+            fig.savefig(tmp)
     return fig
 
 

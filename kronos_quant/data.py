@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pandas.tseries.frequencies import to_offset
 
-from .calendars import business_days
+from .calendars import freq_offset
 from .inputs import (
     BAR_COLUMNS,
     PRICE_COLUMNS,
@@ -26,6 +25,18 @@ from .inputs import (
     wall_clock,
 )
 
+# Seeded synthetic series are read from here too (``kronos_quant.data.synthetic_ohlcv``):
+# the ``as`` form marks the re-exports.
+from .synthetic import TRADING_SESSIONS as TRADING_SESSIONS
+from .synthetic import (
+    bar_stamps,
+    bars_from_returns,
+    check_positive,
+    garch_shocks,
+    seeded_rng,
+)
+from .synthetic import synthetic_ohlcv as synthetic_ohlcv
+
 logger = logging.getLogger(__name__)
 
 # A panel's columns are the model's bar columns (one definition, in .inputs).
@@ -33,9 +44,8 @@ PANEL_COLUMNS: tuple[str, ...] = BAR_COLUMNS
 INDEX_NAMES: tuple[str, str] = ("datetime", "instrument")
 INSTRUMENT_ALIASES: tuple[str, ...] = ("instrument", "symbol", "code", "ticker")
 TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".parquet", ".pq")
-# A-share style sessions; bars are labelled by their start time, so every intraday
-# timestamp lies in [09:30, 11:30) or [13:00, 15:00) on a business day.
-TRADING_SESSIONS: tuple[tuple[str, str], ...] = (("09:30", "11:30"), ("13:00", "15:00"))
+# Days per year of a market closed at weekends, and of one open every day (crypto).
+TRADING_DAYS_PER_YEAR, CALENDAR_DAYS_PER_YEAR = 252, 365
 # Smoothing constant of the momentum signal planted by ``synthetic_panel``.
 SIGNAL_ALPHA: float = 0.1
 
@@ -185,8 +195,13 @@ def _read_table(path: Path) -> pd.DataFrame:
             frame = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise ValueError(f"could not read {path}: {exc}") from exc
-    # Round-tripped panels carry their keys in the index; treat them as ordinary columns.
-    return frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
+    # Round-tripped panels carry their keys in the index; treat them as ordinary columns
+    # (an unnamed datetime index is the bars' stamps).
+    if isinstance(frame.index, pd.RangeIndex):
+        return frame
+    if isinstance(frame.index, pd.DatetimeIndex) and frame.index.name is None:
+        frame = frame.rename_axis("datetime")
+    return frame.reset_index()
 
 
 def _split_long(frame: pd.DataFrame, instrument_col: str, path: Path) -> dict[str, pd.DataFrame]:
@@ -254,13 +269,48 @@ def load_panel(
     return panel if freq is None else resample_panel(panel, freq)
 
 
+def read_series(path: str | Path, *, instrument: str | None = None) -> pd.DataFrame:
+    """One series of bars from a CSV or Parquet file, as read (timestamps still a column).
+
+    A file with an instrument column (any of :data:`INSTRUMENT_ALIASES`) may hold several
+    series: ``instrument`` picks one (it may be left out when there is only one).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(f"{path}: expected a .csv or .parquet file, "
+                         f"got {path.suffix.lower() or 'no suffix'!r}")
+    frame = _read_table(path)
+    found = list(match_columns(frame.columns, INSTRUMENT_ALIASES, source=f"file {path}").values())
+    if not found:
+        if instrument is not None:
+            raise ValueError(f"{path} has no instrument column ({', '.join(INSTRUMENT_ALIASES)}) "
+                             f"to pick {instrument!r} from")
+        return frame
+    if len(found) > 1:
+        raise ValueError(f"file {path}: ambiguous instrument columns {found}; keep one")
+    series = _split_long(frame, str(found[0]), path)
+    names = list(series)
+    if instrument is None:
+        if len(names) > 1:
+            raise ValueError(f"{path} holds {len(names)} series in column {found[0]!r} "
+                             f"({', '.join(names[:5])}{', …' if len(names) > 5 else ''}); "
+                             "pick one (instrument=, --instrument)")
+        instrument = names[0]
+    if instrument not in series:
+        raise ValueError(f"instrument {instrument!r} is not in column {found[0]!r} of {path}; "
+                         f"found {', '.join(names[:10])}")
+    return series[instrument].reset_index(drop=True)
+
+
 def resample_panel(panel: pd.DataFrame, freq: str) -> pd.DataFrame:
     """Aggregate each instrument's bars to ``freq`` (first/max/min/last/sum).
 
     Bins are left-closed and left-labelled (pandas defaults); bins without bars
     (nights, lunch breaks, holidays) are dropped rather than filled.
     """
-    panel, _ = validate_panel(panel), _offset(freq)
+    panel, _ = validate_panel(panel), freq_offset(freq)
     how = {"open": "first", "high": "max", "low": "min", "close": "last",
            "volume": "sum", "amount": "sum"}
     grouped = panel.groupby([pd.Grouper(level="instrument"),
@@ -303,6 +353,35 @@ def bar_spacing(index: pd.DatetimeIndex, *, option: str | None = None) -> pd.Tim
     return pd.Timedelta(np.median(np.diff(pd.DatetimeIndex(index).to_numpy("datetime64[ns]"))))
 
 
+def periods_per_year(index: pd.DatetimeIndex | None = None, *,
+                     bar_seconds: float | None = None) -> int:
+    """Bars per year: the one annualisation rule (Sharpe ratios, tear sheets, live reports).
+
+    From the bars' stamps ``index``: :data:`TRADING_DAYS_PER_YEAR` (or
+    :data:`CALENDAR_DAYS_PER_YEAR` when some bars fall on a weekend, i.e. the market trades
+    every day) for daily bars, times the bars per active day for intraday bars; about 52 or
+    12 for weekly or monthly bars. From a bar length ``bar_seconds`` alone (a live feed's
+    timeframe, before there are stamps): a market open around the clock every day
+    (``bar_seconds=3600`` gives 8760).
+    """
+    if (index is None) == (bar_seconds is None):
+        raise TypeError("give the bars' stamps (index) or their length (bar_seconds)")
+    if bar_seconds is not None:
+        if not bar_seconds > 0:
+            raise ValueError(f"bar length must be positive, got {bar_seconds} s")
+        return max(1, round(CALENDAR_DAYS_PER_YEAR * 24 * 3600 / bar_seconds))
+    index = pd.DatetimeIndex(index)
+    step = bar_spacing(index, option="periods_per_year")
+    weekends = bool((index.day_of_week >= 5).any())
+    days_per_year = CALENDAR_DAYS_PER_YEAR if weekends else TRADING_DAYS_PER_YEAR
+    if step < pd.Timedelta(hours=20):  # intraday: count bars per (active) day
+        per_day = float(pd.Series(1, index=index).groupby(index.normalize()).size().median())
+        return int(round(days_per_year * per_day))
+    if step <= pd.Timedelta(days=4):  # daily bars, weekends and holidays skipped or not
+        return days_per_year
+    return max(1, int(round(pd.Timedelta(days=365.25) / step)))
+
+
 def unstack_field(panel: pd.DataFrame, field: str = "close") -> pd.DataFrame:
     """Wide ``datetime x instrument`` matrix of one panel column (NaN where a bar is absent)."""
     panel = validate_panel(panel)
@@ -332,108 +411,6 @@ def forward_returns(panel: pd.DataFrame, *, horizon: int, field: str = "close",
     return out.rename(f"fwd_ret_{int(horizon)}")
 
 
-def _check_seed(seed: int) -> np.random.Generator:
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    return np.random.default_rng(seed)
-
-
-def _offset(freq: str) -> pd.DateOffset:
-    try:
-        return to_offset(freq)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"unrecognised freq {freq!r}") from exc
-
-
-def _positive(name: str, value: float) -> None:
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-
-
-def _intraday_stamps(start: pd.Timestamp, n_bars: int, step: pd.Timedelta) -> pd.DatetimeIndex:
-    offsets = []
-    for open_, close_ in TRADING_SESSIONS:
-        lo, hi = pd.Timedelta(f"{open_}:00"), pd.Timedelta(f"{close_}:00")
-        offsets.extend(lo + k * step for k in range(int(np.ceil((hi - lo) / step))))
-    # +2 days: the first day may be partly before ``start`` or a holiday roll-forward.
-    days = business_days(start, n_bars // len(offsets) + 2)
-    stamps = days.repeat(len(offsets)) + pd.TimedeltaIndex(np.tile(np.array(offsets), len(days)))
-    return stamps[stamps >= start][:n_bars]
-
-
-def _timestamps(start: str | pd.Timestamp, n_bars: int, freq: str) -> pd.DatetimeIndex:
-    if not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
-        raise ValueError(f"n_bars must be a positive int, got {n_bars!r}")
-    offset = _offset(freq)
-    try:
-        start_ts = pd.Timestamp(start)
-    except ValueError as exc:
-        raise ValueError(f"cannot parse start {start!r}") from exc
-    if isinstance(offset, pd.offsets.Tick) and pd.Timedelta(offset) < pd.Timedelta(days=1):
-        stamps = _intraday_stamps(start_ts, int(n_bars), pd.Timedelta(offset))
-    elif isinstance(offset, (pd.offsets.Day, pd.offsets.BusinessDay)) and offset.n == 1:
-        stamps = business_days(start_ts, n_bars)
-    else:
-        stamps = pd.date_range(start_ts.normalize(), periods=int(n_bars), freq=offset)
-    return pd.DatetimeIndex(stamps, freq=None)
-
-
-def _garch(rng: np.random.Generator, shape: tuple[int, int],
-           vol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """GARCH(1,1) shocks with Student-t(5) innovations and unconditional std ``vol``."""
-    alpha, beta, dof = 0.08, 0.90, 5.0
-    z = rng.standard_t(dof, size=shape) * np.sqrt((dof - 2.0) / dof)
-    omega = vol**2 * (1.0 - alpha - beta)
-    var = np.broadcast_to(vol**2, shape[1:]).astype(float)
-    shocks, sigma = np.empty(shape), np.empty(shape)
-    for t in range(shape[0]):
-        sigma[t] = np.sqrt(var)
-        shocks[t] = sigma[t] * z[t]
-        var = omega + alpha * shocks[t] ** 2 + beta * var
-    return shocks, sigma
-
-
-def _bars(
-    rng: np.random.Generator, log_ret: np.ndarray, sigma: np.ndarray, base: np.ndarray,
-    size: np.ndarray,
-) -> dict[str, np.ndarray]:
-    """OHLCV+amount arrays (bars x instruments) whose closes follow ``log_ret``."""
-    n, k = log_ret.shape
-    close = base * np.exp(np.cumsum(log_ret, axis=0))
-    prev = np.vstack([base[None, :], close[:-1]])
-    open_ = prev * np.exp(0.2 * sigma * rng.standard_normal((n, k)))
-    high = np.maximum(open_, close) * np.exp(0.5 * sigma * np.abs(rng.standard_normal((n, k))))
-    low = np.minimum(open_, close) * np.exp(-0.5 * sigma * np.abs(rng.standard_normal((n, k))))
-    # Activity scales with the size of the move, so volume clusters with volatility.
-    activity = 0.5 + np.abs(log_ret) / sigma.mean(axis=0)
-    volume = np.maximum(np.round(size * activity * np.exp(0.4 * rng.standard_normal((n, k)))), 1.0)
-    amount = volume * (high + low + close) / 3.0
-    return {"open": open_, "high": high, "low": low, "close": close, "volume": volume,
-            "amount": amount}
-
-
-def synthetic_ohlcv(
-    n_bars: int = 500, *, freq: str = "5min", start: str | pd.Timestamp = "2024-01-02 09:30",
-    seed: int = 0, base_price: float = 10.0, vol: float = 0.01, drift: float = 0.0,
-) -> pd.DataFrame:
-    """Seeded single-instrument OHLCV bars with volatility clustering.
-
-    Log returns are ``drift + GARCH(1,1)`` shocks (Student-t innovations, unconditional
-    per-bar std ``vol``). Intraday ``freq`` yields bars labelled by start time inside
-    :data:`TRADING_SESSIONS` on business days; ``"D"``/``"B"`` yield business days.
-    Prices satisfy ``low <= min(open, close) <= max(open, close) <= high``, all > 0;
-    volume rises with ``|return|``; ``amount = volume * (high + low + close) / 3``.
-    The index is a DatetimeIndex named ``"timestamps"``; columns are :data:`PANEL_COLUMNS`.
-    """
-    rng = _check_seed(seed)
-    for name, value in (("base_price", base_price), ("vol", vol)):
-        _positive(name, value)
-    stamps = _timestamps(start, n_bars, freq)
-    shocks, sigma = _garch(rng, (len(stamps), 1), np.array([vol]))
-    bars = _bars(rng, shocks + drift, sigma, np.array([float(base_price)]), np.array([1e5]))
-    return pd.DataFrame({c: v[:, 0] for c, v in bars.items()}, index=stamps.rename("timestamps"))
-
-
 def synthetic_panel(
     n_instruments: int = 20, n_bars: int = 300, *, freq: str = "D", seed: int = 0,
     market_beta: float = 1.0, market_vol: float = 0.01, idio_vol: float = 0.015,
@@ -456,18 +433,18 @@ def synthetic_panel(
     [0, 1) so the feedback stays stationary. OHLCV bars are built around the closes as
     in :func:`synthetic_ohlcv`; instruments are named ``SYN000``, ``SYN001``, ...
     """
-    rng = _check_seed(seed)
+    rng = seeded_rng(seed)
     if not isinstance(n_instruments, (int, np.integer)) or n_instruments < 1:
         raise ValueError(f"n_instruments must be a positive int, got {n_instruments!r}")
     if not 0.0 <= predictable < 1.0:
         raise ValueError(f"predictable must be in [0, 1), got {predictable}")
     for name, value in (("market_vol", market_vol), ("idio_vol", idio_vol)):
-        _positive(name, value)
-    stamps = _timestamps(start, n_bars, freq)
+        check_positive(name, value)
+    stamps = bar_stamps(start, n_bars, freq)
     n, k = len(stamps), int(n_instruments)
     betas = market_beta * rng.uniform(0.5, 1.5, size=k)
-    market, m_sigma = _garch(rng, (n, 1), np.array([market_vol]))
-    idio, i_sigma = _garch(rng, (n, k), np.full(k, idio_vol))
+    market, m_sigma = garch_shocks(rng, (n, 1), np.array([market_vol]))
+    idio, i_sigma = garch_shocks(rng, (n, k), np.full(k, idio_vol))
     log_ret, signal = betas * market + idio, np.zeros(k)
     for t in range(n):
         log_ret[t] += predictable * signal
@@ -476,7 +453,7 @@ def synthetic_panel(
     sigma = np.sqrt((betas * m_sigma) ** 2 + i_sigma**2)
     base = np.exp(rng.normal(np.log(20.0), 0.5, size=k))
     size = np.exp(rng.normal(np.log(1e6), 0.7, size=k))
-    bars = _bars(rng, log_ret, sigma, base, size)
+    bars = bars_from_returns(rng, log_ret, sigma, base, size)
     width = max(3, len(str(k - 1)))
     names = [f"SYN{i:0{width}d}" for i in range(k)]
     index = pd.MultiIndex.from_product([stamps, names], names=INDEX_NAMES)

@@ -1,15 +1,24 @@
-"""Forecast: every sampled path of one series, with summaries and a fan chart."""
+"""Forecast: every sampled path of one series, with summaries and a fan chart.
+
+:func:`forecast_summary` is the one summary of a forecast (``kronos-quant forecast``, the demo
+and the live loop's ledger all keep it); :func:`write_forecast` writes a forecast's files.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .charts import new_figure, save_figure, stamp_labels
 from .inputs import BAR_COLUMNS
+from .io import atomic_path, write_atomic
+
+DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 @dataclass
@@ -132,3 +141,66 @@ class Forecast:
         span = f"{self.index[0]} … {self.index[-1]}" if len(self.index) else "empty"
         return (f"Forecast(name={self.name!r}, samples={self.sample_count}, "
                 f"pred_len={self.pred_len}, {span})")
+
+
+def forecast_summary(fc: Forecast, *, model_label: str | None = None, column: str = "close",
+                     per_step: bool = False,
+                     scores: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Headline numbers of a forecast (JSON-serialisable): the last bar, then the median,
+    10%/90% quantiles, mean, expected return and P(up) of ``column`` at the horizon.
+
+    ``per_step`` adds ``path``: the stamps and the mean, q10, q50 and q90 at every step;
+    ``scores`` (e.g. :func:`kronos_quant.signals.score_forecast`) are added as ``scores``.
+    """
+    values = fc.column_paths(column)  # (S, P)
+    last, end = float(fc.last[column]), values[:, -1]
+    q10, q50, q90 = np.quantile(end, [0.1, 0.5, 0.9])
+    out: dict[str, Any] = {
+        "series": fc.name, "model": model_label or fc.model_label, "samples": fc.sample_count,
+        "pred_len": fc.pred_len, "last_timestamp": str(fc.history.index[-1]),
+        "last_close": last, "horizon_timestamp": str(fc.index[-1]), "column": column,
+        "median": float(q50), "q10": float(q10), "q90": float(q90), "mean": float(end.mean()),
+        "expected_return": float(end.mean() / last - 1.0), "prob_up": float((end > last).mean())}
+    if per_step:
+        steps = np.quantile(values, [0.1, 0.5, 0.9], axis=0)  # (3, P)
+        out["path"] = {"stamps": [str(t) for t in fc.index],
+                       "mean": values.mean(axis=0).round(8).tolist(),
+                       **{k: v.round(8).tolist() for k, v in zip(("q10", "q50", "q90"), steps,
+                                                                   strict=True)}}
+    if scores is not None:
+        out["scores"] = {k: float(v) for k, v in scores.items()}
+    return out
+
+
+def quantile_table(fc: Forecast, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> pd.DataFrame:
+    """Per future bar: the mean and each quantile of every column (``close_q10``, ...)."""
+    table = fc.quantile(list(quantiles))
+    table.columns = [f"{col}_q{round(q * 100):02d}" for q, col in table.columns]
+    mean = fc.mean().add_suffix("_mean")
+    frame = pd.concat([mean, table], axis=1)
+    order = [c for name in fc.columns for c in frame.columns if c.startswith(f"{name}_")]
+    frame = frame[order]
+    frame.index.name = "timestamp"
+    return frame
+
+
+def write_forecast(fc: Forecast, out: str | Path, *, model_label: str | None = None,
+                   quantiles: Sequence[float] = DEFAULT_QUANTILES, title: str | None = None,
+                   scores: Mapping[str, float] | None = None) -> tuple[dict[str, Path], dict]:
+    """Write ``fan.png``, ``paths.csv``, ``quantiles.csv`` and ``summary.json`` into ``out``
+    (each atomically); ``scores`` go into the summary (:func:`forecast_summary`).
+
+    Returns the files written (by kind) and the summary dict.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"fan_chart": out / "fan.png", "paths": out / "paths.csv",
+             "quantiles": out / "quantiles.csv", "summary": out / "summary.json"}
+    fc.plot(files["fan_chart"], title=title, model_label=model_label)
+    with atomic_path(files["paths"]) as tmp:
+        fc.to_frame().to_csv(tmp, index=False)
+    with atomic_path(files["quantiles"]) as tmp:
+        quantile_table(fc, quantiles).to_csv(tmp)
+    summary = forecast_summary(fc, model_label=model_label, scores=scores)
+    write_atomic(files["summary"], json.dumps(summary, indent=2) + "\n")
+    return files, summary

@@ -7,9 +7,8 @@ their local wall-clock time, tz dropped, with one log line).
 """
 from __future__ import annotations
 
-import argparse
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,18 +34,6 @@ def checked_int(value: Any, *, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
-
-
-def int_option(minimum: int = 1) -> Callable[[str], int]:
-    """argparse ``type=`` for an integer option >= ``minimum`` (a clear usage error otherwise)."""
-    def parse(text: str) -> int:
-        try:
-            return checked_int(int(text), name="value", minimum=minimum)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, "
-                                             f"got {text!r}") from None
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
 
 
 def _prefix(source: str) -> str:

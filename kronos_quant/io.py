@@ -4,7 +4,7 @@ Every file the package writes for later reading goes through a temporary file in
 target's own folder (so the rename stays on one filesystem), is flushed to disk, then
 replaces the target with :func:`os.replace`. On any error the temporary file is removed
 and the old target, if any, is left untouched. Folders (fine-tuning checkpoints) have their
-own swap in :mod:`kronos_quant.finetune.checkpoint`.
+own swap, :func:`kronos_quant.finetune.checkpoint.write_folder_atomic`.
 """
 from __future__ import annotations
 

@@ -23,32 +23,10 @@ from .forecast import Forecast
 from .generation import SamplingParams, generate
 from .inputs import BAR_COLUMNS, ModelInputs, PreparedSeries, prepare_arrays, prepare_series
 from .model import Kronos
+from .runtime import resolve_device
 from .tokenizer import KronosTokenizer
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` picks cuda, then mps, then cpu; anything unknown or unavailable is an error."""
-    if device is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda:0")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; "
-                         "use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                  and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} requested but MPS is not available")
-    return dev
 
 
 def checkpoint_label(model: str | Path, tokenizer: str | Path) -> str:

@@ -28,10 +28,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from ..calendars import future_timestamps
+from ..forecast import forecast_summary
 from ..portfolio import target_weights
 from ..signals import score_forecasts, window_seed
 from ..tradespec import TradeSpec
@@ -182,17 +182,6 @@ def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
     return weights.iloc[0].reindex(scores.index).fillna(0.0)
 
 
-def forecast_summary(fc: Any) -> dict[str, Any]:
-    """What the ledger keeps of a forecast's paths: close quantiles at each step, P(up)."""
-    close = fc.column_paths("close")  # (S, P)
-    last = float(fc.last["close"])
-    q10, q50, q90 = np.quantile(close, [0.1, 0.5, 0.9], axis=0)
-    return {"samples": int(close.shape[0]), "stamps": [str(t) for t in fc.index],
-            "last_close": last, "mean": close.mean(axis=0).round(8).tolist(),
-            "q10": q10.round(8).tolist(), "q50": q50.round(8).tolist(),
-            "q90": q90.round(8).tolist(), "prob_up": float((close[:, -1] > last).mean())}
-
-
 @dataclass
 class CycleResult:
     decided: list[pd.Timestamp] = field(default_factory=list)
@@ -298,7 +287,8 @@ class LiveLoop:
                 delta = target_qty - held.get(symbol, 0.0)
                 Ledger.put_decision(db, symbol, cfg.timeframe, ts, close=price,
                                     weight=float(weights[symbol]), qty=target_qty,
-                                    forecast=forecast_summary(fc), scores=scores.loc[symbol])
+                                    forecast=forecast_summary(fc, per_step=True),
+                                    scores=scores.loc[symbol])
                 if abs(delta) * price >= cfg.min_trade_value:
                     self.broker.place(db, OrderRequest(
                         client_order_id(symbol, cfg.timeframe, ts), symbol, cfg.timeframe, ts,

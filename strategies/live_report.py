@@ -7,17 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data import periods_per_year
 from ..execution import execution_returns
 from .ledger import Ledger, from_ms
-
-SECONDS_PER_YEAR = 365 * 24 * 3600  # crypto trades every day of the year
-
-
-def periods_per_year(timeframe_seconds: float) -> int:
-    """Bars per year of a 24/7 market for a bar length in seconds (1h → 8760)."""
-    if timeframe_seconds <= 0:
-        raise ValueError(f"timeframe must be positive, got {timeframe_seconds} s")
-    return max(1, round(SECONDS_PER_YEAR / timeframe_seconds))
 
 
 @dataclass
@@ -88,8 +80,9 @@ def live_report(ledger: Ledger) -> LiveReport:
 def write_tearsheet(report: LiveReport, path: str | Path, *, title: str,
                     timeframe_seconds: float | None = None, periods: int | None = None) -> Path:
     """The QuantStats HTML tear sheet of the equity curve's bar returns, annualised with
-    ``periods`` bars per year (e.g. 252 for daily equity bars) or, for a 24/7 market, with
-    :func:`periods_per_year` of the bar length ``timeframe_seconds``."""
+    ``periods`` bars per year (e.g. :func:`kronos_quant.data.periods_per_year` of the equity's
+    stamps) or, for a 24/7 market, with the bars per year of the bar length
+    ``timeframe_seconds``."""
     from ..adapters.quantstats import tearsheet
 
     if (timeframe_seconds is None) == (periods is None):
@@ -100,4 +93,4 @@ def write_tearsheet(report: LiveReport, path: str | Path, *, title: str,
                          "at least 3 decided candles")
     return tearsheet(returns, title=title, output=path,
                      periods_per_year=periods if periods is not None
-                     else periods_per_year(timeframe_seconds))
+                     else periods_per_year(bar_seconds=timeframe_seconds))

@@ -20,9 +20,9 @@ from kronos_quant.adapters.qlib_data import (  # noqa: E402
     write_provider,
 )
 
+from kronos_quant.cli.qlib import register  # noqa: E402
 from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
 from kronos_quant.portfolio import align, target_weights  # noqa: E402
-from kronos_quant.qlib_cli import register  # noqa: E402
 from kronos_quant.signals import baseline_scores  # noqa: E402
 
 

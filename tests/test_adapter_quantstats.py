@@ -18,7 +18,6 @@ from kronos_quant.adapters.quantstats import (  # noqa: E402
     SignalReport,
     benchmark_returns,
     evaluate_signal,
-    infer_periods_per_year,
     metrics,
     quiet_reports,
     register_returns,
@@ -134,12 +133,6 @@ def test_tz_aware_stamps_become_wall_clock():
     clean = to_returns(returns)
     assert clean.index.tz is None and clean.index[0] == pd.Timestamp("2022-01-03")
     assert "Sharpe" in metrics(returns, mode="basic").index
-
-
-@pytest.mark.parametrize("freq,n,expected", [("B", 300, 252), ("D", 300, 365), ("h", 2000, 8760),
-                                            ("W-FRI", 60, 52), ("ME", 30, 12)])
-def test_periods_per_year(freq, n, expected):
-    assert infer_periods_per_year(pd.date_range("2022-01-03", periods=n, freq=freq)) == expected
 
 
 def test_quiet_reports_hides_only_library_noise(caplog):

@@ -14,11 +14,12 @@ pytest.importorskip("quantstats")
 
 from kronos_quant.adapters.vectorbt import backtest  # noqa: E402
 
-from kronos_quant import backtest_cli  # noqa: E402
+from kronos_quant import backtest as bt  # noqa: E402
+from kronos_quant.cli import backtest as backtest_cli  # noqa: E402
 from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
 from kronos_quant.portfolio import target_weights  # noqa: E402
 from kronos_quant.predictor import checkpoint_label  # noqa: E402
-from kronos_quant.signals.cli import write_scores  # noqa: E402
+from kronos_quant.signals.store import write_scores  # noqa: E402
 from kronos_quant.testing import save_tiny_pair  # noqa: E402
 
 OUTPUTS = ["equity.png", "summary.json", "tearsheet.html", "weights.parquet"]
@@ -88,11 +89,9 @@ def test_backtest_scores_with_the_model_and_reports_coverage(files, tmp_path):
 def test_model_label_from_the_model_options_or_the_scores_fingerprint():
     scores = pd.DataFrame({"s": [0.1]})
     scores.attrs["model_fingerprint"] = "0123456789abcdef"
-    args = argparse.Namespace(model=None, tokenizer=None)
-    assert backtest_cli.scores_model_label(args, scores) == "weights 0123456789ab"
-    args = argparse.Namespace(model="NeoQuasar/Kronos-small",
-                              tokenizer="NeoQuasar/Kronos-Tokenizer-base")
-    assert backtest_cli.scores_model_label(args, scores) == (
+    assert bt.scores_model_label(None, None, scores) == "weights 0123456789ab"
+    assert bt.scores_model_label("NeoQuasar/Kronos-small", "NeoQuasar/Kronos-Tokenizer-base",
+                                 scores) == (
         "NeoQuasar/Kronos-small + NeoQuasar/Kronos-Tokenizer-base")
 
 
@@ -100,20 +99,21 @@ def test_a_registered_engine_receives_the_same_book(files, tmp_path):
     root, panel = files
     seen = []
 
-    def recording(job: backtest_cli.BacktestJob) -> backtest_cli.EngineResult:
+    def recording(job: bt.BacktestJob) -> bt.EngineResult:
         seen.append(job)
-        return backtest_cli.ENGINES["vectorbt"].run(job)
+        return bt.ENGINES["vectorbt"].run(job)
 
-    backtest_cli.register_engine(backtest_cli.Engine("recording", recording, "test engine"))
+    bt.register_engine(bt.Engine("recording", recording, "test engine"))
     try:
         args = _parse(["-q", "backtest", "--engine", "recording", "--panel",
                        str(root / "panel.parquet"), "--scores", str(root / "scores.parquet"),
                        "--topk", "2", "--execution", "next_close", "--out", str(tmp_path)])
         assert args.func(args) == 0
     finally:
-        del backtest_cli.ENGINES["recording"]
+        del bt.ENGINES["recording"]
     (job,) = seen
     assert job.execution == "next_close" and job.fees == 0.0
+    assert isinstance(job.options, bt.BacktestOptions) and job.options.topk == 2
     pd.testing.assert_frame_equal(job.weights, target_weights(planted_signal(panel), topk=2))
     assert json.loads((tmp_path / "summary.json").read_text())["engine"] == "recording"
 

@@ -6,9 +6,10 @@ import json
 import pandas as pd
 import pytest
 
+from kronos_quant.assets import UNIVERSE, load_universe
 from kronos_quant.cli import main
 from kronos_quant.demo import plan_steps
-from kronos_quant.demo_steps import STEPS, UNIVERSE, load_universe, write_universe
+from kronos_quant.demo.steps import STEPS, write_universe
 
 
 def test_demo_forecast_step_writes_chart_and_tables(tmp_path, capsys):
@@ -132,7 +133,7 @@ def test_an_explicit_pred_len_is_honoured(tmp_path, capsys):
 
 
 def test_forecast_command_writes_chart_paths_quantiles_and_summary(tmp_path, capsys):
-    from kronos_quant.demo import ASSETS
+    from kronos_quant.assets import ASSETS
 
     bars = pd.read_csv(ASSETS / "series.csv")
     bars.insert(1, "symbol", "MSFT")
@@ -163,7 +164,7 @@ def test_forecast_command_writes_chart_paths_quantiles_and_summary(tmp_path, cap
     ("txt", ["--input", "{txt}"], "expected a .csv or .parquet file, got '.txt'"),
 ])
 def test_forecast_command_bad_input_is_one_line(setup, argv, message, tmp_path, capsys):
-    from kronos_quant.demo import ASSETS
+    from kronos_quant.assets import ASSETS
 
     bars = pd.read_csv(ASSETS / "series.csv")
     two = pd.concat([bars.assign(instrument="A"), bars.assign(instrument="B")])

@@ -5,8 +5,11 @@ import argparse
 
 import pytest
 
-from kronos_quant import backtest_cli, live_cli, qlib_cli
-from kronos_quant.signals import cli as signals_cli
+from kronos_quant.cli import backtest as backtest_cli
+from kronos_quant.cli import live as live_cli
+from kronos_quant.cli import qlib as qlib_cli
+from kronos_quant.cli import signals as signals_cli
+from kronos_quant.cli.options import scoring_options
 
 # (register module, argv up to the option, option, smallest valid value)
 CASES = [
@@ -63,8 +66,8 @@ def test_backtest_scores_with_the_options_of_score():
                                                  *scoring])
     expected = dict(lookback=24, pred_len=3, sample_count=4, freq="W", start="2021-02-01",
                     end=None, seed=7, T=0.8, top_k=5, top_p=0.7, calendar="XNYS")
-    assert signals_cli.scoring_options(score) == expected
-    assert signals_cli.scoring_options(backtest) == expected
-    default = signals_cli.scoring_options(_parser(backtest_cli).parse_args(
+    assert scoring_options(score) == expected
+    assert scoring_options(backtest) == expected
+    default = scoring_options(_parser(backtest_cli).parse_args(
         ["backtest", "--panel", "p", "--out", "o"]))
     assert default["freq"] == 1 and default["lookback"] == 64

@@ -19,6 +19,7 @@ from kronos_quant.data import (
     load_panel,
     panel_from_frames,
     panel_to_frames,
+    periods_per_year,
     planted_signal,
     resample_panel,
     synthetic_ohlcv,
@@ -405,3 +406,18 @@ def test_bar_spacing_is_the_median_gap():
     assert bar_spacing(hours) == pd.Timedelta(hours=4)
     with pytest.raises(ValueError, match="at least two bars.*; pass freq="):
         bar_spacing(days[:1], option="freq=")
+
+
+@pytest.mark.parametrize("freq,n,expected", [("B", 300, 252), ("D", 300, 365), ("h", 2000, 8760),
+                                            ("W-FRI", 60, 52), ("ME", 30, 12)])
+def test_periods_per_year(freq, n, expected):
+    assert periods_per_year(pd.date_range("2022-01-03", periods=n, freq=freq)) == expected
+
+
+def test_periods_per_year_of_a_bar_length_is_a_24_7_market():
+    assert periods_per_year(bar_seconds=3600) == 8760
+    assert periods_per_year(bar_seconds=86400) == 365
+    with pytest.raises(TypeError, match="stamps .index. or their length"):
+        periods_per_year()
+    with pytest.raises(ValueError, match="must be positive"):
+        periods_per_year(bar_seconds=0)

@@ -88,8 +88,8 @@ def test_backtest_command_gives_the_same_book_in_both_engines(case, tmp_path):
     import json
 
     pytest.importorskip("quantstats")
-    from kronos_quant import backtest_cli
-    from kronos_quant.signals.cli import write_scores
+    from kronos_quant.cli import backtest as backtest_cli
+    from kronos_quant.signals.store import write_scores
 
     panel, scores = case
     panel.to_parquet(tmp_path / "panel.parquet")

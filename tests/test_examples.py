@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kronos_quant.demo import ASSETS
+from kronos_quant.assets import ASSETS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MODEL = ["--model", str(ASSETS / "model"), "--tokenizer", str(ASSETS / "tokenizer")]

@@ -219,7 +219,7 @@ def test_recover_puts_the_old_folder_back_or_drops_leftovers(tmp_path):
     (tmp_path / "last.tmp").mkdir()
     checkpoint.recover(target)
     assert (target / "a").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["last"]
-    checkpoint.write_atomic(target, lambda d: (d / "b").write_text("new"))
+    checkpoint.write_folder_atomic(target, lambda d: (d / "b").write_text("new"))
     assert sorted(os.listdir(target)) == ["b"] and sorted(os.listdir(tmp_path)) == ["last"]
 
 

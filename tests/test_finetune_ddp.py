@@ -18,7 +18,7 @@ RESUME_SCRIPT = """
 import sys, torch
 from kronos_quant.data import synthetic_panel
 from kronos_quant.finetune import FinetuneConfig, Trainer
-from kronos_quant.finetune.runtime import close_distributed
+from kronos_quant.runtime import close_distributed
 
 root, tok, model = sys.argv[1:4]
 panel = synthetic_panel(3, 120, seed=3)

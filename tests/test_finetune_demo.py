@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import kronos_quant.demo as demo
+import kronos_quant.assets as demo
 from kronos_quant.cli import main
 
 
@@ -62,7 +62,7 @@ def test_model_and_tokenizer_flags_switch_the_model(tmp_path, capsys, tiny_dirs)
 
 def test_real_training_data_is_split_adjusted():
     pytest.importorskip("bokeh_sampledata")
-    from kronos_quant.finetune.demo_model import real_stock_panel
+    from kronos_quant.demo.build_model import real_stock_panel
 
     panel = real_stock_panel()
     aapl = panel.xs("AAPL", level="instrument")["close"]

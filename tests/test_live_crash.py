@@ -1,6 +1,6 @@
 """kill -9 in the middle of the live loop, then restart: no duplicate, no lost row, no skip.
 
-The loop runs as a real subprocess (``python -m kronos_quant.live_cli live``) on 1-second
+The loop runs as a real subprocess (``python -m kronos_quant.cli live``) on 1-second
 candles from the local mock exchange, which runs on the real clock in this process.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def start_loop(url: str, state: Path, models: tuple[Path, Path], log: Path) -> subprocess.Popen:
     tok, model = models
-    cmd = [sys.executable, "-m", "kronos_quant.live_cli", "live", "--exchange", "binance",
+    cmd = [sys.executable, "-m", "kronos_quant.cli", "live", "--exchange", "binance",
            "--symbol", "BTC/USDT", "--symbol", "ETH/USDT", "--timeframe", "1s",
            "--state", str(state), "--api-host", url, "--model", str(model), "--tokenizer",
            str(tok), "--lookback", "16", "--samples", "4", "--grace", "0.05",

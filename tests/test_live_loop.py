@@ -163,7 +163,7 @@ def test_client_ids_credentials_and_cli_parser(world, tmp_path, capsys):
         credentials_from_env("binance", {"BINANCE_API_KEY": "k"})
     assert credentials_from_env("binance", {"BINANCE_API_KEY": "k", "BINANCE_API_SECRET": "s"}) \
         == {"apiKey": "k", "secret": "s"}
-    from kronos_quant.live_cli import register
+    from kronos_quant.cli.live import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
@@ -189,9 +189,10 @@ def test_live_report_equity_hit_rate_and_tearsheet(world, tmp_path, capsys):
     for _ in range(5):
         clock.advance(60)
         loop.run(once=True)
-    from kronos_quant.strategies.live_report import live_report, periods_per_year
+    from kronos_quant.strategies.live_report import live_report
 
-    from kronos_quant.live_cli import register
+    from kronos_quant.cli.live import register
+    from kronos_quant.data import periods_per_year
 
     report = live_report(loop.ledger)
     candles = loop.ledger.table("candles").pivot(index="ts", columns="symbol", values="open")
@@ -203,7 +204,8 @@ def test_live_report_equity_hit_rate_and_tearsheet(world, tmp_path, capsys):
     value = sum(p.qty * marks[s] for s, p in loop.ledger.positions().items())
     assert report.equity.iloc[-1] == pytest.approx(cash + value)
     assert report.fees > 0 and report.pnl == pytest.approx(cash + value - 10_000.0)
-    assert periods_per_year(3600) == 8760 and periods_per_year(86400) == 365
+    assert periods_per_year(bar_seconds=3600) == 8760
+    assert periods_per_year(bar_seconds=86400) == 365
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["live-report", "--state", str(tmp_path / "s"), "--out",

@@ -27,8 +27,7 @@ import pandas as pd
 import pytest
 import tomllib
 
-from kronos_quant.demo import ASSETS
-from kronos_quant.demo_steps import UNIVERSE
+from kronos_quant.assets import ASSETS, UNIVERSE
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -19,13 +19,13 @@ from signals_support import one_thread  # noqa: F401  (autouse fixture)
 from kronos_quant.cli import main
 from kronos_quant.data import synthetic_panel
 from kronos_quant.signals import score_panel
-from kronos_quant.signals.cli import read_scores
 from kronos_quant.signals.distributed import (
     ShardFailure,
     assign_partitions,
     forecast_panel_sharded,
     plan_partitions,
 )
+from kronos_quant.signals.store import read_scores
 from kronos_quant.signals.walkforward import plan_scoring
 from kronos_quant.testing import save_tiny_pair
 
@@ -198,7 +198,7 @@ def test_init_distributed_passes_its_timeout_to_the_process_group(monkeypatch):
 
     import torch.distributed as dist
 
-    from kronos_quant.finetune import runtime
+    from kronos_quant import runtime
 
     calls = []
     monkeypatch.setattr(dist, "is_initialized", lambda: False)

@@ -22,7 +22,7 @@ from kronos_quant.signals import (
     window_seed,
 )
 from kronos_quant.signals.cache import module_fingerprint
-from kronos_quant.signals.cli import read_scores, write_scores
+from kronos_quant.signals.store import read_scores, write_scores
 
 LOOKBACK, PRED_LEN, SAMPLES = 16, 3, 4
 OPTS = dict(lookback=LOOKBACK, pred_len=PRED_LEN, sample_count=SAMPLES, seed=7, verbose=False)

@@ -6,7 +6,7 @@ on a CPU, a GPU, or many GPUs/nodes under ``torchrun``. See docs/finetune.md.
 """
 from .config import FinetuneConfig
 from .dataset import TrainingWindows, build_windows, load_training_panel
-from .runtime import read_metrics
+from .runlog import read_metrics
 from .train import FitResult, Trainer, run_finetune
 
 __all__ = ["FinetuneConfig", "FitResult", "Trainer", "TrainingWindows", "build_windows",

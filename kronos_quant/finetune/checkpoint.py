@@ -1,8 +1,8 @@
 """Checkpoint folders written as one unit, and the random streams a resumed run needs.
 
 A checkpoint folder (``last/``, ``best/``, ``tokenizer/``) is never changed in place:
-:func:`write_atomic` builds the new one in ``<name>.tmp`` beside it, flushes it to disk, moves
-the old folder away to ``<name>.old``, moves the new one in, and deletes the old one. A crash
+:func:`write_folder_atomic` builds the new one in ``<name>.tmp`` beside it, flushes it to disk,
+moves the old folder away to ``<name>.old``, moves the new one in, and deletes the old one. A crash
 at any moment leaves one complete folder that :func:`recover` puts back under ``<name>``: the
 old one if the new one was not yet in place, the new one otherwise.
 
@@ -114,7 +114,8 @@ def fsync_tree(root: Path) -> None:
 
 
 def recover(target: Path) -> None:
-    """Bring ``target`` back to its last complete version after a crash in :func:`write_atomic`.
+    """Bring ``target`` back to its last complete version after a crash in
+    :func:`write_folder_atomic`.
 
     ``target`` present: the swap finished or never began, so staging leftovers go. ``target``
     absent but ``<name>.old`` present: the crash fell between the two renames, and the old
@@ -131,7 +132,7 @@ def recover(target: Path) -> None:
             logger.info("removed %s left by an interrupted checkpoint write", leftover)
 
 
-def write_atomic(target: Path, fill: Callable[[Path], Any]) -> Path:
+def write_folder_atomic(target: Path, fill: Callable[[Path], Any]) -> Path:
     """Replace the folder ``target`` by what ``fill(folder)`` writes, as one unit."""
     recover(target)
     tmp, old = staging_paths(target)

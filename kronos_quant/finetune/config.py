@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from ..io import write_atomic
+
 TASKS = ("tokenizer", "predictor")
 SCHEDULES = ("onecycle", "cosine", "constant")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -116,7 +118,7 @@ class FinetuneConfig:
     def save_yaml(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
         return path
 
     @property

@@ -33,18 +33,19 @@ import torch
 from tqdm.auto import tqdm
 
 from ..hub import WEIGHTS_NAME, check_state_dict, read_state_dict
+from ..runtime import DistEnv, init_distributed
 from .checkpoint import (
     preserved_rng,
     read_rng_state,
     recover,
     rng_state,
     set_rng_state,
-    write_atomic,
+    write_folder_atomic,
     write_rng_states,
 )
 from .config import FinetuneConfig
 from .dataset import TrainingWindows, build_windows, epoch_order, load_training_panel, shard
-from .runtime import DistEnv, RunLog, init_distributed
+from .runlog import RunLog
 from .tasks import build_task
 
 logger = logging.getLogger(__name__)
@@ -255,15 +256,16 @@ class Trainer:
         if val is not None and val[self.task.best_metric] < self.best:
             self.best = val[self.task.best_metric]
             if self.env.is_main:
-                write_atomic(self.run_dir / "best", self.task.save)
+                write_folder_atomic(self.run_dir / "best", self.task.save)
                 logger.info("best %s %.5f at step %d", self.task.best_metric, self.best,
                             self.step)
         if self.env.is_main:
             assert rng_states is not None  # gathered on rank 0
-            write_atomic(self.run_dir / "last", partial(self._write_last, rng_states=rng_states))
+            write_folder_atomic(self.run_dir / "last",
+                                partial(self._write_last, rng_states=rng_states))
             tokenizer = getattr(self.task, "tokenizer", None)
             if tokenizer is not None and not (self.run_dir / "tokenizer").exists():
-                write_atomic(self.run_dir / "tokenizer", tokenizer.save_pretrained)
+                write_folder_atomic(self.run_dir / "tokenizer", tokenizer.save_pretrained)
         self.env.barrier()
 
     def _write_last(self, folder: Path, rng_states: list[dict[str, Any]]) -> None:

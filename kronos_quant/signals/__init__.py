@@ -55,6 +55,7 @@ from .scorers import (
                     score_forecast,
                     score_forecasts,
 )
+from .store import read_scores, write_scores
 from .transforms import (
                     check_scores,
                     cross_sectional,
@@ -100,4 +101,6 @@ __all__ = [
     "topk_turnover", "Calibration", "calibrate", "central_band", "band_coverage", "pit_values",
     "pit_histogram", "crps_ensemble", "conformal_margin", "realised_closes",
     "plot_ic", "plot_calibration", "fingerprint_label",
+    # score files
+    "write_scores", "read_scores",
 ]

@@ -31,8 +31,8 @@ import pandas as pd
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..finetune.runtime import DistEnv
 from ..inputs import checked_int
+from ..runtime import DistEnv
 from .cache import batch_file_name, read_paths, write_paths
 from .walkforward import PanelForecasts, ScoringJob, plan_scoring
 
@@ -202,8 +202,8 @@ def forecast_panel_sharded(predictor, panel: pd.DataFrame, *, store: str | Path,
     store
         Folder of the partitioned forecast store, shared by all nodes.
     env
-        :class:`~kronos_quant.finetune.runtime.DistEnv` from
-        :func:`~kronos_quant.finetune.runtime.init_distributed`; None: one process.
+        :class:`~kronos_quant.runtime.DistEnv` from
+        :func:`~kronos_quant.runtime.init_distributed`; None: one process.
     batch_size
         Windows per model call on a rank (partitions are grouped up to it).
     partition_size

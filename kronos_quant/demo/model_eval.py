@@ -22,12 +22,12 @@ import torch.nn.functional as F
 
 from ..data import dates as panel_dates
 from ..data import panel_to_frames
+from ..finetune.config import FinetuneConfig
+from ..finetune.dataset import TrainingWindows, build_windows, split_dates
+from ..finetune.tasks import causal_s2_attention, next_token_losses
 from ..model import Kronos
 from ..predictor import KronosPredictor
 from ..tokenizer import KronosTokenizer
-from .config import FinetuneConfig
-from .dataset import TrainingWindows, build_windows, split_dates
-from .tasks import causal_s2_attention, next_token_losses
 
 
 def _subset(windows: TrainingWindows, mask: np.ndarray, limit: int) -> np.ndarray:

@@ -10,7 +10,6 @@ baselines.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,60 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..data import load_panel
-from ..io import atomic_path, write_atomic
-
-
-def _freq(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
-
-
-def _csv_list(text: str | None) -> list[str] | None:
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".attrs.json")
-
-
-def write_scores(scores: pd.DataFrame, path: str | Path) -> Path:
-    """Scores to ``.parquet`` (default) or ``.csv``, keeping the (datetime, instrument) index
-    and the frame's ``attrs`` (the scoring settings): inside the Parquet file, or in a
-    ``<name>.csv.attrs.json`` sidecar next to a CSV. Written atomically (temp file, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    json.dumps(scores.attrs)  # fail before writing if an attr cannot be stored
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".csv":
-            scores.to_csv(tmp)
-            if scores.attrs:
-                write_atomic(_sidecar(path), json.dumps(scores.attrs, indent=1, sort_keys=True))
-        else:
-            scores.to_parquet(tmp)
-    return path
-
-
-def read_scores(path: str | Path) -> pd.DataFrame:
-    """Scores written by :func:`write_scores` (or any long table with datetime/instrument),
-    with their ``attrs`` restored (from the Parquet file or the CSV's sidecar, if any)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"scores file {path} does not exist")
-    csv = path.suffix.lower() == ".csv"
-    frame = pd.read_csv(path) if csv else pd.read_parquet(path)
-    attrs = dict(frame.attrs)
-    if csv and _sidecar(path).is_file():
-        attrs = json.loads(_sidecar(path).read_text())
-    if isinstance(frame.index, pd.MultiIndex):
-        frame = frame.reset_index()
-    missing = [c for c in ("datetime", "instrument") if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: scores need columns 'datetime' and 'instrument'; "
-                         f"missing {missing}")
-    frame["datetime"] = pd.to_datetime(frame["datetime"])
-    frame["instrument"] = frame["instrument"].astype(str)
-    frame = frame.set_index(["datetime", "instrument"]).sort_index()
-    frame.attrs = attrs
-    return frame
+from ..execution import DEFAULT_EXECUTION, EXECUTIONS
+from ..io import atomic_path
+from ..signals.store import read_scores, write_scores
+from .options import add_model_args, add_scoring_args, csv_list, int_option, scoring_options
 
 
 def _sharded(args: argparse.Namespace) -> bool:
@@ -84,9 +33,9 @@ def _forecast_sharded(args: argparse.Namespace, panel: pd.DataFrame, options: di
     share of the partitions on its own device; raises ShardFailure naming failed ranks."""
     import torch.distributed as dist
 
-    from ..finetune.runtime import init_distributed
     from ..predictor import KronosPredictor
-    from .distributed import forecast_panel_sharded
+    from ..runtime import init_distributed
+    from ..signals.distributed import forecast_panel_sharded
 
     if args.cache_dir is not None:
         raise ValueError("--cache-dir is for one process without --store; the --store "
@@ -116,15 +65,12 @@ def _forecast_sharded(args: argparse.Namespace, panel: pd.DataFrame, options: di
 
 def _score(args: argparse.Namespace) -> int:
     from ..predictor import KronosPredictor
-    from .calibration import calibrate
-    from .distributed import ShardFailure
-    from .plots import plot_calibration
-    from .scorers import resolve_scorers
-    from .walkforward import forecast_panel
+    from ..signals import ShardFailure, calibrate, forecast_panel, plot_calibration
+    from ..signals.scorers import resolve_scorers
 
     if args.model is None or args.tokenizer is None:
         raise ValueError("--model and --tokenizer are required (Hub ids or local directories)")
-    scorers = resolve_scorers(_csv_list(args.scorers))
+    scorers = resolve_scorers(csv_list(args.scorers))
     panel = load_panel(args.panel)
     options = scoring_options(args)
     if _sharded(args):
@@ -165,11 +111,10 @@ def _score(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ..execution import describe_execution
-    from .evaluation import evaluate
-    from .plots import plot_ic
+    from ..signals import evaluate, plot_ic
 
     scores = read_scores(args.scores)
-    signals = _csv_list(args.signals)
+    signals = csv_list(args.signals)
     if signals:
         unknown = [s for s in signals if s not in scores.columns]
         if unknown:
@@ -192,8 +137,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(result.table())
     if args.out:
         path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        result.summary.to_csv(path)
+        with atomic_path(path) as tmp:
+            result.summary.to_csv(tmp)
         print(f"wrote summary: {path}")
     if args.plot:
         plot_ic(result, args.plot)
@@ -201,51 +146,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_scoring_args(parser: argparse.ArgumentParser, *,
-                     title: str = "walk-forward forecasts") -> None:
-    """The walk-forward forecast options (``--lookback`` … ``--batch-size``) as one argument
-    group: ``kronos-quant score`` and every command that scores with ``--model`` use these."""
-    from ..inputs import MIN_CONTEXT, int_option
-
-    g = parser.add_argument_group(title)
-    g.add_argument("--lookback", type=int_option(MIN_CONTEXT), default=64,
-                   help="context bars per window")
-    g.add_argument("--pred-len", type=int_option(1), default=5, help="bars forecast per window")
-    g.add_argument("--samples", type=int_option(1), default=16, help="sample paths per window")
-    g.add_argument("--freq", default="1",
-                   help="rebalance every k-th date (int) or a pandas period such as W, ME")
-    g.add_argument("--start", default=None, help="first rebalance date (inclusive)")
-    g.add_argument("--end", default=None, help="last rebalance date (inclusive)")
-    g.add_argument("--seed", type=int_option(0), default=0)
-    g.add_argument("--T", type=float, default=1.0, help="sampling temperature")
-    g.add_argument("--top-k", type=int_option(0), default=0,
-                   help="sample from the k likeliest tokens (0: off)")
-    g.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass")
-    g.add_argument("--calendar", default=None,
-                   help="exchange calendar for daily future stamps, e.g. XNYS (needs the "
-                        "[calendars] extra; default: weekdays)")
-    g.add_argument("--cache-dir", default=None,
-                   help="Parquet forecast cache folder (resumable runs)")
-    g.add_argument("--batch-size", type=int_option(1), default=256,
-                   help="windows per generation call")
-
-
-def scoring_options(args: argparse.Namespace) -> dict:
-    """Keyword options of :func:`~kronos_quant.signals.forecast_panel` from the options
-    :func:`add_scoring_args` added (``cache_dir`` and ``batch_size`` are left to the caller)."""
-    return dict(lookback=args.lookback, pred_len=args.pred_len, sample_count=args.samples,
-                freq=_freq(args.freq), start=args.start, end=args.end, seed=args.seed,
-                T=args.T, top_k=args.top_k, top_p=args.top_p, calendar=args.calendar)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..cli import add_model_args
-    from ..execution import DEFAULT_EXECUTION, EXECUTIONS
-    from ..inputs import int_option
-
     p = subparsers.add_parser("score", help="walk-forward Kronos scores for every instrument",
                               description=__doc__)
-    add_model_args(p, default_model=None, default_tokenizer=None)
+    add_model_args(p)
     p.add_argument("--panel", required=True,
                    help="long CSV/Parquet file or folder of per-symbol files")
     p.add_argument("--scorers", default=None,

@@ -1,4 +1,4 @@
-"""``kronos-quant finetune tokenizer|predictor|demo-model``.
+"""``kronos-quant finetune tokenizer|predictor|demo-model|demo-card``.
 
 Settings come from ``--config cfg.yaml``, then the explicit flags below, then ``--set
 key=value`` (any FinetuneConfig field); later sources win. Under ``torchrun`` the same command
@@ -10,7 +10,8 @@ import argparse
 
 import torch
 
-from .config import FinetuneConfig
+from ..finetune import FinetuneConfig
+from .options import int_option
 
 # Explicit flags for the most used fields: (flag, config field, help).
 FLAGS = (
@@ -42,8 +43,8 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
 
 
 def _train_command(args: argparse.Namespace) -> int:
-    from .runtime import close_distributed
-    from .train import Trainer
+    from ..finetune import Trainer
+    from ..runtime import close_distributed
 
     config = config_from_args(args)
     trainer = Trainer(config)
@@ -63,13 +64,20 @@ def _train_command(args: argparse.Namespace) -> int:
 
 
 def _demo_model_command(args: argparse.Namespace) -> int:
-    from .demo_model import build_demo_model
+    from ..demo.build_model import build_demo_model
 
     torch.set_num_threads(args.threads)
     report = build_demo_model(args.out, work_dir=args.work_dir, threads=args.threads,
                               quick=args.quick, verbose=not args.quiet)
     print(f"demo model written to {args.out} in {report['seconds_total']:.0f} s; "
           f"model card: {report['card']}")
+    return 0
+
+
+def _demo_card_command(args: argparse.Namespace) -> int:
+    from ..demo.model_card import rerender_model_card
+
+    print(rerender_model_card(args.folder))
     return 0
 
 
@@ -96,6 +104,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--out", required=True, help="output folder (e.g. kronos_quant/assets/demo)")
     d.add_argument("--work-dir", default=None, help="where the training runs go "
                    "(default: a temporary folder)")
-    d.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    d.add_argument("--threads", type=int_option(1), default=2, help="torch CPU threads")
     d.add_argument("--quick", action="store_true", help="a few steps only (to test the recipe)")
     d.set_defaults(func=_demo_model_command)
+    c = sub.add_parser("demo-card", help="re-render a built demo model's MODEL_CARD.md",
+                       description="Re-render MODEL_CARD.md of a built demo model folder from "
+                                   "its metrics.json and demo.json.")
+    c.add_argument("folder", help="demo model folder, e.g. kronos_quant/assets/demo")
+    c.set_defaults(func=_demo_card_command)

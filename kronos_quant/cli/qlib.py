@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .inputs import int_option
+from ..io import atomic_path
+from .options import int_option
 
 
 def _data(args: argparse.Namespace) -> int:
-    from .adapters.qlib_data import check_provider, write_provider
+    from ..adapters.qlib_data import check_provider, write_provider
 
     if args.panel is None and not args.check:
         raise ValueError("give --panel to write a provider directory, or --check to verify one")
     panel = None
     if args.panel is not None:
-        from .data import load_panel
+        from ..data import load_panel
 
         panel = load_panel(args.panel)
         summary = write_provider(panel, args.out, markets=args.market, freq=args.freq,
@@ -36,8 +37,8 @@ def _data(args: argparse.Namespace) -> int:
 def _backtest(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .adapters.qlib import compare_scorers, run_topk_dropout
-    from .signals.cli import read_scores
+    from ..adapters.qlib import compare_scorers, run_topk_dropout
+    from ..signals.store import read_scores
 
     scores = read_scores(args.scores)
     columns = args.columns.split(",") if args.columns else list(scores.columns)
@@ -57,8 +58,9 @@ def _backtest(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'scorers.csv'} and {figure}")
         return 0
     result = run_topk_dropout(scores, args.provider, column=columns[0], out_dir=out, **options)
-    result.report.to_csv(out / "report.csv")
-    result.risk.to_csv(out / "risk.csv")
+    for name, table in (("report.csv", result.report), ("risk.csv", result.risk)):
+        with atomic_path(out / name) as tmp:
+            table.to_csv(tmp)
     print(result.risk.round(4))
     print(f"wrote {out / 'report.csv'}, {out / 'risk.csv'} and {result.figure}")
     return 0

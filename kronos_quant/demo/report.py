@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .demo_steps import STEPS, StepResult
-from .io import write_atomic
+from ..io import write_atomic
+from .steps import STEPS, StepResult
 
 PERCENT_WORDS = ("return", "drawdown", "coverage", "hit rate", "P(up)")
 STYLE = """

@@ -1,4 +1,4 @@
-"""Rebuild the embedded demo model: ``python -m kronos_quant.finetune.demo_model --out DIR``.
+"""Rebuild the embedded demo model: ``kronos-quant finetune demo-model --out DIR``.
 
 Trains a *mini* tokenizer + predictor pair from scratch with this package's finetuning
 pipeline on CPU, on
@@ -16,7 +16,6 @@ It is a demo model: small, trained for minutes, not the published Kronos.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
@@ -28,11 +27,10 @@ import pandas as pd
 import torch
 
 from ..data import panel_from_frames, panel_to_frames, synthetic_panel
-from .config import FinetuneConfig
-from .demo_card import write_model_card
-from .demo_eval import evaluate_pair
-from .runtime import read_metrics
-from .train import Trainer
+from ..finetune import FinetuneConfig, Trainer, read_metrics
+from ..io import atomic_path, write_atomic
+from .model_card import write_model_card
+from .model_eval import evaluate_pair
 
 logger = logging.getLogger(__name__)
 
@@ -127,16 +125,17 @@ def build_demo_model(out: str | Path, *, work_dir: str | Path | None = None, thr
     metrics = evaluate_pair(tokenizer, model, panel, config, real_instruments=sorted(
         set(real.index.get_level_values("instrument"))), quick=quick)
     series = panel_to_frames(real)[DEMO_TICKER].iloc[-DEMO_SERIES_BARS:]
-    series.to_csv(out / "series.csv", index_label="timestamps", float_format="%.6g")
+    with atomic_path(out / "series.csv") as tmp:
+        series.to_csv(tmp, index_label="timestamps", float_format="%.6g")
     meta = {"label": f"kronos-quant demo model (mini, trained on {DATA_PACKAGE} daily US stocks "
                      "+ synthetic panels; not the published Kronos)",
             "series": "series.csv", "series_name": f"{DEMO_TICKER} (daily, adjusted)",
             "lookback": COMMON["lookback"], "pred_len": COMMON["pred_len"]}
-    (out / "demo.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_atomic(out / "demo.json", json.dumps(meta, indent=2) + "\n")
     report = {"tokenizer": tok_summary, "predictor": pred_summary, "evaluation": metrics,
               "data": _data_summary(real, panel), "quick": quick,
               "seconds_total": round(time.time() - started, 1), "threads": threads}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_atomic(out / "metrics.json", json.dumps(report, indent=2, default=str) + "\n")
     report["card"] = write_model_card(out / "MODEL_CARD.md", report, meta)
     return report
 
@@ -147,24 +146,3 @@ def _data_summary(real: pd.DataFrame, panel: pd.DataFrame) -> dict[str, Any]:
     return {"package": DATA_PACKAGE, "real_bars": {k: int(v) for k, v in counts.items()},
             "synthetic": SYNTHETIC, "first_date": str(stamps.min().date()),
             "last_date": str(stamps.max().date()), "total_bars": len(panel)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output folder, e.g. kronos_quant/assets/demo")
-    parser.add_argument("--work-dir", default=None,
-                        help="training run folder (default: a temp dir)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="3 steps per model (recipe check)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
-    report = build_demo_model(args.out, work_dir=args.work_dir, threads=args.threads,
-                              quick=args.quick)
-    print(f"wrote {args.out} in {report['seconds_total']:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

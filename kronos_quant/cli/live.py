@@ -14,8 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from .execution import DEFAULT_EXECUTION
-from .inputs import int_option
+from ..execution import DEFAULT_EXECUTION
+from .options import add_model_args, int_option
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def _symbols(values: list[str]) -> list[str]:
 
 
 def _predictor(args: argparse.Namespace):
-    from .demo import demo_predictor, embedded_demo
+    from ..assets import demo_predictor, embedded_demo
 
     assets = embedded_demo() if args.model is None and args.tokenizer is None else None
     predictor, label = demo_predictor(args.model, args.tokenizer, device=args.device,
@@ -39,10 +39,10 @@ def _predictor(args: argparse.Namespace):
 
 def build_loop(args: argparse.Namespace):
     """The loop a ``live`` command line describes (also used by tests and the benchmark)."""
-    from .adapters.ccxt import CandleStore, CcxtFeed, RetryPolicy, make_exchange
-    from .strategies.brokers import CcxtBroker, PaperBroker, credentials_from_env
-    from .strategies.ledger import Ledger
-    from .strategies.live import LiveConfig, LiveLoop
+    from ..adapters.ccxt import CandleStore, CcxtFeed, RetryPolicy, make_exchange
+    from ..strategies.brokers import CcxtBroker, PaperBroker, credentials_from_env
+    from ..strategies.ledger import Ledger
+    from ..strategies.live import LiveConfig, LiveLoop
 
     config = LiveConfig(exchange=args.exchange, symbols=_symbols(args.symbol),
                         timeframe=args.timeframe, lookback=args.lookback, pred_len=args.pred_len,
@@ -80,8 +80,8 @@ def _live(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .strategies.ledger import Ledger
-    from .strategies.live_report import live_report, write_tearsheet
+    from ..strategies.ledger import Ledger
+    from ..strategies.live_report import live_report, write_tearsheet
 
     state = Path(args.state)
     if not (state / Ledger.FILE).is_file():
@@ -94,7 +94,7 @@ def _report(args: argparse.Namespace) -> int:
         print(line)
     if args.no_tearsheet:
         return 0
-    from .adapters.ccxt import make_exchange
+    from ..adapters.ccxt import make_exchange
 
     seconds = make_exchange(meta["exchange"]).parse_timeframe(meta["timeframe"])
     out = Path(args.out) if args.out else state / "tearsheet.html"
@@ -109,8 +109,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .cli import add_model_args
-
     p = subparsers.add_parser("live", help="forecast closed candles and paper/live trade them",
                               description=__doc__)
     p.add_argument("--exchange", required=True, help="ccxt exchange id, e.g. binance")
@@ -118,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(repeat or comma-separate for several)")
     p.add_argument("--timeframe", required=True, help="exchange timeframe, e.g. 1m, 1h, 1d")
     p.add_argument("--state", required=True, help="state folder (ledger + candle store)")
-    add_model_args(p, default_model=None, default_tokenizer=None)
+    add_model_args(p)
     p.add_argument("--api-host", default=None,
                    help="replace the host of every API URL (regional host, proxy, local mock)")
     p.add_argument("--once", action="store_true", help="decide what has closed, then exit")
@@ -164,18 +162,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--out", default=None, help="tear sheet path (default: STATE/tearsheet.html)")
     r.add_argument("--no-tearsheet", action="store_true", help="print the summary only")
     r.set_defaults(func=_report)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m kronos_quant.live_cli live ...`` (the same commands outside the dispatcher)."""
-    parser = argparse.ArgumentParser(prog="kronos-quant")
-    parser.add_argument("-q", "--quiet", action="store_true")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

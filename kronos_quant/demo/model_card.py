@@ -1,8 +1,11 @@
 """MODEL_CARD.md of the demo model, written from the numbers the build measured."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+from ..io import write_atomic
 
 
 def _fmt(value: Any) -> str:
@@ -98,12 +101,11 @@ def write_model_card(path: Path, report: dict[str, Any], meta: dict[str, Any]) -
         "# kronos-quant demo model", *quick, "",
         f"{meta['label']}.", "",
         "A small tokenizer + predictor pair (the `mini` preset) trained from scratch on CPU by",
-        "`kronos-quant finetune demo-model --out kronos_quant/assets/demo` (equivalently",
-        "`python -m kronos_quant.finetune.demo_model --out kronos_quant/assets/demo`). It exists",
+        "`kronos-quant finetune demo-model --out kronos_quant/assets/demo`. It exists",
         "so that `kronos-quant demo` runs offline with a model that has seen market data. It is",
         "far smaller and less trained than the published Kronos checkpoints; do not trade on it.",
         "Every number below is read from `metrics.json`, written by that build; "
-        "`python -m kronos_quant.finetune.demo_card <folder>` re-renders this card from it.",
+        "`kronos-quant finetune demo-card <folder>` re-renders this card from it.",
         "", "## Data", "",
         f"* Real: daily bars of {real}, {data['first_date']} … 2013-03-01, from the",
         f"  `{data['package']}` package (`bokeh_sampledata.stocks`; Quandl WIKI prices, public",
@@ -146,23 +148,14 @@ def write_model_card(path: Path, report: dict[str, Any], meta: dict[str, Any]) -
         "", "## Licence", "",
         "Weights: MIT, as kronos-quant. Training data: public domain (Quandl WIKI via "
         "bokeh-sampledata, BSD-3-Clause package) and generated synthetic data.", ""]
-    path.write_text("\n".join(lines))
+    write_atomic(path, "\n".join(lines))
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Re-render MODEL_CARD.md of a built demo folder from its metrics.json and demo.json."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("folder", help="demo model folder, e.g. kronos_quant/assets/demo")
-    folder = Path(parser.parse_args(argv).folder)
+def rerender_model_card(folder: str | Path) -> Path:
+    """Re-render ``MODEL_CARD.md`` of a built demo folder from its ``metrics.json`` and
+    ``demo.json``; returns the card's path."""
+    folder = Path(folder)
     report = json.loads((folder / "metrics.json").read_text())
     meta = json.loads((folder / "demo.json").read_text())
-    print(write_model_card(folder / "MODEL_CARD.md", report, meta))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return write_model_card(folder / "MODEL_CARD.md", report, meta)

@@ -1,25 +1,47 @@
-"""Process-level plumbing for training: the distributed environment and the run log.
+"""Where a process runs: its device, and its place in a ``torchrun`` job.
 
-``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without them the run is one
-process. Only rank 0 writes files.
+:func:`resolve_device` turns a ``--device`` value into a torch device; :func:`init_distributed`
+joins the ``torchrun`` process group if there is one (``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK`` set; without them the job is one process) and gives each rank its device.
+Walk-forward scoring (:mod:`kronos_quant.signals.distributed`) and fine-tuning
+(:mod:`kronos_quant.finetune.train`) both run on it; only rank 0 writes files.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from ..predictor import resolve_device
-
 logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` picks cuda, then mps, then cpu; anything unknown or unavailable is an error."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda:0")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; "
+                         "use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                  and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} requested but MPS is not available")
+    return dev
+
 
 
 @dataclass
@@ -84,44 +106,3 @@ def init_distributed(device: str | None = None, *,
 def close_distributed(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.destroy_process_group()
-
-
-class RunLog:
-    """Metrics of a run: ``metrics.jsonl`` (one JSON object per step/epoch record) and,
-    when the ``tensorboard`` package is installed and wanted, TensorBoard scalars."""
-
-    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool):
-        self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
-        self.writer = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                logger.debug("tensorboard is not installed; logging to metrics.jsonl only")
-            else:
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def log(self, kind: str, step: int, **values: Any) -> None:
-        """Append one record (``kind`` is "step", "val" or "epoch")."""
-        if not self.enabled:
-            return
-        record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in values.items():
-                if isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"{kind}/{key}", value, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of a run's ``metrics.jsonl``."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

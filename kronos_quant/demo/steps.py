@@ -24,20 +24,19 @@ from typing import Any
 
 import pandas as pd
 
-from .adapters import ENGINE_EXTRAS
-from .backtest_cli import ENGINES, BacktestJob, equal_weight_returns, plot_equity
-from .data import load_panel, validate_panel
-from .execution import DEFAULT_EXECUTION, describe_execution
-from .portfolio import target_weights
-
-UNIVERSE = Path(__file__).parent / "assets" / "universe" / "us_stocks_daily.csv"
-UNIVERSE_TICKERS: tuple[str, ...] = ("AAPL", "GOOG", "IBM", "MSFT")
-UNIVERSE_START = "2010-09-01"
+from ..adapters import ENGINE_EXTRAS
+from ..assets import UNIVERSE, UNIVERSE_START, UNIVERSE_TICKERS, load_universe
+from ..backtest import ENGINES, BacktestJob, equal_weight_returns, plot_equity
+from ..data import periods_per_year, validate_panel
+from ..execution import DEFAULT_EXECUTION, describe_execution
+from ..forecast import write_forecast
+from ..io import atomic_path
+from ..portfolio import target_weights
 
 
 def write_universe(path: str | Path = UNIVERSE) -> Path:
     """Rebuild the bundled universe CSV from ``bokeh-sampledata`` (the ``[demo-data]`` extra)."""
-    from .finetune.demo_model import real_stock_panel
+    from .build_model import real_stock_panel
 
     panel = real_stock_panel()
     keep = (panel.index.get_level_values("instrument").isin(UNIVERSE_TICKERS)
@@ -46,13 +45,9 @@ def write_universe(path: str | Path = UNIVERSE) -> Path:
     frame["datetime"] = frame["datetime"].dt.strftime("%Y-%m-%d")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False, float_format="%.6g")
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
     return path
-
-
-def load_universe() -> pd.DataFrame:
-    """The bundled universe as a canonical panel."""
-    return load_panel(UNIVERSE)
 
 
 @dataclass
@@ -116,6 +111,13 @@ class DemoContext:
         return path
 
 
+def write_csv(frame: pd.DataFrame | pd.Series, path: Path) -> Path:
+    """A result table written atomically (the one way the demo writes its CSVs)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp)
+    return path
+
+
 def frame_html(frame: pd.DataFrame, digits: int = 4) -> str:
     return frame.to_html(float_format=lambda v: f"{v:.{digits}f}", border=0, na_rep="–")
 
@@ -124,14 +126,14 @@ def frame_html(frame: pd.DataFrame, digits: int = 4) -> str:
 
 def step_forecast(ctx: DemoContext) -> StepResult:
     """Fan chart, paths, quantiles and summary of the bundled series."""
-    from .forecast_cli import write_forecast
+    from ..signals import score_forecast
 
     s = ctx.settings
     fc = ctx.predictor.forecast(ctx.series, pred_len=s.pred_len, sample_count=s.samples,
                                 seed=s.seed, verbose=ctx.verbose, name=ctx.series_name)
     title = f"{ctx.series_name}: {s.samples} paths × {s.pred_len} bars"
     files, summary = write_forecast(fc, ctx.folder("forecast"), model_label=ctx.model_label,
-                                    title=title)
+                                    title=title, scores=score_forecast(fc))
     numbers = {"last close": summary["last_close"], "median at horizon": summary["median"],
                "10–90% at horizon": f"{summary['q10']:.2f} … {summary['q90']:.2f}",
                "P(up)": summary["prob_up"], "expected return": summary["expected_return"]}
@@ -140,8 +142,7 @@ def step_forecast(ctx: DemoContext) -> StepResult:
 
 def step_scores(ctx: DemoContext) -> StepResult:
     """Walk-forward forecasts and scores of the universe at every rebalance date."""
-    from .signals import forecast_panel
-    from .signals.cli import write_scores
+    from ..signals import forecast_panel, write_scores
 
     s = ctx.settings
     forecasts = forecast_panel(ctx.predictor, ctx.panel, lookback=s.score_lookback,
@@ -164,7 +165,7 @@ def step_scores(ctx: DemoContext) -> StepResult:
 def step_evaluate(ctx: DemoContext) -> StepResult:
     """IC/RankIC vs baselines under the execution convention, and band calibration with
     split-conformal recalibration."""
-    from .signals import calibrate, evaluate, plot_calibration, plot_ic
+    from ..signals import calibrate, evaluate, plot_calibration, plot_ic
 
     s = ctx.settings
     scores, forecasts = ctx.state["scores"], ctx.state["forecasts"]
@@ -177,8 +178,8 @@ def step_evaluate(ctx: DemoContext) -> StepResult:
     files = {"ic_chart": folder / "ic.png", "calibration_chart": folder / "calibration.png",
              "evaluation": folder / "evaluation.csv", "conformal": folder / "conformal.csv"}
     summary = evaluation.summary
-    summary.to_csv(files["evaluation"])
-    calibration.conformal.to_csv(files["conformal"])
+    write_csv(summary, files["evaluation"])
+    write_csv(calibration.conformal, files["conformal"])
     plot_ic(evaluation, files["ic_chart"], signals=[s.scorer, "prob_up", "momentum_20",
                                                     "reversal_5"], model_label=ctx.model_label)
     plot_calibration(calibration, files["calibration_chart"], model_label=ctx.model_label)
@@ -231,9 +232,9 @@ def step_vectorbt(ctx: DemoContext) -> StepResult:
     folder = ctx.folder("vectorbt")
     files = {"equity_chart": _equity_chart(ctx, result.returns, folder / "equity.png", "vectorbt"),
              "weights": folder / "weights.csv", "stats": folder / "stats.csv"}
-    demo_weights(ctx).to_csv(files["weights"])
+    write_csv(demo_weights(ctx), files["weights"])
     stats = pf.stats()
-    stats.to_frame("value").to_csv(files["stats"])
+    write_csv(stats.to_frame("value"), files["stats"])
     numbers = {"final value": float(pf.final_value()), "total return": float(pf.total_return()),
                "Sharpe": float(pf.sharpe_ratio()), "max drawdown": float(pf.max_drawdown()),
                "orders": result.orders}
@@ -284,9 +285,9 @@ def step_backtrader(ctx: DemoContext) -> StepResult:
 
 def step_qlib(ctx: DemoContext) -> StepResult:
     """A generated Qlib provider directory and Qlib's TopkDropoutStrategy on the scores."""
-    from .adapters.qlib import run_topk_dropout
-    from .adapters.qlib_data import write_provider
-    from .portfolio import align
+    from ..adapters.qlib import run_topk_dropout
+    from ..adapters.qlib_data import write_provider
+    from ..portfolio import align
 
     s = ctx.settings
     provider = ctx.out / "qlib" / "provider"
@@ -320,7 +321,7 @@ def step_qlib(ctx: DemoContext) -> StepResult:
 
 def step_tearsheet(ctx: DemoContext) -> StepResult:
     """QuantStats tear sheet of the backtest, with the signal-quality section."""
-    from .adapters.quantstats import SignalReport, metrics, tearsheet
+    from ..adapters.quantstats import SignalReport, metrics, tearsheet
 
     engine = "vectorbt" if "vectorbt" in ctx.state else "backtrader"
     result = ctx.state[engine]
@@ -330,10 +331,11 @@ def step_tearsheet(ctx: DemoContext) -> StepResult:
                           metadata=dict(ctx.state["scores"].attrs))
     start = demo_weights(ctx).index[0]  # before the first rebalance the book is empty
     returns, bench = result.returns.loc[start:], equal_weight_returns(ctx.panel).loc[start:]
+    ppy = periods_per_year(returns.index)
     path = tearsheet(returns, benchmark=bench, output=ctx.folder("tearsheet") / "tearsheet.html",
                      title=f"Kronos demo · top-{s.topk} {s.scorer} ({engine}, {s.execution})",
-                     periods_per_year=252, signal_report=report)
-    table = metrics(returns, benchmark=bench, periods_per_year=252, mode="basic")
+                     periods_per_year=ppy, signal_report=report)
+    table = metrics(returns, benchmark=bench, periods_per_year=ppy, mode="basic")
     rows = [r for r in ("Cumulative Return", "Sharpe", "Max Drawdown", "Volatility (ann.)")
             if r in table.index]
     return StepResult({"engine": engine}, {"tearsheet": path},
@@ -347,9 +349,9 @@ def step_live(ctx: DemoContext) -> StepResult:
     the last recorded daily candles of the universe."""
     import shutil
 
-    from .strategies.live import LiveConfig
-    from .strategies.live_report import write_tearsheet
-    from .strategies.replay import ReplayFeed, replay_live
+    from ..strategies.live import LiveConfig
+    from ..strategies.live_report import write_tearsheet
+    from ..strategies.replay import ReplayFeed, replay_live
 
     s = ctx.settings
     frames = {sym: ctx.panel.xs(sym, level="instrument") for sym in s.live_symbols}
@@ -362,9 +364,9 @@ def step_live(ctx: DemoContext) -> StepResult:
     report = replay_live(frames, config, predictor=ctx.predictor, state=state, times=times)
     folder = ctx.folder("live")
     files = {"ledger": state / "ledger.sqlite", "equity": folder / "equity.csv"}
-    report.equity.to_csv(files["equity"])
+    write_csv(report.equity, files["equity"])
     files["tearsheet"] = write_tearsheet(
-        report, folder / "tearsheet.html", periods=252,  # daily equity bars
+        report, folder / "tearsheet.html", periods=periods_per_year(report.equity.index),
         title="Kronos demo · live loop, paper broker, replayed candles")
     numbers = {"decisions": report.decisions, "candle times": len(report.equity),
                "orders": report.orders, "final equity": float(report.equity.iloc[-1]),

@@ -1,0 +1,291 @@
+"""Backtests: scores → target weights → an engine → tear sheet and summary.
+
+:func:`run_backtest` computes the target weights once
+(:func:`kronos_quant.portfolio.target_weights`) and hands them, with the execution
+convention, to the chosen engine, so every engine trades the same book. It writes
+``weights.parquet``, ``equity.png``, ``tearsheet.html`` (QuantStats plus the signal-quality
+section) and ``summary.json`` into ``options.out``; ``kronos-quant backtest`` is this function
+behind a command line.
+
+Engines are entries of :data:`ENGINES`. To add one, write a function taking a
+:class:`BacktestJob` and returning an :class:`EngineResult` (import the engine inside it) and
+call :func:`register_engine`; ``--engine NAME`` (or ``BacktestOptions(engine=NAME)``) then
+selects it. Engine-specific settings travel in ``BacktestOptions.engine_options``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .data import load_panel, periods_per_year, unstack_field
+from .execution import DEFAULT_EXECUTION
+from .io import atomic_path, write_atomic
+from .portfolio import target_weights, turnover
+
+DEFAULT_SCORER = "expected_return"
+
+
+@dataclass(frozen=True)
+class BacktestOptions:
+    """What one backtest runs: the data, where the scores come from, the book and the costs.
+
+    Scores come from a ``scores`` file (``kronos-quant score`` output) or are computed from a
+    ``model`` + ``tokenizer`` pair walk-forward, with ``scoring`` the keyword options of
+    :func:`kronos_quant.signals.forecast_panel` (``lookback``, ``pred_len``, ...).
+    ``horizon`` (evaluation, in bars) defaults to the bars between rebalances and
+    ``periods_per_year`` to :func:`kronos_quant.data.periods_per_year` of the panel's dates.
+    """
+
+    panel: str | Path
+    out: str | Path
+    engine: str = "vectorbt"
+    scores: str | Path | None = None
+    signal: str | None = None
+    model: str | None = None
+    tokenizer: str | None = None
+    device: str | None = None
+    max_context: int = 512
+    scoring: Mapping[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+    batch_size: int = 256
+    calibration: bool = False
+    method: str = "topk"
+    topk: int = 10
+    n_drop: int | None = None
+    execution: str = DEFAULT_EXECUTION
+    fees: float = 0.0
+    slippage: float = 0.0
+    init_cash: float = 1_000_000.0
+    horizon: int | None = None
+    periods_per_year: int | None = None
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
+    verbose: bool = True
+
+
+@dataclass
+class BacktestJob:
+    """What every engine receives: the panel, the weights to trade and the trading terms."""
+
+    panel: pd.DataFrame
+    weights: pd.DataFrame  # rebalance dates × instruments (target_weights output)
+    execution: str
+    fees: float
+    slippage: float
+    init_cash: float
+    options: BacktestOptions | None = None  # the run's options (engine_options among them)
+
+
+@dataclass
+class EngineResult:
+    """What every engine returns: per-bar simple returns and the engine's own result object
+    (kept for users of the library API; the backtest only reads ``returns``)."""
+
+    returns: pd.Series
+    native: object = None
+    orders: int | None = None
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    run: Callable[[BacktestJob], EngineResult]
+    description: str
+
+
+ENGINES: dict[str, Engine] = {}
+
+
+def register_engine(engine: Engine) -> None:
+    """Make ``engine`` selectable with ``--engine engine.name``."""
+    ENGINES[engine.name] = engine
+
+
+def _vectorbt(job: BacktestJob) -> EngineResult:
+    from .adapters.vectorbt import backtest
+
+    pf = backtest(job.weights, job.panel, execution=job.execution, fees=job.fees,
+                  slippage=job.slippage, init_cash=job.init_cash)
+    return EngineResult(pf.returns(), pf, int(pf.orders.count()))
+
+
+register_engine(Engine("vectorbt", _vectorbt,
+                       "vectorbt Portfolio.from_orders: target percent, one shared-cash group"))
+
+
+def _backtrader(job: BacktestJob) -> EngineResult:
+    from .strategies.backtrader import run
+
+    res = run(job.panel, weights=job.weights, execution=job.execution, commission=job.fees,
+              slippage=job.slippage, cash=job.init_cash, stdstats=False)
+    return EngineResult(res.returns, res, len(res.result.fills))
+
+
+register_engine(Engine("backtrader", _backtrader,
+                       "backtrader KronosStrategy: orders sized at the fill price, sells first "
+                       "(daily returns)"))
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+def scores_from_model(options: BacktestOptions, panel: pd.DataFrame):
+    """Walk-forward scores (and the forecasts, for calibration) from the options' model."""
+    from .predictor import KronosPredictor
+    from .signals import forecast_panel
+
+    predictor = KronosPredictor.from_pretrained(options.model, options.tokenizer,
+                                                device=options.device,
+                                                max_context=options.max_context)
+    forecasts = forecast_panel(predictor, panel, cache_dir=options.cache_dir,
+                               batch_size=options.batch_size, verbose=options.verbose,
+                               **options.scoring)
+    scores = forecasts.score([options.signal or DEFAULT_SCORER]).sort_index()
+    return scores, forecasts
+
+
+def load_scores(options: BacktestOptions, panel: pd.DataFrame):
+    """(scores, forecasts or None) from the scores file or from the model."""
+    from .signals.store import read_scores
+
+    if (options.scores is None) == (options.model is None):
+        raise ValueError("give either --scores FILE or --model and --tokenizer")
+    if options.scores is not None:
+        return read_scores(options.scores), None
+    if options.tokenizer is None:
+        raise ValueError("--model needs --tokenizer")
+    return scores_from_model(options, panel)
+
+
+def pick_signal(scores: pd.DataFrame, name: str | None) -> str:
+    """The score column to trade: ``name`` or, by default, the first numeric column."""
+    numeric = list(scores.select_dtypes("number").columns)
+    if not numeric:
+        raise ValueError("the scores have no numeric column")
+    if name is None:
+        return numeric[0]
+    if name not in numeric:
+        raise ValueError(f"--signal {name!r} is not a numeric score column: {numeric}")
+    return name
+
+
+def scores_model_label(model: str | None, tokenizer: str | None,
+                       scores: pd.DataFrame) -> str | None:
+    """The model behind the scores: the ``model``/``tokenizer`` names, else the weights
+    fingerprint the scores file carries (None when it carries none)."""
+    from .predictor import checkpoint_label
+    from .signals.plots import fingerprint_label
+
+    if model is not None:
+        return checkpoint_label(model, tokenizer)
+    return fingerprint_label(scores.attrs)
+
+
+def equal_weight_returns(panel: pd.DataFrame) -> pd.Series:
+    """Per-bar close-to-close return of the equal-weight universe (the benchmark every
+    backtest and the demo is shown against)."""
+    returns = unstack_field(panel, "close").pct_change(fill_method=None).mean(axis=1)
+    return returns.fillna(0.0).rename("equal-weight universe")
+
+
+def rebalance_spacing(weights: pd.DataFrame, calendar: pd.DatetimeIndex) -> int:
+    """Median number of bars between rebalances: the holding period the signal is judged on."""
+    if len(weights) < 2:
+        return 1
+    return max(1, int(np.median(np.diff(calendar.get_indexer(weights.index)))))
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+def plot_equity(returns: pd.Series, benchmark: pd.Series, path: Path, *, title: str,
+                model_label: str | None = None) -> Path:
+    """Growth of 1 for the strategy and the benchmark (matplotlib Agg canvas).
+
+    ``model_label`` (e.g. :func:`kronos_quant.predictor.checkpoint_label`) names the model
+    behind the scores in the corner, as on every chart (:func:`kronos_quant.charts.save_figure`).
+    """
+    from .charts import new_figure, save_figure
+
+    fig = new_figure(10, 4.5)
+    ax = fig.add_subplot()
+    for series, label in ((returns, "strategy"), (benchmark, benchmark.name or "benchmark")):
+        ax.plot((1.0 + series.fillna(0.0)).cumprod(), label=label)
+    ax.set_title(title)
+    ax.set_ylabel("growth of 1")
+    ax.legend()
+    save_figure(fig, path, model_label)
+    return Path(path)
+
+
+def summarise(returns: pd.Series, weights: pd.DataFrame, *, periods_per_year: int,
+              signal: dict) -> dict:
+    """Headline numbers of a backtest (QuantStats' definitions, as in the tear sheet)."""
+    from .adapters import require_engine
+    from .adapters.quantstats import quiet_reports
+
+    with quiet_reports():
+        qs = require_engine("quantstats")
+        out = {"total_return": float(qs.stats.comp(returns)),
+               "sharpe": float(qs.stats.sharpe(returns, periods=periods_per_year)),
+               "max_drawdown": float(qs.stats.max_drawdown(returns))}
+    out["turnover"] = float(turnover(weights).mean())
+    return out | signal
+
+
+@dataclass
+class BacktestRun:
+    """What :func:`run_backtest` did: the summary (also in ``summary.json``), the files it
+    wrote and the engine's result."""
+
+    summary: dict[str, Any]
+    files: dict[str, Path]
+    result: EngineResult
+
+
+def run_backtest(options: BacktestOptions) -> BacktestRun:
+    """Run one backtest end to end and write its files into ``options.out``."""
+    from .adapters.quantstats import evaluate_signal, tearsheet
+    from .signals import calibrate
+
+    if options.engine not in ENGINES:
+        raise ValueError(f"unknown engine {options.engine!r}; choose from {sorted(ENGINES)}")
+    panel = load_panel(options.panel)
+    scores, forecasts = load_scores(options, panel)
+    signal = pick_signal(scores, options.signal)
+    weights = target_weights(scores, column=signal, method=options.method, topk=options.topk,
+                             n_drop=options.n_drop)
+    job = BacktestJob(panel, weights, options.execution, options.fees, options.slippage,
+                      options.init_cash, options)
+    result = ENGINES[options.engine].run(job)
+    out = Path(options.out)
+    files = {name: out / name
+             for name in ("tearsheet.html", "equity.png", "weights.parquet", "summary.json")}
+    with atomic_path(files["weights.parquet"]) as tmp:
+        weights.to_parquet(tmp)
+    returns = result.returns.rename("strategy")
+    benchmark = equal_weight_returns(panel)
+    calendar = pd.DatetimeIndex(benchmark.index)
+    horizon = options.horizon or rebalance_spacing(weights, calendar)
+    calibration = (calibrate(forecasts, panel) if forecasts is not None and options.calibration
+                   else None)
+    report = evaluate_signal(scores[[signal]], panel, horizon=horizon,
+                             execution=options.execution, calibration=calibration)
+    ppy = options.periods_per_year or periods_per_year(calendar)
+    title = f"{signal} {options.method} ({options.engine}, {options.execution})"
+    tearsheet(returns, benchmark=benchmark, title=title, output=files["tearsheet.html"],
+              periods_per_year=ppy, signal_report=report)
+    label = scores_model_label(options.model, options.tokenizer, scores)
+    plot_equity(returns, benchmark, files["equity.png"], title=title, model_label=label)
+    summary = {"engine": options.engine, "model": label, "signal": signal,
+               "method": options.method, "topk": options.topk, "n_drop": options.n_drop,
+               "execution": options.execution, "fees": options.fees,
+               "slippage": options.slippage, "horizon": horizon, "periods_per_year": ppy,
+               "orders": result.orders, "start": str(returns.index[0]),
+               "end": str(returns.index[-1])}
+    summary |= summarise(returns, weights, periods_per_year=ppy, signal=report.summary())
+    write_atomic(files["summary.json"], json.dumps(summary, indent=2) + "\n")
+    return BacktestRun(summary, files, result)
