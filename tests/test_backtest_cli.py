@@ -14,6 +14,7 @@ pytest.importorskip("quantstats")
 
 from kronos_quant.adapters.vectorbt import backtest  # noqa: E402
 
+from kronos_quant import TradeSpec  # noqa: E402
 from kronos_quant import backtest as bt  # noqa: E402
 from kronos_quant.cli import backtest as backtest_cli  # noqa: E402
 from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
@@ -60,7 +61,8 @@ def test_backtest_from_scores_writes_every_output(files):
     assert summary["turnover"] == pytest.approx(
         float((expected - expected.shift(1).fillna(0.0)).abs().sum(axis=1).mean()))
     assert summary["rank_ic"] > 0.05 and summary["max_drawdown"] < 0
-    assert {"sharpe", "ic", "execution", "periods_per_year"} <= set(summary)
+    assert {"sharpe", "ic", "spec", "periods_per_year"} <= set(summary)
+    assert summary["spec"] == TradeSpec(topk=3, n_drop=1, fees=0.001).to_dict()
     assert "coverage_80" not in summary  # not computed from a scores file
     assert summary["model"] is None  # planted scores carry no model fingerprint
     page = (out / "tearsheet.html").read_text(encoding="utf-8")
@@ -113,7 +115,8 @@ def test_a_registered_engine_receives_the_same_book(files, tmp_path):
         del bt.ENGINES["recording"]
     (job,) = seen
     assert job.execution == "next_close" and job.fees == 0.0
-    assert isinstance(job.options, bt.BacktestOptions) and job.options.topk == 2
+    assert isinstance(job.options, bt.BacktestOptions) and job.options.spec.topk == 2
+    assert job.spec == job.options.spec and job.spec.execution == "next_close"
     pd.testing.assert_frame_equal(job.weights, target_weights(planted_signal(panel), topk=2))
     assert json.loads((tmp_path / "summary.json").read_text())["engine"] == "recording"
 
