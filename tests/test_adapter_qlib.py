@@ -244,3 +244,35 @@ def test_cli_writes_checks_and_backtests(tmp_path, panel, capsys):
                  "--region", "us", "--out", str(tmp_path / "bt")]) == 0
     assert (tmp_path / "bt" / "risk.csv").exists()
     assert (tmp_path / "bt" / "cumulative_return.png").exists()
+
+
+@pytest.mark.parametrize("terms", [dict(topk=3),  # full rebalance: n_drop = topk
+                                   dict(topk=4, n_drop=2, rebalance=2, fees=0.001),
+                                   dict(topk=15, n_drop=1, invested=0.9)])  # topk > names
+def test_qlib_holds_our_names_for_the_same_spec(tmp_path, terms, caplog):
+    """The same TradeSpec in Qlib and in our portfolio layer: the same names every day
+    (fractional shares, no limits, untied scores, a late listing and NaN scores)."""
+    from kronos_quant import TradeSpec
+
+    small = synthetic_panel(12, 50, seed=6)
+    late = (small.index.get_level_values("instrument") == "SYN003") & (
+        small.index.get_level_values("datetime") < small.index.levels[0][10])
+    small = small[~late]
+    write_provider(small, tmp_path / "p", verbose=False)
+    rng = np.random.default_rng(2)
+    scores = pd.Series(rng.standard_normal(len(small)), index=small.index)
+    scores[rng.random(len(scores)) < 0.1] = np.nan
+    spec = TradeSpec(**terms)
+    with caplog.at_level("WARNING"):
+        result = run_topk_dropout(scores, tmp_path / "p", spec, benchmark="SYN000",
+                                  limit_threshold=None, region="us", verbose=False)
+    assert result.settings["spec"] == spec.to_dict()
+    calendar = small.index.get_level_values("datetime").unique()
+    ours = align(target_weights(scores, spec), calendar, execution=spec.execution) > 0
+    qlib_held = result.holdings > 0
+    ours = ours.reindex(index=qlib_held.index, columns=qlib_held.columns, fill_value=False)
+    pd.testing.assert_frame_equal(qlib_held, ours)
+    assert result.extra["differences"]["days_differing"] == 0
+    assert qlib_held.to_numpy().any(axis=1).all()
+    if spec.names > 12:
+        assert "topk=15 but only" in caplog.text  # warned, and holds what there is
