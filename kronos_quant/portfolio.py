@@ -9,6 +9,10 @@ and the live loop hold the same names in the same sizes:
   (:mod:`kronos_quant.execution`) and, with ``fill=True``, holds it until the next one.
 * :func:`turnover` and :func:`exposure` summarise a weight frame.
 
+The terms (method, topk, caps, rebalance cadence, ...) are a
+:class:`~kronos_quant.tradespec.TradeSpec`; what happens to names that stop trading is
+:mod:`kronos_quant.orders`.
+
 Ordering rule used everywhere: higher score first; equal scores are broken by instrument
 name, ascending ("AAA" before "BBB"), so every engine picks the same names. Names whose
 score is NaN or missing, or filtered out (``min_score``, ``threshold``), are not candidates.

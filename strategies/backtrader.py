@@ -10,12 +10,15 @@ Two modes, one strategy:
   :func:`~kronos_quant.signals.score_panel` (same per-window seeds, same future stamps), so
   both modes give identical scores for the same settings.
 
-Either way a rebalance at bar t turns the scores into weights with
+Either way the trading terms come from one :class:`~kronos_quant.tradespec.TradeSpec`
+(``spec=`` plus term params on top), a rebalance at bar t turns the scores into weights with
 :func:`kronos_quant.portfolio.target_weights` and trades them under the execution convention
-(:mod:`kronos_quant.execution`): by default at the open of bar t+1 through backtrader's
-cheat-on-open hook, with every order sized at the price it fills at (as vectorbt's
-target-percent orders are) and sells sent before buys, so the same scores give the same
-holdings as :func:`kronos_quant.adapters.vectorbt.backtest`.
+(:mod:`kronos_quant.execution`): every order is sent in backtrader's cheat-on-open hook of
+the execution bar and fills there, at the open (``next_open``) or, flagged cheat-on-close, at
+the bar's close (``next_close``, ``same_close``, delisting sales); every order is sized at the
+price it fills at (as vectorbt's target-percent orders are), sells before buys, and names
+that stop trading follow :class:`kronos_quant.orders.OrderRules`, so the same scores give the
+same shares as :func:`kronos_quant.adapters.vectorbt.backtest` on every bar.
 
 backtrader is imported lazily: ``KronosStrategy`` and ``BuyAndHold`` are built on first
 access (``pip install "kronos-quant[backtrader]"``).
