@@ -148,3 +148,32 @@ def test_vectorbt_example_runs_offline_on_the_demo_model(tmp_path, capsys):
     assert "Sharpe" in page and "expected_return" in page
     printed = capsys.readouterr().out
     assert "Total Return [%]" in printed and "RankIC" in printed
+
+
+def test_both_backtest_commands_take_the_same_trading_terms_with_defaults_shown(capsys,
+                                                                                  caplog):
+    from kronos_quant.cli import build_parser
+    from kronos_quant.cli.options import trade_spec
+    from kronos_quant.tradespec import TERMS
+
+    parser = build_parser()
+    for command in ("backtest", "qlib-backtest"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        blocks, name = {}, None  # option → its help text (argparse's layout)
+        for line in capsys.readouterr().out.splitlines():
+            if line.startswith("  --"):
+                name = line.split()[0]
+            if name is not None:
+                blocks[name] = blocks.get(name, "") + " " + line.strip()
+        for term in TERMS:
+            assert "default:" in blocks["--" + term.replace("_", "-")], (command, term)
+    args = parser.parse_args(["backtest", "--panel", "p", "--out", "o", "--topk", "3",
+                              "--fees", "0.001", "--init-cash", "5000"])
+    with caplog.at_level("WARNING"):
+        spec = trade_spec(args)
+    assert spec == TradeSpec(topk=3, fees=0.001, cash=5000.0)
+    assert "--init-cash is deprecated; use --cash" in caplog.text
+    plain = parser.parse_args(["qlib-backtest", "--scores", "s", "--provider", "p",
+                               "--benchmark", "B"])
+    assert trade_spec(plain) == TradeSpec()  # an absent option is the spec's default
