@@ -170,7 +170,7 @@ def test_both_backtest_commands_take_the_same_trading_terms_with_defaults_shown(
             assert "default:" in blocks["--" + term.replace("_", "-")], (command, term)
     args = parser.parse_args(["backtest", "--panel", "p", "--out", "o", "--topk", "3",
                               "--fees", "0.001", "--init-cash", "5000"])
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("WARNING"), pytest.warns(DeprecationWarning, match="init_cash"):
         spec = trade_spec(args)
     assert spec == TradeSpec(topk=3, fees=0.001, cash=5000.0)
     assert "--init-cash is deprecated; use --cash" in caplog.text
