@@ -4,8 +4,10 @@ A Hypothesis property over random panels (4–10 names, 40–200 bars, missing b
 favoured name, a late listing, a delisting while held, tied and NaN scores, all-NaN dates,
 ``topk`` above the universe) and random specs (every method, n_drop, long-short, caps, costs,
 slippage, each execution, rebalance cadences): both engines hold the same shares on every bar
-and end within 1 bp. ``HYPOTHESIS_PROFILE=dev`` runs 25 examples; the CI profile 200,
-derandomized (the falsifying example, with its panel seed, is printed on failure).
+and end within 1 bp. ``HYPOTHESIS_PROFILE=dev`` runs 25 random examples; the CI profile 200,
+derandomized (the falsifying example, with its panel seed and the spec as JSON, is printed on
+failure). Measured: 200 examples take 143 s of CPU (one process; 13.6 min wall on the shared
+2-core machine while others ran).
 
 Plus a delisting test per engine against a hand computation.
 """
