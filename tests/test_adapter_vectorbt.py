@@ -62,7 +62,7 @@ def test_next_open_equals_hand_built_from_orders_on_shifted_weights(planted_pane
     dates = scores.index.get_level_values("datetime").unique()[::5]
     scores = scores[scores.index.get_level_values("datetime").isin(dates)]
     weights = target_weights(scores, topk=4)
-    pf = backtest(scores, panel, topk=4, fees=0.001, init_cash=1e6)
+    pf = backtest(scores, panel, topk=4, fees=0.001, cash=1e6)
 
     close, open_ = (panel[f].unstack("instrument") for f in ("close", "open"))
     size = pd.DataFrame(np.nan, index=close.index, columns=close.columns)

@@ -28,14 +28,14 @@ def planted():
 
 def test_planted_signal_beats_buy_and_hold_and_shuffled_does_not(planted):
     panel, signal = planted
-    cerebro = cerebro_for(panel, commission=0.001, stdstats=False)
+    cerebro = cerebro_for(panel, fees=0.001, stdstats=False)
     cerebro.addstrategy(BuyAndHold)
     hold = _total(returns(cerebro.run()[0]))
-    ours = _total(run(panel, scores=signal, topk=3, commission=0.001, stdstats=False).returns)
+    ours = _total(run(panel, scores=signal, topk=3, fees=0.001, stdstats=False).returns)
     rng = np.random.default_rng(0)
     shuffled = signal.groupby(level="datetime", group_keys=False).transform(
         lambda s: rng.permutation(s.to_numpy()))
-    noise = _total(run(panel, scores=shuffled, topk=3, commission=0.001, stdstats=False).returns)
+    noise = _total(run(panel, scores=shuffled, topk=3, fees=0.001, stdstats=False).returns)
     assert ours > hold + 0.1
     assert noise < hold
 
