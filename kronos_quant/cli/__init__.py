@@ -1,11 +1,11 @@
 """``kronos-quant`` command line: every command of the package, and nothing else.
 
 One module per command group (:mod:`.forecast`, :mod:`.signals` (score, evaluate),
-:mod:`.backtest`, :mod:`.qlib`, :mod:`.live`, :mod:`.finetune`, :mod:`.demo`); each exposes
-``register(subparsers)``, which adds its subcommands and sets ``func`` (called with the parsed
-arguments, returning an exit code). Shared options live in :mod:`.options`. argparse is
-imported only in this package, and nothing outside it imports it: the library never depends
-on its command line. :func:`main` is the one entry point (``kronos-quant``,
+:mod:`.backtest`, :mod:`.qlib`, :mod:`.live`, :mod:`.finetune`, :mod:`.demo`, :mod:`.serve`);
+each exposes ``register(subparsers)``, which adds its subcommands and sets ``func`` (called
+with the parsed arguments, returning an exit code). Shared options live in :mod:`.options`.
+argparse is imported only in this package, and nothing outside it imports it: the library
+never depends on its command line. :func:`main` is the one entry point (``kronos-quant``,
 ``python -m kronos_quant.cli``) and handles errors once.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("demo", "forecast", "finetune", "signals", "backtest", "qlib", "live")
+COMMAND_MODULES = ("demo", "forecast", "finetune", "signals", "backtest", "qlib", "live",
+                   "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

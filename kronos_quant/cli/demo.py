@@ -11,7 +11,9 @@ from .. import assets
 from .. import demo as demo_app
 from ..demo import STEPS, DemoContext, DemoSettings, demo_series, plan_steps, run_demo
 from ..inputs import MIN_CONTEXT
+from ..strategies.ledger import Ledger
 from .options import add_model_args, int_option
+from .serve import dashboard_command
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -49,6 +51,8 @@ def _command(args: argparse.Namespace) -> int:
         print(f"  {step_name:<{width}}  {result.status:<7} {result.seconds:6.1f}{extra}")
     print(f"  {'total':<{width}}  {'':<7} {run.seconds:6.1f}")
     print(f"open {run.index.resolve()}")
+    state = Path(args.out) / "live" / "state"  # the live step's ledger, if it ran
+    print(f"dashboard: {dashboard_command(state if (state / Ledger.FILE).is_file() else None)}")
     return 0 if run.ok else 1
 
 
