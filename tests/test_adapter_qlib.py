@@ -276,3 +276,26 @@ def test_qlib_holds_our_names_for_the_same_spec(tmp_path, terms, caplog):
     assert qlib_held.to_numpy().any(axis=1).all()
     if spec.names > 12:
         assert "topk=15 but only" in caplog.text  # warned, and holds what there is
+
+
+def test_old_qlib_names_still_work_with_a_deprecation_warning(tmp_path):
+    from kronos_quant import TradeSpec
+
+    small = synthetic_panel(6, 30, seed=8)
+    write_provider(small, tmp_path / "p", verbose=False)
+    scores = planted_signal(small)
+    with pytest.warns(DeprecationWarning) as caught:
+        result = run_topk_dropout(scores, tmp_path / "p", topk=2, n_drop=1, account=1e7,
+                                  costs={"open_cost": 0.001, "close_cost": 0.001,
+                                         "min_cost": 5.0}, trade_unit=100, risk_degree=0.95,
+                                  benchmark="SYN000", verbose=False)
+    said = sorted(str(w.message).split("=")[0] for w in caught)
+    assert said == ["account", "costs", "risk_degree", "trade_unit"]
+    expected = TradeSpec(topk=2, n_drop=1, cash=1e7, fees=0.001, min_cost=5.0, lot_size=100,
+                         invested=0.95)
+    assert result.settings["spec"] == expected.to_dict()
+    assert result.settings["trade_unit"] == 100 and result.settings["risk_degree"] == 0.95
+    with pytest.raises(ValueError, match="open_cost=0.0005 and close_cost=0.0015 differ"), \
+            pytest.warns(DeprecationWarning):
+        run_topk_dropout(scores, tmp_path / "p", topk=2, benchmark="SYN000",
+                         costs={"open_cost": 0.0005, "close_cost": 0.0015})
