@@ -26,8 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_path
-from ..orders import order_plan
-from ..portfolio import align, target_weights
+from ..portfolio import target_weights
 from ..signals.transforms import check_scores, score_column
 from ..tradespec import TradeSpec, resolve_spec
 from .qlib_data import (
@@ -38,11 +37,12 @@ from .qlib_data import (
     read_instruments,
     read_provider,
 )
+from .qlib_parity import qlib_differences
 from .qlib_runtime import REGION_DEFAULTS, check_region, import_qlib, quiet_qlib
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HANDLER_FIELDS", "LABEL", "TopkResult", "held_names", "run_topk_dropout",
+__all__ = ["HANDLER_FIELDS", "LABEL", "TopkResult", "run_topk_dropout",
            "compare_scorers", "plot_cumulative", "handler_panel", "read_provider",
            "KronosModel", "KronosDataHandler"]  # noqa: F822 (the last two come from __getattr__)
 
@@ -170,44 +170,6 @@ def _limit(region: str, limit_threshold) -> float | None:
     return defaults["limit_threshold"] if limit_threshold is _UNSET else limit_threshold
 
 
-def held_names(holdings: pd.DataFrame) -> pd.Series:
-    """Per day, the sorted tuple of names with a non-zero position."""
-    values = holdings.to_numpy() != 0
-    names = np.asarray(holdings.columns)
-    return pd.Series([tuple(names[row]) for row in values], index=holdings.index)
-
-
-def _differences(holdings: pd.DataFrame, weights: pd.DataFrame, spec: TradeSpec,
-                 limit: float | None, root: Path, calendar: pd.DatetimeIndex) -> dict:
-    """Where Qlib's held names part from ours (``target_weights`` with the same spec, placed
-    on the same days under the rules of :mod:`kronos_quant.orders`, instruments present from
-    their first to their last day in the provider), and which of Qlib's rules may explain it."""
-    spans = read_instruments(root).reindex(weights.columns)
-    days = calendar.to_numpy()[:, None]
-    present = pd.DataFrame((spans["start"].to_numpy() <= days) & (days <= spans["end"].to_numpy()),
-                           index=calendar, columns=weights.columns)
-    due = align(weights, calendar, execution=spec.execution, fill=False)
-    orders = order_plan(due, present).orders.ffill().fillna(0.0)
-    ours = held_names((orders.reindex(holdings.index).abs() > 1e-12).astype(float))
-    theirs = held_names(holdings)
-    after = {}  # name → first day Qlib still holds it after its last bar
-    for name in holdings.columns.intersection(spans.index):
-        late = holdings.index[(holdings[name] != 0).to_numpy()
-                              & (holdings.index > spans.loc[name, "end"])]
-        if len(late):
-            after[name] = str(late[0])
-    differ = ours.index[ours.to_numpy() != theirs.reindex(ours.index).to_numpy()]
-    rules = ["ties: Qlib orders equal scores with an unstable sort",
-             "delisting: Qlib keeps a name whose bars end, valued at its last close"]
-    if spec.lot_size is not None:
-        rules.append(f"lots: orders rounded to {spec.lot_size} shares")
-    if limit is not None:
-        rules.append(f"price limits: no trade on a {limit:.1%} move")
-    return {"days": len(ours), "days_differing": len(differ),
-            "first_differing": str(differ[0]) if len(differ) else None,
-            "delisted_held": after, "qlib_rules": rules}
-
-
 def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
                      spec: TradeSpec | None = None, *, benchmark: str | pd.Series | None,
                      column: str | None = None, limit_threshold=_UNSET, start: object = None,
@@ -273,7 +235,8 @@ def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
     report, positions = _qlib_backtest(series, bench, settings, verbose)
     holdings = _holdings(positions)
     result = TopkResult(report, _risk_table(report), holdings, settings)
-    result.extra["differences"] = _differences(holdings, weights, spec, limit, root, calendar)
+    result.extra["differences"] = qlib_differences(holdings, weights, spec, limit=limit,
+                                                   spans=read_instruments(root))
     if out_dir is not None:
         out = Path(out_dir)
         result.figure = plot_cumulative({"strategy": report}, out / "cumulative_return.png")

@@ -38,11 +38,14 @@ from .tradespec import METHODS, TradeSpec, resolve_spec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "TradeSpec", "target_weights", "align", "turnover", "exposure", "EXECUTIONS",
+__all__ = ["METHODS", "TradeSpec", "THIN_DATES", "OnceFilter", "target_weights", "align",
+           "turnover", "exposure", "EXECUTIONS",
            "DEFAULT_EXECUTION", "check_execution", "describe_execution", "execution_lag",
            "execution_price", "execution_returns"]
 
 _EQUAL_WEIGHT = ("topk", "threshold", "long_short")
+# The words of the warning for dates with fewer scored names than topk.
+THIN_DATES = "holding what there is"
 
 
 def _score_matrix(scores: pd.Series | pd.DataFrame, column: str | None) -> pd.DataFrame:
@@ -275,9 +278,25 @@ def _rebalance_dates(wide: pd.DataFrame, spec: TradeSpec) -> pd.DataFrame:
         short = scored < need * (2 if spec.long_short else 1)
         if short.any():
             logger.warning("topk=%d but only %d name(s) have a score on %s (%d of %d rebalance "
-                           "dates short): holding what there is", need, int(scored[short][0]),
+                           "dates short): " + THIN_DATES, need, int(scored[short][0]),
                            wide.index[short][0], int(short.sum()), len(wide))
     return wide
+
+
+class OnceFilter(logging.Filter):
+    """A logging filter that lets the first record containing ``text`` through and drops its
+    repeats: for callers of :func:`target_weights` once per rebalance (a backtrader strategy)
+    whose :data:`THIN_DATES` warning should be said once per run."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.seen = text, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.text not in str(record.msg):
+            return True
+        said, self.seen = self.seen, True
+        return not said
 
 
 def _check_probabilities(wide: pd.DataFrame) -> None:

@@ -36,7 +36,7 @@ from ..adapters import require_engine
 from ..adapters.backtrader import PYFOLIO_NAME, feeds, returns, score_frame
 from ..data import INDEX_NAMES, validate_panel
 from ..orders import OrderRules
-from ..portfolio import align, target_weights
+from ..portfolio import THIN_DATES, OnceFilter, align, target_weights
 from ..signals import forecast_panel
 from ..tradespec import DEPRECATED_TERMS, TERMS, TradeSpec, resolve_spec
 
@@ -100,21 +100,6 @@ def stop_returns(forecasts, quantile: float) -> pd.Series:
     return pd.Series(level, index=forecasts.keys, name=STOP_LINE)
 
 
-class _OnceFilter(logging.Filter):
-    """Lets the first record of a message through and drops its repeats (a strategy calls
-    target_weights at every rebalance; its "topk > names" warning is said once per run)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text, self.seen = text, False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.text not in str(record.msg):
-            return True
-        said, self.seen = self.seen, True
-        return not said
-
-
 class KronosLogic:
     """What ``KronosStrategy`` does; backtrader's ``Strategy`` supplies the machinery."""
 
@@ -129,7 +114,7 @@ class KronosLogic:
         self._due: list[tuple[int, pd.Series, pd.Series]] = []  # (bar, weights, stop returns)
         self._history: list[pd.Series] = []  # scores of each rebalance so far
         self._stops: dict[Any, Any] = {}
-        self._topk_note = _OnceFilter("holding what there is")
+        self._topk_note = OnceFilter(THIN_DATES)  # target_weights runs every rebalance
         self.fills: list[dict[str, Any]] = []
         self.decisions: list[tuple[pd.Timestamp, pd.Series]] = []
 
@@ -276,17 +261,15 @@ class KronosLogic:
         if not np.isnan(orders).all():
             self._send(orders, at_close, now, stops)
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # backtrader's end-of-run hook
         self._rules.log_skipped()
 
     def _send(self, orders: np.ndarray, at_close: np.ndarray, now: list, stops: pd.Series
               ) -> None:
         """Trade to target weights ``orders`` (NaN: no order) as vectorbt's target-percent
-        orders do: value = cash + positions at this bar's order prices (the execution price,
-        the close for ``at_close``, the last close for names without a bar), fixed for the
-        bar (fees do not shrink later targets); orders by increasing value (sells first,
-        ``call_seq="auto"``); a buy that cash cannot cover is cut to what it can (vectorbt's
-        partial fill)."""
+        orders do: value = cash + positions at this bar's order prices (execution price, close
+        for ``at_close``, last close without a bar), fixed for the bar; sells first (orders by
+        increasing value); a buy cash cannot cover is cut to what it can."""
         close_fill = np.asarray(at_close) | (self._price == "close")
         price = {d: (d.close[0] if close_fill[i] else getattr(d, self._price)[0])
                  for i, d in enumerate(self.datas) if d in now}
