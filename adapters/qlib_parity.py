@@ -45,7 +45,8 @@ def qlib_differences(holdings: pd.DataFrame, weights: pd.DataFrame, spec: TradeS
         if len(late):
             after[name] = str(late[0])
     differ = ours.index[ours.to_numpy() != theirs.reindex(ours.index).to_numpy()]
-    rules = ["ties: Qlib orders equal scores with an unstable sort",
+    rules = ["ties: Qlib orders equal scores with an unstable sort, and held names without a "
+             "score in its own order (ours: by name)",
              "delisting: Qlib keeps a name whose bars end, valued at its last close"]
     if spec.lot_size is not None:
         rules.append(f"lots: orders rounded to {spec.lot_size} shares")

@@ -280,7 +280,10 @@ class KronosLogic:
         sent = [i for i in np.flatnonzero(~np.isnan(orders))]
         order_value = [orders[i] * value - held[self.datas[i]] * price[self.datas[i]]
                        for i in sent]
-        for k in np.argsort(order_value, kind="stable"):
+        # Orders worth the same up to float noise (a dust position left by rounding) go in
+        # name order, as vectorbt's stable sort puts equal ones: it decides which buy cash cuts.
+        key = np.round(np.asarray(order_value) / abs(value), 9) if value else order_value
+        for k in np.argsort(key, kind="stable"):
             i = sent[k]
             d = self.datas[i]
             size = orders[i] * value / price[d] - held[d]
