@@ -6,9 +6,9 @@ regional host, a proxy or a local mock can stand in). :class:`CcxtFeed` validate
 id, symbol and timeframe against the client's markets and ``timeframes``, pages through history
 by ``since``, keeps only *closed* candles (open time + period ≤ the exchange's clock), drops
 duplicates, rejects malformed rows with a logged reason and reports gaps. Every exchange call
-is retried on transient errors (see :class:`RetryPolicy`). :class:`CandleStore` keeps what was
-fetched in one Parquet file per (exchange, symbol, timeframe), written atomically, so a restart
-asks the exchange only for what is new.
+is retried by ccxt's error hierarchy (:mod:`kronos_quant.adapters.ccxt_errors`).
+:class:`CandleStore` keeps what was fetched in one Parquet file per (exchange, symbol,
+timeframe), written atomically, so a restart asks the exchange only for what is new.
 
 Frames are indexed by naive UTC open times named ``datetime`` (the panel convention) with float
 columns open, high, low, close, volume, amount. Exchanges disagree on a quote-volume field, so
@@ -19,11 +19,9 @@ Needs the ``[crypto]`` extra: ``pip install "kronos-quant[crypto]"``.
 """
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +35,11 @@ import pandas as pd
 from ..data import PANEL_COLUMNS
 from ..io import atomic_path
 from . import require_engine
+from .ccxt_errors import (  # noqa: F401 (RetryPolicy and retry_after_seconds: public here too)
+    MalformedResponse,
+    RetryPolicy,
+    retry_after_seconds,
+)
 
 if TYPE_CHECKING:
     import ccxt
@@ -44,16 +47,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# ccxt exception names retried by default. In ccxt 4.5 all five derive from NetworkError and
-# RateLimitExceeded is a sibling of DDoSProtection (not its child), so each is named.
-RETRYABLE_ERRORS: tuple[str, ...] = ("NetworkError", "RequestTimeout", "ExchangeNotAvailable",
-                                     "DDoSProtection", "RateLimitExceeded")
 CANDLE_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
-
-
-class MalformedResponse(Exception):
-    """An exchange answer that parsed but holds no usable candle (e.g. a truncated body)."""
-
 
 # -- client -------------------------------------------------------------------------------
 
@@ -93,86 +87,6 @@ def make_exchange(exchange_id: str, *, api_host: str | None = None, timeout_ms: 
     if api_host:
         exchange.urls["api"] = rewrite_api_host(exchange.urls["api"], api_host)
     return exchange
-
-
-# -- retries ------------------------------------------------------------------------------
-
-def retry_after_seconds(headers: Mapping[str, str] | None, *,
-                        now: float | None = None) -> float | None:
-    """Seconds asked for by a ``Retry-After`` header (delta seconds or an HTTP date), or None."""
-    if not headers:
-        return None
-    value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
-
-
-@dataclass
-class RetryPolicy:
-    """Exponential backoff with jitter for transient exchange errors.
-
-    Attempt ``k`` (0-based) waits ``min(max_delay, base_delay · 2**k) · (1 + jitter · u)``
-    with ``u`` uniform in [0, 1), or the server's ``Retry-After`` when that is longer (capped
-    at ``max_retry_after``). ``errors`` are ccxt exception names; :class:`MalformedResponse`
-    is always retried. Tests pass tiny delays and a fake ``sleep``.
-    """
-
-    attempts: int = 6
-    base_delay: float = 1.0
-    max_delay: float = 60.0
-    jitter: float = 0.25
-    max_retry_after: float = 300.0
-    errors: tuple[str, ...] = RETRYABLE_ERRORS
-    sleep: Callable[[float], None] = time.sleep
-    rng: random.Random = field(default_factory=random.Random)
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"retry attempts must be >= 1, got {self.attempts}")
-        if self.base_delay < 0 or self.max_delay < 0 or self.jitter < 0:
-            raise ValueError("retry delays and jitter must be >= 0")
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        backoff = min(self.max_delay, self.base_delay * 2.0 ** attempt)
-        backoff *= 1.0 + self.jitter * self.rng.random()
-        if retry_after is not None:
-            backoff = max(backoff, min(retry_after, self.max_retry_after))
-        return backoff
-
-    def call(self, fn: Callable[[], T], *, what: str, exchange: Any = None) -> T:
-        """``fn()``, retried on the policy's errors; the last error propagates."""
-        ccxt = require_engine("ccxt")
-        retryable = tuple(getattr(ccxt, name) for name in self.errors) + (MalformedResponse,)
-        for attempt in range(self.attempts):
-            try:
-                return fn()
-            except retryable as err:
-                if attempt + 1 == self.attempts:
-                    logger.error("%s failed after %d attempts: %s: %s", what, self.attempts,
-                                 type(err).__name__, _short(err))
-                    raise
-                headers = getattr(exchange, "last_response_headers", None)
-                wait = self.delay(attempt, retry_after_seconds(headers)
-                                  if isinstance(err, (ccxt.DDoSProtection, ccxt.RateLimitExceeded))
-                                  else None)
-                logger.warning("%s: %s (%s); retry %d/%d in %.3fs", what, type(err).__name__,
-                               _short(err), attempt + 1, self.attempts - 1, wait)
-                self.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _short(err: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 # -- rows → frames ------------------------------------------------------------------------

@@ -11,6 +11,8 @@ measured effect on forecasts.
     python benchmarks/bench_generate.py --cases ctx128 --repeats 3
     python benchmarks/bench_generate.py --skip-reference --cases universe
     python benchmarks/bench_generate.py --device cuda --amp bf16
+    python benchmarks/bench_generate.py --steps static --skip-reference      # static step, CPU
+    python benchmarks/bench_generate.py --device cuda --steps static,graphs  # CUDA graphs
 
 Random weights give near-uniform token distributions, so the forecast-effect numbers show how
 much fast mode moves Monte Carlo summaries of *this* model, not of a trained checkpoint.
@@ -123,7 +125,10 @@ class SlideTimer:
         self.device, self.module, self.seconds, self.count = device, module, 0.0, 0
 
     def __enter__(self) -> SlideTimer:
-        self._original = original = self.module._Decoder.prefill
+        # This tree's decoder class is static_decode.Decoder (generation imports it); older
+        # commits defined generation._Decoder.
+        self._cls = getattr(self.module, "_Decoder", None) or self.module.Decoder
+        self._original = original = self._cls.prefill
         calls = {"n": 0}
 
         def timed(dec, start):
@@ -136,17 +141,23 @@ class SlideTimer:
             self.count += 1
             return out
 
-        self.module._Decoder.prefill = timed
+        self._cls.prefill = timed
         return self
 
     def __exit__(self, *exc) -> None:
-        self.module._Decoder.prefill = self._original
+        self._cls.prefill = self._original
+
+
+# Wall clock by default; --clock cpu swaps in this process's CPU time (all its threads), which
+# on a shared machine does not count the time other jobs hold the cores (use with --threads 1).
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = CLOCK["wall"]
 
 
 def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter()
+    return _clock()
 
 
 def build_models(seed: int, device: torch.device) -> tuple[KronosTokenizer, Kronos]:
@@ -221,11 +232,11 @@ def case_runners(case: Case, args, models, inputs) -> dict[str, tuple]:
     amp = AMP[args.amp]
     tag = "" if amp is None else f" +{args.amp}"
 
-    def engine(slide_block: int, amp_dtype, module=generation, pair=models):
+    def engine(slide_block: int, amp_dtype, module=generation, pair=models, **step):
         return lambda g: module.generate(pair[1], pair[0], x, xs, ys, pred_len=case.pred,
                                          max_context=MAX_CONTEXT, sampling=sampling,
                                          generator=g, slide_block=slide_block,
-                                         amp_dtype=amp_dtype).bars
+                                         amp_dtype=amp_dtype, **step).bars
 
     runners = {}
     if not args.skip_reference and case.name in args.reference_cases:
@@ -238,6 +249,12 @@ def case_runners(case: Case, args, models, inputs) -> dict[str, tuple]:
         runners[f"exact{tag} ({args.baseline})"] = (engine(1, amp, old, old_models), case.pred,
                                                   old)
     runners["exact" + tag] = (engine(1, amp), case.pred, generation)
+    # The step is named explicitly: "exact" is whatever this tree's default is.
+    if "static" in args.steps:
+        runners["exact static" + tag] = (engine(1, amp, static_step=True, cuda_graphs=False),
+                                         case.pred, generation)
+    if "graphs" in args.steps:
+        runners["exact graphs" + tag] = (engine(1, amp, cuda_graphs=True), case.pred, generation)
     if case.fast:
         for k in args.slide_blocks:
             runners[f"fast k={k}{tag}"] = (engine(k, amp), case.pred, generation)
@@ -398,11 +415,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "tokens it runs (labelled an estimate); 0 measures it for real")
     p.add_argument("--baseline", metavar="REV", default="",
                    help="also time exact mode with the engine of commit REV (before/after)")
+    p.add_argument("--steps", default="",
+                   help="also time exact mode with these decode steps: static (static-shape "
+                        "step, no graphs), graphs (CUDA graphs over it; CUDA only); "
+                        "comma-separated")
     p.add_argument("--slide-blocks", default="16", help="fast-mode k values, comma-separated")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", choices=sorted(AMP), default="none",
                    help="autocast dtype for the engine (not exact; effect is reported)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
+    p.add_argument("--clock", choices=sorted(CLOCK), default="wall",
+                   help="cpu: time by this process's CPU time (shared machines, with --threads "
+                        "1; CPU device only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-effect", action="store_true", help="skip the forecast-effect study")
     p.add_argument("--skip-demo", action="store_true",
@@ -418,6 +442,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.reference_cases = (set(args.reference_cases.split(",")) if args.reference_cases
                             else {c.name for c in args.cases})
     args.slide_blocks = [int(k) for k in args.slide_blocks.split(",")]
+    if args.clock == "cpu" and args.device != "cpu":
+        p.error("--clock cpu times CPU runs only")
+    args.steps = {m for m in args.steps.split(",") if m}
+    if args.steps - {"static", "graphs"}:
+        p.error(f"unknown --steps {sorted(args.steps - {'static', 'graphs'})}; "
+                "choose from static, graphs")
+    if "graphs" in args.steps and args.device == "cpu":
+        p.error("--steps graphs needs --device cuda")
     return args
 
 
@@ -439,6 +471,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    global _clock
+    _clock = CLOCK[args.clock]
     device = torch.device(args.device)
     models = build_models(args.seed, device)
     args.baseline_engine = None
@@ -446,8 +480,8 @@ def main(argv=None) -> int:
     if args.baseline:
         args.baseline_engine = baseline_engine(args.baseline, models, Path(workdir.name))
     n_params = sum(p.numel() for p in models[1].parameters())
-    print(f"{machine_line(device)}; predictor {n_params / 1e6:.1f}M parameters (random, seed "
-          f"{args.seed}); max_context {MAX_CONTEXT}; top_p 0.9, T 1")
+    print(f"{machine_line(device)}; {args.clock} clock; predictor {n_params / 1e6:.1f}M "
+          f"parameters (random, seed {args.seed}); max_context {MAX_CONTEXT}; top_p 0.9, T 1")
     rows = []
     for case in args.cases:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# GPU checks in one short run (about 5 minutes on one H100):
+# GPU checks in one short run (about 6 minutes on one H100):
 #   1. exactness on CUDA: cached engine vs full-window recompute, greedy and seeded sampling;
-#   2. generation speed at the benchmark cases: reference vs exact engine, then bf16 autocast;
+#      then the CUDA-graph path vs the eager engine (benchmarks/gpu_graphs.py exactness: same
+#      tokens, generators handed back, padded buckets), with capture time and memory;
+#   2. generation speed at the benchmark cases: reference vs eager engine vs static step vs
+#      CUDA graphs, then the same in bf16 autocast;
 #   3. finetune throughput, fp32 vs bf16 AMP (Kronos-small-sized predictor, base-sized tokenizer);
 #   4. a torchrun finetune on CUDA (one process: no process group, so no NCCL traffic);
 #   5. torchrun walk-forward scoring with NCCL (tiny model, one process per GPU), checked
-#      against a one-process run on the same GPU.
+#      against a one-process run on the same GPU;
+#   6. a 5,000-name universe (16 paths, ctx 120 / pred 5, Kronos-small-sized random weights)
+#      through forecast_panel with memory-sized batches: eager vs CUDA graphs, fp32 and bf16
+#      (benchmarks/gpu_graphs.py universe).
 # Where no CUDA device exists it says so and exits 0. Output: stdout, and $OUT (default
 # gpu_check_out/) gets one log per step. STEPS="1 5" runs a subset.
 #   bash benchmarks/gpu_check.sh
@@ -13,7 +19,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 OUT=${OUT:-gpu_check_out}
-STEPS=${STEPS:-1 2 3 4 5}
+STEPS=${STEPS:-1 2 3 4 5 6}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -63,14 +69,16 @@ for name, sampling in cases:
         if verdict == "MISMATCH":
             raise SystemExit(1)
 EOF
+"$PY" benchmarks/gpu_graphs.py exactness 2>&1 | tee "$OUT/graphs_exactness.log" || status=1
 fi
 
 if want 2; then
 echo "== 2. generation speed (Kronos-small-sized random weights)"
 "$PY" benchmarks/bench_generate.py --device cuda --cases ctx400,universe --repeats 3 \
-  --skip-effect --skip-demo 2>&1 | tee "$OUT/generate_fp32.log" || status=1
+  --steps static,graphs --skip-effect --skip-demo 2>&1 | tee "$OUT/generate_fp32.log" || status=1
 "$PY" benchmarks/bench_generate.py --device cuda --amp bf16 --cases ctx400,universe --repeats 3 \
-  --skip-reference --skip-effect --skip-demo 2>&1 | tee "$OUT/generate_bf16.log" || status=1
+  --steps static,graphs --skip-reference --skip-effect --skip-demo 2>&1 \
+  | tee "$OUT/generate_bf16.log" || status=1
 fi
 
 if want 3; then
@@ -125,6 +133,11 @@ print(f"torchrun (NCCL) scores equal the one-process run: {len(a)} windows, "
       f"attrs equal: {a.attrs == b.attrs}")
 EOF
 fi
+if want 6; then
+echo "== 6. 5,000-name universe through forecast_panel (16 paths, ctx 120 / pred 5)"
+"$PY" benchmarks/gpu_graphs.py universe 2>&1 | tee "$OUT/universe5000.log" || status=1
+fi
+
 rm -rf "$work"
 echo "gpu_check: done (status $status)"
 exit $status

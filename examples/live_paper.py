@@ -3,7 +3,8 @@
 The exchange is the local Binance-format mock from ``tests/mock_exchange.py`` (127.0.0.1 only,
 deterministic candles), reached by the real ccxt client with its API host rewritten, exactly as
 ``kronos-quant live --api-host`` does. Its clock is stepped one candle at a time, so an hour of
-trading takes seconds. Against a real exchange, use the CLI instead::
+trading takes seconds. A no-trade band (``--min-trade-weight``, 20% of equity here) keeps the
+forecasts' noise from churning fees. Against a real exchange, use the CLI instead::
 
     kronos-quant live --exchange binance --symbol BTC/USDT --timeframe 1h --state runs/btc
     kronos-quant live-report --state runs/btc
@@ -35,6 +36,11 @@ def main() -> None:
     parser.add_argument("--candles", type=int, default=60, help="candles to trade")
     parser.add_argument("--samples", type=int, default=16, help="paths per forecast")
     parser.add_argument("--out", default="live_paper_out", help="state folder (fresh runs only)")
+    parser.add_argument("--dead-band", type=float, default=0.05,
+                        help="ignore |P(up) - 0.5| <= this (the live loop's default)")
+    parser.add_argument("--min-trade-weight", type=float, default=0.2,
+                        help="no-trade band: orders changing a position by less than this "
+                        "fraction of equity are not sent (0 trades every wiggle of the forecast)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     state = Path(args.out)
@@ -43,7 +49,8 @@ def main() -> None:
     with MockServer(MockExchange(clock_ms=clock.ms)) as server:
         config = LiveConfig(exchange="binance", symbols=["BTC/USDT", "ETH/USDT"],
                             timeframe="1m", lookback=120, sample_count=args.samples,
-                            max_weight=0.6, late_timeout_s=0.0)
+                            max_weight=0.6, late_timeout_s=0.0,
+                            dead_band=args.dead_band, min_trade_weight=args.min_trade_weight)
         feed = CcxtFeed(make_exchange("binance", api_host=server.url))
         with Ledger(state) as ledger:
             loop = LiveLoop(config, predictor=predictor, feed=feed,

@@ -15,6 +15,11 @@ once per series; only each path's generated suffix runs per path.
 ``slide_block=k > 1`` (fast mode) drops the k oldest bars at once and re-prefills every k
 steps, so the window holds between ``max_context-k+1`` and ``max_context`` bars; bars
 predicted before the window first fills are identical to exact mode.
+
+Steps. The eager step (the CPU default) appends one bar at a time through
+:class:`~kronos_quant.static_decode.Decoder`. ``static_step=True`` runs the static-shape step
+of :mod:`~kronos_quant.static_decode` (same tokens); ``cuda_graphs=True`` replays it as CUDA
+graphs (opt-in until measured exact on a device: :data:`CUDA_GRAPHS_DEFAULT`).
 """
 from __future__ import annotations
 
@@ -28,73 +33,11 @@ from tqdm.auto import tqdm
 
 from .layers import KVCache
 from .model import Kronos
+from .sampling import DEFAULT_SAMPLING, Generators, SamplingParams, sample_tokens
+from .static_decode import Decoder, static_generate
 from .tokenizer import KronosTokenizer
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Temperature, top-k and nucleus settings; top_k > 0 takes precedence over top_p."""
-
-    T: float = 1.0
-    top_k: int = 0
-    top_p: float = 0.9
-    sample_count: int = 1
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.sample_count, int) and self.sample_count >= 1):
-            raise ValueError(f"sample_count must be an integer ≥ 1, got {self.sample_count!r}")
-        if not self.T > 0:
-            raise ValueError(f"temperature T must be > 0, got {self.T!r}")
-        if not (isinstance(self.top_k, int) and self.top_k >= 0):
-            raise ValueError(f"top_k must be an integer ≥ 0, got {self.top_k!r}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-
-
-Generators = torch.Generator | Sequence[torch.Generator] | None
-
-
-def sample_tokens(logits: torch.Tensor, params: SamplingParams,
-                  generator: Generators = None) -> torch.Tensor:
-    """Draw one token per row from ``logits`` (B, V) → (B, 1) int64.
-
-    ``generator`` may be a sequence of generators, one per equal block of consecutive rows
-    (one per series): each block's draws then depend only on its own generator.
-
-    Filtering follows the reference: top-k keeps logits ≥ the k-th largest; otherwise top-p
-    keeps the most likely tokens up to and including the first one whose cumulative
-    probability exceeds ``top_p``. ``top_k == 1`` is greedy: the most likely token.
-
-    With no ``generator`` the draws come from torch's global stream in the reference's order
-    and amount, greedy included, so that later unseeded calls see the same stream as after
-    the reference's ``predict``.
-    """
-    if params.top_k == 1:
-        if generator is not None:
-            return logits.argmax(dim=-1, keepdim=True)
-        # The reference samples even when greedy: torch.multinomial on the one-hot
-        # distribution, which draws an Exp(1) per entry and takes argmax(p / q). Drawing the
-        # same q keeps the global stream in step and picks among tied maxima as it does.
-        q = torch.empty_like(logits).exponential_()  # (B, V)
-        top = logits == logits.amax(dim=-1, keepdim=True)  # (B, V)
-        return (top / q).argmax(dim=-1, keepdim=True)
-    if params.T != 1.0:  # dividing by 1 changes nothing but costs a pass over (B, V)
-        logits = logits / params.T
-    if params.top_k > 0:
-        kth = torch.topk(logits, min(params.top_k, logits.shape[-1])).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    elif params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        drop = torch.zeros_like(cum, dtype=torch.bool)
-        drop[..., 1:] = cum[..., :-1] > params.top_p  # keep the token that crosses top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if isinstance(generator, Sequence):
-        blocks = probs.split(probs.shape[0] // len(generator))  # (S, V) per series
-        return torch.cat([torch.multinomial(p, 1, generator=g)
-                          for p, g in zip(blocks, generator, strict=True)])
-    return torch.multinomial(probs, 1, generator=generator)
+__all__ = ["Generation", "SamplingParams", "decode_paths", "generate", "sample_tokens"]
 
 
 @dataclass
@@ -105,104 +48,6 @@ class Generation:
     bars: torch.Tensor
     s1: torch.Tensor
     s2: torch.Tensor
-
-
-class _Decoder:
-    """State of one generation run: caches, token buffers and the current window.
-
-    The window is [window_start, end). Its context part is cached once per series
-    (``ctx``/``dep_ctx``, one row per series); each path caches only its generated part
-    (``gen``/``dep_gen``), whose attention reads the series' context part without copying it.
-    """
-
-    def __init__(self, model: Kronos, s1_ctx: torch.Tensor, s2_ctx: torch.Tensor,
-                 stamps: torch.Tensor, *, samples: int, pred_len: int, max_context: int,
-                 dtype: torch.dtype):
-        self.model, self.samples, self.max_context = model, samples, max_context
-        self.n_series, self.ctx_len = s1_ctx.shape
-        self.s1_ctx, self.s2_ctx = s1_ctx, s2_ctx  # (B, L)
-        self.ctx_stamps = stamps[:, :self.ctx_len]  # (B, L, 5)
-        # Future stamps per path, built once rather than re-expanded every step.
-        self.gen_stamps = stamps[:, self.ctx_len:].repeat_interleave(samples, dim=0)  # (rows, P, 5)
-        rows, dev = self.n_series * samples, s1_ctx.device
-        self.gen_s1 = torch.zeros(rows, pred_len, dtype=torch.long, device=dev)
-        self.gen_s2 = torch.zeros(rows, pred_len, dtype=torch.long, device=dev)
-        self.n_gen = 0
-        cfg, dep = model.config, model.dep_layer.cross_attn
-        ctx_cap, gen_cap = min(self.ctx_len, max_context), min(pred_len, max_context)
-        kw = dict(device=dev, dtype=dtype)
-        hd = cfg.d_model // cfg.n_heads
-        self.ctx = KVCache.empty(cfg.n_layers, self.n_series, cfg.n_heads, ctx_cap, hd, **kw)
-        self.gen = KVCache.empty(cfg.n_layers, rows, cfg.n_heads, gen_cap, hd, **kw,
-                                 prefix=self.ctx)
-        self.dep_ctx = KVCache.empty(1, self.n_series, dep.n_heads, ctx_cap, dep.head_dim, **kw)
-        self.dep_gen = KVCache.empty(1, rows, dep.n_heads, gen_cap, dep.head_dim, **kw)
-        self.window_start = 0  # absolute index of the window's first bar
-        self.h_last: torch.Tensor | None = None  # (rows, 1, d)
-
-    @property
-    def end(self) -> int:
-        return self.ctx_len + self.n_gen
-
-    def _write_dep(self, cache: KVCache, h: torch.Tensor, slot: int) -> None:
-        """Dependency-layer keys/values of final hidden states ``h`` at ``slot …``."""
-        k, v = self.model.dep_layer.cross_attn.project_kv(h)  # (B, 4, L, hd)
-        cache.k[0, :, :, slot:slot + h.shape[1]] = k
-        cache.v[0, :, :, slot:slot + h.shape[1]] = v
-        cache.length = slot + h.shape[1]
-
-    def prefill(self, start: int) -> torch.Tensor:
-        """Recompute the window [start, end): context part per series, generated part per path.
-
-        Returns the s1 logits at the window's last position (rows, V1); only that position's
-        head is evaluated.
-        """
-        self.window_start = start
-        n_ctx = max(0, self.ctx_len - start)
-        self.ctx.length = self.dep_ctx.length = self.gen.length = self.dep_gen.length = 0
-        if n_ctx:
-            h = self.model.hidden(self.s1_ctx[:, start:], self.s2_ctx[:, start:],
-                                  self.ctx_stamps[:, start:], cache=self.ctx)  # (B, n_ctx, d)
-            self._write_dep(self.dep_ctx, h, 0)
-            self.h_last = h[:, -1:].repeat_interleave(self.samples, dim=0)  # (rows, 1, d)
-        g0 = max(start, self.ctx_len) - self.ctx_len  # first generated bar in the window
-        if g0 < self.n_gen:
-            h = self.model.hidden(self.gen_s1[:, g0:self.n_gen], self.gen_s2[:, g0:self.n_gen],
-                                  self.gen_stamps[:, g0:self.n_gen], cache=self.gen,
-                                  start=n_ctx)  # (rows, n_gen-g0, d)
-            self._write_dep(self.dep_gen, h, 0)
-            self.h_last = h[:, -1:]
-        return self.model.head(self.h_last)[:, 0]  # (rows, V1)
-
-    def record(self, s1: torch.Tensor, s2: torch.Tensor) -> None:
-        """Store the sampled bar (rows, 1) of every path."""
-        self.gen_s1[:, self.n_gen] = s1[:, 0]
-        self.gen_s2[:, self.n_gen] = s2[:, 0]
-        self.n_gen += 1
-
-    def append(self, s1: torch.Tensor, s2: torch.Tensor, slide_block: int) -> torch.Tensor:
-        """Add the sampled bar of every path; return the next step's s1 logits (rows, V1)."""
-        i = self.n_gen
-        self.record(s1, s2)
-        if self.end - self.window_start > self.max_context:
-            # Positions restart at 0 for the new window: cached keys are stale, recompute.
-            return self.prefill(self.end - (self.max_context - slide_block + 1))
-        pos = self.end - 1 - self.window_start
-        h = self.model.hidden(s1, s2, self.gen_stamps[:, i:i + 1], cache=self.gen,
-                              start=pos)  # (rows, 1, d)
-        self._write_dep(self.dep_gen, h, pos - self.gen.offset)
-        self.h_last = h
-        return self.model.head(h)[:, 0]
-
-    def s2_logits(self, s1: torch.Tensor) -> torch.Tensor:
-        """s2 logits at the newest position given its sampled s1 (rows, 1) → (rows, V2)."""
-        dep = self.model.dep_layer
-        sibling = self.model.embedding.emb_s1(s1)  # (rows, 1, d)
-        n_ctx, n_gen = self.dep_ctx.length, self.dep_gen.length
-        shared = (self.dep_ctx.k[0, :, :, :n_ctx], self.dep_ctx.v[0, :, :, :n_ctx])
-        attn = dep.cross_attn.attend_one(sibling, self.dep_gen.k[0, :, :, :n_gen],
-                                         self.dep_gen.v[0, :, :, :n_gen], shared)
-        return self.model.head.cond_forward(dep.norm(self.h_last + attn))[:, 0]
 
 
 def decode_paths(tokenizer: KronosTokenizer, s1_ctx: torch.Tensor, s2_ctx: torch.Tensor,
@@ -247,11 +92,47 @@ def _check_lengths(x: torch.Tensor, x_stamp: torch.Tensor, y_stamp: torch.Tensor
             raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
 
 
+# Which decode step runs when the caller does not say (``None``). The static step is exact on
+# CPU (tests) but not faster there (docs/performance.md: measured slower), so CPU keeps the
+# eager step. CUDA graphs stay opt-in until `benchmarks/gpu_check.sh` (step 1) has shown on a
+# device that they draw the same tokens as the eager engine: no device was lent to check it.
+STATIC_STEP_DEFAULT = False
+CUDA_GRAPHS_DEFAULT = False
+
+
+def resolve_step(device: torch.device, *, static_step: bool | None,
+                 cuda_graphs: bool | None) -> tuple[bool, bool]:
+    """(static step?, CUDA graphs?) for a run on ``device``; ``None`` takes the defaults."""
+    graphs = (CUDA_GRAPHS_DEFAULT and device.type == "cuda") if cuda_graphs is None \
+        else bool(cuda_graphs)
+    if graphs and device.type != "cuda":
+        raise ValueError(f"cuda_graphs=True needs a CUDA device; the inputs are on {device}")
+    if graphs and static_step is False:
+        raise ValueError("cuda_graphs=True replays the static step; static_step=False "
+                         "contradicts it")
+    static = graphs or (STATIC_STEP_DEFAULT if static_step is None else bool(static_step))
+    return static, graphs
+
+
+def _eager_tokens(dec: Decoder, *, pred_len: int, max_context: int, sampling: SamplingParams,
+                  generator: Generators, slide_block: int, verbose: bool) -> None:
+    """The eager step: sample, then append one bar through the cached predictor."""
+    logits = dec.prefill(max(0, dec.ctx_len - max_context))
+    for step in tqdm(range(pred_len), disable=not verbose, desc="generating", leave=False):
+        s1 = sample_tokens(logits.float(), sampling, generator)
+        s2 = sample_tokens(dec.s2_logits(s1).float(), sampling, generator)
+        if step + 1 < pred_len:
+            logits = dec.append(s1, s2, slide_block)
+        else:  # the last bar needs no forward pass of its own
+            dec.record(s1, s2)
+
+
 @torch.inference_mode()
 def generate(model: Kronos, tokenizer: KronosTokenizer, x: torch.Tensor, x_stamp: torch.Tensor,
              y_stamp: torch.Tensor, *, pred_len: int, max_context: int = 512,
-             sampling: SamplingParams = SamplingParams(), generator: Generators = None,
+             sampling: SamplingParams = DEFAULT_SAMPLING, generator: Generators = None,
              slide_block: int = 1, amp_dtype: torch.dtype | None = None,
+             static_step: bool | None = None, cuda_graphs: bool | None = None,
              verbose: bool = False) -> Generation:
     """Sample ``sampling.sample_count`` paths per series and decode them to bars.
 
@@ -269,31 +150,39 @@ def generate(model: Kronos, tokenizer: KronosTokenizer, x: torch.Tensor, x_stamp
         1 reproduces the reference exactly; k > 1 is the fast sliding mode (module docs).
     amp_dtype
         Optional autocast dtype (torch.bfloat16 / torch.float16) for CUDA.
+    static_step
+        Decode with the static-shape step (:mod:`.static_decode`): same tokens as the eager
+        step. ``None``: :data:`STATIC_STEP_DEFAULT`.
+    cuda_graphs
+        Replay the static step as CUDA graphs (CUDA only; implies ``static_step``).
+        ``None``: :data:`CUDA_GRAPHS_DEFAULT` on CUDA, off elsewhere.
     """
     _check_lengths(x, x_stamp, y_stamp, pred_len=pred_len, max_context=max_context,
                    slide_block=slide_block)
     if isinstance(generator, Sequence) and len(generator) != x.shape[0]:
         raise ValueError(f"got {len(generator)} generators for {x.shape[0]} series")
+    static, graphs = resolve_step(x.device, static_step=static_step, cuda_graphs=cuda_graphs)
     model.eval()
     tokenizer.eval()
-    amp = (torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype is not None
-           else contextlib.nullcontext())
+    # Autocast's cache of cast weights would be freed under a captured graph: off with graphs.
+    amp = (torch.autocast(x.device.type, dtype=amp_dtype, cache_enabled=not graphs)
+           if amp_dtype is not None else contextlib.nullcontext())
+    dtype = amp_dtype or model.norm.weight.dtype
     with amp:
         s1_ctx, s2_ctx = tokenizer.encode(x, half=True)  # (B, L) each
         stamps = torch.cat([x_stamp, y_stamp], dim=1)  # (B, L+P, 5)
-        dec = _Decoder(model, s1_ctx, s2_ctx, stamps, samples=sampling.sample_count,
-                       pred_len=pred_len, max_context=max_context,
-                       dtype=amp_dtype or model.norm.weight.dtype)
-        logits = dec.prefill(max(0, s1_ctx.shape[1] - max_context))
-        for step in tqdm(range(pred_len), disable=not verbose, desc="generating", leave=False):
-            s1 = sample_tokens(logits.float(), sampling, generator)
-            s2 = sample_tokens(dec.s2_logits(s1).float(), sampling, generator)
-            if step + 1 < pred_len:
-                logits = dec.append(s1, s2, slide_block)
-            else:  # the last bar needs no forward pass of its own
-                dec.record(s1, s2)
-        bars = decode_paths(tokenizer, s1_ctx, s2_ctx, dec.gen_s1, dec.gen_s2,
+        steps = dict(pred_len=pred_len, max_context=max_context, sampling=sampling,
+                     generator=generator, slide_block=slide_block, verbose=verbose)
+        if static:
+            gen_s1, gen_s2 = static_generate(model, s1_ctx, s2_ctx, stamps, dtype=dtype,
+                                             cuda_graphs=graphs, **steps)  # (rows, P) each
+        else:
+            dec = Decoder(model, s1_ctx, s2_ctx, stamps, samples=sampling.sample_count,
+                          pred_len=pred_len, max_context=max_context, dtype=dtype)
+            _eager_tokens(dec, **steps)
+            gen_s1, gen_s2 = dec.gen_s1, dec.gen_s2
+        bars = decode_paths(tokenizer, s1_ctx, s2_ctx, gen_s1, gen_s2,
                             max_context=max_context)  # (rows, P, d_in)
-    shape = (dec.n_series, sampling.sample_count, pred_len)
-    return Generation(bars.float().reshape(*shape, -1), dec.gen_s1.reshape(shape),
-                      dec.gen_s2.reshape(shape))
+    shape = (x.shape[0], sampling.sample_count, pred_len)
+    return Generation(bars.float().reshape(*shape, -1), gen_s1.reshape(shape),
+                      gen_s2.reshape(shape))

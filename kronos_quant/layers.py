@@ -209,6 +209,63 @@ def shared_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out + p_own @ v  # (R, H, Lq, hd)
 
 
+def masked_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            k_shared: torch.Tensor, v_shared: torch.Tensor, *,
+                            keep: torch.Tensor, keep_shared: torch.Tensor) -> torch.Tensor:
+    """:func:`shared_prefix_attention` for one query per row over fixed-capacity buffers.
+
+    ``k``/``v`` (R, H, Co, hd) and ``k_shared``/``v_shared`` (G, H, Cs, hd) are whole cache
+    buffers; ``keep`` (Co,) and ``keep_shared`` (Cs,) mark their filled slots. Shapes never
+    depend on how much is filled, so a CUDA graph captured once serves every bar. Unfilled
+    slots must hold finite values (a masked score is dropped, but 0 × NaN in the value
+    product would not be).
+    """
+    rows, heads, _, hd = q.shape
+    groups, s_cap, o_cap = k_shared.shape[0], k_shared.shape[2], k.shape[2]
+    per = rows // groups
+    q = q * hd ** -0.5
+    qg = q.view(groups, per, heads, hd).transpose(1, 2)  # (G, H, S, hd)
+    s_shared = (qg @ k_shared.transpose(-1, -2)).masked_fill(~keep_shared, float("-inf"))
+    s_own = (q @ k.transpose(-1, -2)).view(groups, per, heads, o_cap).transpose(1, 2)
+    s_own = s_own.masked_fill(~keep, float("-inf"))  # (G, H, S, Co)
+    probs = torch.cat([s_shared, s_own], dim=-1).softmax(dim=-1)  # (G, H, S, Cs+Co)
+    out = (probs[..., :s_cap] @ v_shared).transpose(1, 2).reshape(rows, heads, 1, hd)
+    p_own = probs[..., s_cap:].transpose(1, 2).reshape(rows, heads, 1, o_cap)
+    return out + p_own @ v  # (R, H, 1, hd)
+
+
+@dataclass
+class StaticKV:
+    """Fixed-shape cache view for a one-token step whose position lives in a tensor.
+
+    ``k``/``v`` (n_layers, R, H, Co, hd) are the rows' own slots, ``prefix_k``/``prefix_v``
+    (n_layers, G, H, Cs, hd) the group-shared part before them (the series' context).
+    ``pos`` (1,) is the token's window position (rotary), ``slot`` (1,) its own slot, and
+    ``keep``/``keep_prefix`` the filled slots including this token. Set them in place
+    before each step: nothing here is a Python number, so a captured graph stays valid.
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+    prefix_k: torch.Tensor
+    prefix_v: torch.Tensor
+    pos: torch.Tensor
+    slot: torch.Tensor
+    keep: torch.Tensor
+    keep_prefix: torch.Tensor
+    positions: int  # rotary table length needed: the longest window
+    offset: int = 0  # run_blocks' bookkeeping: no Python-side lengths here
+    length: int = 0
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int) -> torch.Tensor:
+        """Write this step's rotated ``k``/``v`` (R, H, 1, hd) at ``slot`` and attend."""
+        self.k[layer].index_copy_(2, self.slot, k)
+        self.v[layer].index_copy_(2, self.slot, v)
+        return masked_prefix_attention(q, self.k[layer], self.v[layer], self.prefix_k[layer],
+                                       self.prefix_v[layer], keep=self.keep,
+                                       keep_shared=self.keep_prefix)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, start: int = 0,
               key_padding_mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
     """SDPA for queries at positions ``start … start+Lq-1`` over keys ``0 … Lk-1``.
@@ -276,15 +333,22 @@ class _Projections(nn.Module):
 class MultiHeadAttention(_Projections):
     """Causal self-attention with rotary q/k (parameter names as in the checkpoints)."""
 
-    def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, layer: int = 0,
-                start: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, cache: KVCache | StaticKV | None = None,
+                layer: int = 0, start: int = 0,
+                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, length, _ = x.shape
         q, k, v = (self._heads(self.q_proj(x)), self._heads(self.k_proj(x)),
                    self._heads(self.v_proj(x)))
-        cos, sin = self.rotary.cos_sin(start + length, x.device)
-        cos, sin = cos[start:], sin[start:]
+        if isinstance(cache, StaticKV):  # position from a tensor: no host sync, graph-safe
+            cos, sin = self.rotary.cos_sin(cache.positions, x.device)
+            cos, sin = cos.index_select(0, cache.pos), sin.index_select(0, cache.pos)  # (1, hd)
+        else:
+            cos, sin = self.rotary.cos_sin(start + length, x.device)
+            cos, sin = cos[start:], sin[start:]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # (B, H, L, hd)
-        if cache is not None:
+        if isinstance(cache, StaticKV):
+            out = cache.attend(q, k, v, layer)
+        elif cache is not None:
             out = cached_attention(q, k, v, cache, layer=layer, start=start,
                                    key_padding_mask=key_padding_mask)
         elif start:
@@ -309,14 +373,19 @@ class CrossAttention(_Projections):
         return self._heads(self.k_proj(h)), self._heads(self.v_proj(h))
 
     def attend_one(self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   shared: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                   shared: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   keep: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """One query per row (B, 1, d) over unrotated ``k``/``v`` (B, H, L, hd) → (B, 1, d).
 
         ``shared`` optionally holds (k, v) (G, H, Ls, hd) that precede ``k``/``v`` and are
         shared by groups of B/G consecutive rows (see :func:`shared_prefix_attention`).
+        ``keep`` = (own, shared) filled-slot masks makes ``k``/``v``/``shared`` whole
+        fixed-capacity buffers (:func:`masked_prefix_attention`; the static decode step).
         """
         q = self._heads(self.q_proj(query))  # (B, H, 1, hd)
-        if shared is not None and shared[0].shape[2]:
+        if keep is not None and shared is not None:
+            out = masked_prefix_attention(q, k, v, *shared, keep=keep[0], keep_shared=keep[1])
+        elif shared is not None and shared[0].shape[2]:
             out = shared_prefix_attention(q, k, v, *shared, start=k.shape[2] - 1)
         else:
             out = F.scaled_dot_product_attention(q, k, v)  # (B, H, 1, hd)
@@ -353,14 +422,16 @@ class TransformerBlock(nn.Module):
         self.norm2 = RMSNorm(d_model)
         self.ffn = FeedForward(d_model, ff_dim, ffn_dropout_p)
 
-    def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, layer: int = 0,
-                start: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, cache: KVCache | StaticKV | None = None,
+                layer: int = 0, start: int = 0,
+                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.self_attn(self.norm1(x), cache=cache, layer=layer, start=start,
                                key_padding_mask=key_padding_mask)
         return x + self.ffn(self.norm2(x))
 
 
-def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *, cache: KVCache | None = None,
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *,
+               cache: KVCache | StaticKV | None = None,
                start: int = 0, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Apply a stack of blocks to window positions ``start …``; with a cache, layer i uses
     cache layer i and the cache then holds everything up to the last of these positions."""

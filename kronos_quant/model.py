@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .config import KronosConfig
 from .hub import HubModelMixin
-from .layers import CrossAttention, KVCache, RMSNorm, TransformerBlock, run_blocks
+from .layers import CrossAttention, KVCache, RMSNorm, StaticKV, TransformerBlock, run_blocks
 
 TIME_FEATURES = ("minute", "hour", "weekday", "day", "month")
 _TIME_SIZES = (60, 24, 7, 32, 13)
@@ -156,7 +156,7 @@ class Kronos(nn.Module, HubModelMixin):
         return self.config.n_heads
 
     def hidden(self, s1_ids: torch.Tensor, s2_ids: torch.Tensor,
-               stamp: torch.Tensor | None = None, *, cache: KVCache | None = None,
+               stamp: torch.Tensor | None = None, *, cache: KVCache | StaticKV | None = None,
                start: int = 0, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised hidden states (B, L, d) for tokens at window positions start … start+L-1."""
         x = self.embedding(s1_ids, s2_ids)  # (B, L, d)

@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 
 from .calendars import CalendarLike
 from .forecast import Forecast
-from .generation import SamplingParams, generate
+from .generation import SamplingParams, generate, resolve_step
 from .inputs import BAR_COLUMNS, ModelInputs, PreparedSeries, prepare_arrays, prepare_series
 from .model import Kronos
 from .runtime import resolve_device
+from .static_decode import auto_batch_rows
 from .tokenizer import KronosTokenizer
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,11 @@ class KronosPredictor:
         Optional autocast dtype for CUDA (``torch.bfloat16`` or ``torch.float16``).
     max_batch_rows
         Upper bound on series × sample paths generated together (bounds cache memory).
+        ``None``: chosen per call from free CUDA memory, or on CPU from a fixed budget
+        (:func:`~kronos_quant.static_decode.auto_batch_rows`).
+    static_step, cuda_graphs
+        Decode step (see :func:`~kronos_quant.generation.generate`); ``None`` takes the
+        defaults there. Neither changes the draws.
     model_label
         Which model this is, in a few words; every :class:`Forecast` carries it (charts show
         it). :meth:`from_pretrained` sets the checkpoint names (:func:`checkpoint_label`).
@@ -69,7 +75,8 @@ class KronosPredictor:
 
     def __init__(self, model: Kronos, tokenizer: KronosTokenizer, device: str | None = None,
                  max_context: int = 512, clip: float = 5, *, slide_block: int = 1,
-                 amp_dtype: torch.dtype | None = None, max_batch_rows: int = 1024,
+                 amp_dtype: torch.dtype | None = None, max_batch_rows: int | None = 1024,
+                 static_step: bool | None = None, cuda_graphs: bool | None = None,
                  model_label: str | None = None):
         if (tokenizer.s1_bits, tokenizer.s2_bits) != (model.s1_bits, model.s2_bits):
             raise ValueError(f"tokenizer bits (s1={tokenizer.s1_bits}, s2={tokenizer.s2_bits}) do "
@@ -77,7 +84,7 @@ class KronosPredictor:
         if tokenizer.d_in != len(BAR_COLUMNS):
             raise ValueError(f"tokenizer d_in is {tokenizer.d_in}; the predictor feeds "
                              f"{len(BAR_COLUMNS)} columns {list(BAR_COLUMNS)}")
-        if max_context < 1 or clip <= 0 or max_batch_rows < 1:
+        if max_context < 1 or clip <= 0 or (max_batch_rows is not None and max_batch_rows < 1):
             raise ValueError("max_context, clip and max_batch_rows must be positive")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -85,6 +92,8 @@ class KronosPredictor:
         self.max_context, self.clip = int(max_context), float(clip)
         self.slide_block, self.amp_dtype = slide_block, amp_dtype
         self.max_batch_rows = max_batch_rows
+        resolve_step(self.device, static_step=static_step, cuda_graphs=cuda_graphs)  # errors now
+        self.static_step, self.cuda_graphs = static_step, cuda_graphs
         self.model_label = model_label
 
     @classmethod
@@ -123,7 +132,8 @@ class KronosPredictor:
             generator = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seed]
         elif seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        per_chunk = max(1, self.max_batch_rows // sampling.sample_count)
+        rows = self.batch_rows(longest, pred_len, sampling.sample_count)
+        per_chunk = max(1, rows // sampling.sample_count)
         chunks = []
         for length in sorted({len(s.x) for s in series}):
             members = [i for i, s in enumerate(series) if len(s.x) == length]
@@ -141,11 +151,21 @@ class KronosPredictor:
                               stack("y_stamp"), pred_len=pred_len, max_context=self.max_context,
                               sampling=sampling, generator=chunk_generator,
                               slide_block=self.slide_block, amp_dtype=self.amp_dtype,
+                              static_step=self.static_step, cuda_graphs=self.cuda_graphs,
                               verbose=verbose)
             bars = result.bars.cpu().numpy()  # (n, S, P, 6)
             for j, i in enumerate(members):
                 out[i] = bars[j]
         return out
+
+    def batch_rows(self, ctx_len: int, pred_len: int, sample_count: int) -> int:
+        """Series × paths generated together for windows of this size: ``max_batch_rows``,
+        or with ``None`` what fits in memory (:func:`~.static_decode.auto_batch_rows`)."""
+        if self.max_batch_rows is not None:
+            return self.max_batch_rows
+        return auto_batch_rows(self.model, ctx_len=ctx_len, pred_len=pred_len,
+                               samples=sample_count, max_context=self.max_context,
+                               dtype=self.amp_dtype or torch.float32)
 
     def _check_pred_len(self, pred_len: Any) -> int:
         if not isinstance(pred_len, (int, np.integer)) or not 1 <= pred_len <= self.max_context:

@@ -16,12 +16,9 @@ import pandas as pd
 import torch
 
 from .config import KronosConfig, KronosTokenizerConfig
-from .generation import SamplingParams, sample_tokens
 from .model import Kronos
+from .sampling import DEFAULT_SAMPLING, SamplingParams, sample_tokens
 from .tokenizer import KronosTokenizer
-
-# SamplingParams is a frozen dataclass, so one shared default instance is safe.
-_DEFAULT_SAMPLING = SamplingParams()
 
 TINY_TOKENIZER = KronosTokenizerConfig(d_model=16, n_heads=2, ff_dim=32, n_enc_layers=2,
                                        n_dec_layers=2, s1_bits=3, s2_bits=3, group_size=3)
@@ -59,7 +56,7 @@ def save_tiny_pair(directory: str | Path, seed: int = 0, **configs) -> tuple[Pat
 @torch.inference_mode()
 def recompute_generate(model: Kronos, tokenizer: KronosTokenizer, x: torch.Tensor,
                        x_stamp: torch.Tensor, y_stamp: torch.Tensor, *, pred_len: int,
-                       max_context: int, sampling: SamplingParams = _DEFAULT_SAMPLING,
+                       max_context: int, sampling: SamplingParams = DEFAULT_SAMPLING,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """Full-window recompute generation → decoded bars (B, S, pred_len, d_in)."""
     s = sampling.sample_count

@@ -19,9 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import pandas as pd
 
 from ..execution import DEFAULT_EXECUTION
 from .ledger import Ledger
@@ -78,8 +80,15 @@ class PaperBroker:
         if self.fill == "last":
             self._fill(db, order.client_id, order.symbol, order.ts, order.qty, order.ref_price)
 
-    def after_commit(self, ledger: Ledger) -> None:
+    def after_commit(self, ledger: Ledger, *, now_ms: int | None = None) -> None:
         """Nothing leaves the ledger."""
+
+
+def credential_vars(exchange_id: str) -> dict[str, str]:
+    """ccxt credential field → the environment variable it is read from."""
+    prefix = exchange_id.upper()
+    return {"apiKey": f"{prefix}_API_KEY", "secret": f"{prefix}_API_SECRET",
+            "password": f"{prefix}_API_PASSWORD"}
 
 
 def credentials_from_env(exchange_id: str,
@@ -89,9 +98,7 @@ def credentials_from_env(exchange_id: str,
     Never from files or arguments, so they are not written to the state folder or shell history.
     """
     env = os.environ if environ is None else environ
-    prefix = exchange_id.upper()
-    names = {"apiKey": f"{prefix}_API_KEY", "secret": f"{prefix}_API_SECRET",
-             "password": f"{prefix}_API_PASSWORD"}
+    names = credential_vars(exchange_id)
     creds = {field: env[var] for field, var in names.items() if env.get(var)}
     missing = [names[f] for f in ("apiKey", "secret") if f not in creds]
     if missing:
@@ -114,15 +121,26 @@ class CcxtBroker:
     the first and each retry after a timeout, first looks the client order id up and sends
     only when the exchange does not know it. An order found that way is recorded as submitted
     (and its fill, when the exchange reports one), never sent again.
+
+    Errors follow :data:`kronos_quant.adapters.ccxt_errors.ERROR_RULES`: an order the exchange
+    refuses (insufficient funds, an invalid order) is ``rejected`` with the exchange's words,
+    not retried; a duplicate client id is looked up; a pending order not sent before the next
+    candle closed is ``stale``; ``InvalidNonce`` (-1021) resyncs ccxt's clock offset (and the
+    loop's, through ``on_resync``) before the retry; an authentication error stops the loop
+    with one line naming ``key_vars`` (the credential variables, never their values).
     """
 
     name = "ccxt"
 
-    def __init__(self, exchange: Any, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, exchange: Any, *, retry: RetryPolicy | None = None,
+                 key_vars: Sequence[str] = (), order_window_ms: int = 5000) -> None:
         from ..adapters.ccxt import RetryPolicy
 
         self.exchange = exchange
+        self.order_window_ms = int(order_window_ms)
         self.retry = retry or RetryPolicy()
+        self.key_vars = tuple(key_vars)
+        self.on_resync: Callable[[], Any] | None = None
         # ccxt logs request headers (the API key among them) at DEBUG: keep it above that.
         logging.getLogger("ccxt").setLevel(max(logging.INFO, logging.getLogger("ccxt").level))
         exchange.verbose = False
@@ -135,6 +153,21 @@ class CcxtBroker:
         Ledger.put_order(db, order.client_id, order.symbol, order.timeframe, order.ts,
                          order.qty, order.ref_price, "pending")
 
+    def check(self) -> None:
+        """At start: the keys work (one signed call) and ccxt's clock offset is measured."""
+        self._call(self.exchange.load_time_difference, "load_time_difference")
+        self._call(self.exchange.fetch_balance, "fetch_balance (checking the API keys)")
+
+    def resync(self) -> None:
+        """After -1021: ccxt's own offset (it signs requests with it), then the loop's."""
+        self.exchange.load_time_difference()
+        if self.on_resync is not None:
+            self.on_resync()
+
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        return self.retry.call(fn, what=f"{self.exchange.id} {what}", exchange=self.exchange,
+                               resync=self.resync, key_vars=self.key_vars)
+
     def lookup(self, symbol: str, client_id: str) -> dict | None:
         """The exchange's order with this client order id, or None when it has none."""
         from ..adapters import require_engine
@@ -144,56 +177,91 @@ class CcxtBroker:
         except require_engine("ccxt").OrderNotFound:
             return None
 
+    def _exchange_ms(self) -> int:
+        """The time ccxt signs requests with (its clock plus the measured offset)."""
+        return int(self.exchange.milliseconds()) - int(
+            self.exchange.options.get("timeDifference") or 0)
+
     def _send(self, symbol: str, side: str, amount: float, client_id: str) -> tuple[dict, bool]:
-        """(the order, whether it was already at the exchange), retried on network errors."""
+        """(the order, whether it was already at the exchange), retried by the error table.
+
+        Each order carries ``recvWindow = order_window_ms``: Binance refuses a request that
+        reaches it later than that after its timestamp. After a send whose outcome is unknown
+        (timeout, 5xx, -1000) the retry first waits that window out, so the first request,
+        if still in flight, can no longer execute; then the id is looked up, and only an
+        order the exchange does not know is sent again.
+        """
+        sent: list[int] = []
+
         def attempt() -> tuple[dict, bool]:
+            if sent:
+                self.retry.sleep(max(0.0, (sent[-1] + self.order_window_ms
+                                           - self._exchange_ms()) / 1000 + 0.001))
             found = self.lookup(symbol, client_id)
             if found is not None:
                 return found, True
-            return self.exchange.create_order(symbol, "market", side, amount, None,
-                                              {"clientOrderId": client_id}), False
+            sent.append(self._exchange_ms())
+            return self.exchange.create_order(symbol, "market", side, amount, None, {
+                "clientOrderId": client_id, "recvWindow": self.order_window_ms}), False
 
-        return self.retry.call(attempt, what=f"create_order {client_id}", exchange=self.exchange)
+        return self._call(attempt, f"create_order {client_id}")
 
-    def after_commit(self, ledger: Ledger) -> None:
-        """Send (or recognise) every pending order; mark superseded ones stale."""
+    def _stale_reason(self, ledger: Ledger, order: Mapping[str, Any],
+                      now_ms: int | None) -> str | None:
+        newest = ledger.last_decided_by_symbol(order["timeframe"]).get(order["symbol"])
+        if newest is not None and order["ts"] < newest:
+            return "superseded by a newer decision"
+        step_ms = int(self.exchange.parse_timeframe(order["timeframe"]) * 1000)
+        if now_ms is not None and now_ms >= order["ts"] + 2 * step_ms:
+            return (f"stale: not sent by {pd.Timestamp(int(order['ts'] + 2 * step_ms), unit='ms')}"
+                    ", when the next candle closed")
+        return None
+
+    def after_commit(self, ledger: Ledger, *, now_ms: int | None = None) -> None:
+        """Send (or recognise) every pending order; mark superseded and late ones stale.
+
+        ``now_ms`` is the exchange's time: an order still pending when the candle after its
+        decision has closed is not sent (unless the exchange already has it).
+        """
         pending = ledger.orders("pending")
         if len(pending):  # amount_to_precision needs the markets (ccxt caches them)
-            self.retry.call(self.exchange.load_markets, what="load_markets",
-                            exchange=self.exchange)
+            self._call(self.exchange.load_markets, "load_markets")
         for _, order in pending.iterrows():
-            newest = ledger.last_decided_by_symbol(order["timeframe"]).get(order["symbol"])
-            if newest is not None and order["ts"] < newest:
-                found = self.retry.call(lambda order=order: self.lookup(order["symbol"],
-                                                                       order["client_id"]),
-                                        what=f"fetch_order {order['client_id']}",
-                                        exchange=self.exchange)
-                if found is None:
-                    with ledger.transaction() as db:
-                        Ledger.set_order_status(db, order["client_id"], "stale",
-                                                note="superseded by a newer decision")
-                    continue
-                self._record(ledger, order, found, "sent before a restart")
-            else:
+            stale = self._stale_reason(ledger, order, now_ms)
+            if stale is None:
                 self._submit(ledger, order)
+                continue
+            found = self._call(lambda order=order: self.lookup(order["symbol"],
+                                                               order["client_id"]),
+                               f"fetch_order {order['client_id']}")
+            if found is None:
+                with ledger.transaction() as db:
+                    Ledger.set_order_status(db, order["client_id"], "stale", note=stale)
+                continue
+            self._record(ledger, order, found, "sent before a restart")
 
     def _submit(self, ledger: Ledger, order: Mapping[str, Any]) -> None:
-        from ..adapters import require_engine
+        from ..adapters.ccxt_errors import classify, short
 
-        ccxt = require_engine("ccxt")
         cid, symbol = order["client_id"], order["symbol"]
         try:
             amount = float(self.exchange.amount_to_precision(symbol, order["qty"]))
             placed, known = self._send(symbol, order["side"], amount, cid)
-        except ccxt.DuplicateOrderId:
-            placed, known = self.lookup(symbol, cid) or {}, True
-        except (ccxt.InvalidOrder, ccxt.InsufficientFunds) as err:
-            with ledger.transaction() as db:
-                Ledger.set_order_status(db, cid, "rejected", note=f"{type(err).__name__}: "
-                                        f"{err}"[:200])
-            logger.warning("order %s %s %s rejected: %s", cid, order["side"], symbol,
-                           type(err).__name__)
-            return
+        except Exception as err:
+            action = getattr(classify(err), "action", None)
+            if action == "duplicate":
+                placed, known = self._call(lambda: self.lookup(symbol, cid),
+                                           f"fetch_order {cid}") or {}, True
+            elif action == "reject":
+                with ledger.transaction() as db:
+                    Ledger.set_order_status(db, cid, "rejected",
+                                            note=f"{type(err).__name__}: {short(err, 200)}")
+                logger.error("order %s %s %s %.8g rejected, not retried: %s: %s", cid,
+                             order["side"], symbol, order["qty"], type(err).__name__,
+                             short(err))
+                return
+            else:
+                raise
         self._record(ledger, order, placed, "already at the exchange, not resent" if known
                      else None)
 
@@ -203,8 +271,8 @@ class CcxtBroker:
         fees = [f for f in (placed.get("fees") or [placed.get("fee")]) if f]
         if fees or not placed.get("id"):
             return fees
-        trades = self.retry.call(lambda: self.exchange.fetch_order_trades(placed["id"], symbol),
-                                 what=f"fetch_order_trades {placed['id']}", exchange=self.exchange)
+        trades = self._call(lambda: self.exchange.fetch_order_trades(placed["id"], symbol),
+                            f"fetch_order_trades {placed['id']}")
         return [t["fee"] for t in trades if t.get("fee")]
 
     def _record(self, ledger: Ledger, order: Mapping[str, Any], placed: Mapping[str, Any],

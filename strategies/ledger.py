@@ -7,8 +7,12 @@ Tables (candle times are UTC epoch milliseconds of the bar's open):
 * ``decisions`` — one row per (symbol, timeframe, ts): the close, the target weight and
   quantity, and a JSON summary of the forecast paths.
 * ``scores`` — one row per (symbol, timeframe, ts, scorer).
-* ``orders`` — one row per client order id (derived from symbol, timeframe and ts, so a
-  retried or restarted submission reuses it); ``status`` pending → filled / submitted / …
+* ``skipped`` — one row per (symbol, timeframe, ts) the loop could not decide, with the
+  reason (the exchange had no candle, the fetch failed until the candle's deadline, …): every
+  closed candle gets exactly one ``decisions`` or one ``skipped`` row.
+* ``orders`` — one row per client order id (derived from the bot id, symbol, timeframe and
+  ts, so a retried or restarted submission reuses it); ``status`` pending → filled /
+  submitted / rejected / stale (not sent: the next candle had closed), ``note`` says why.
 * ``fills``, ``positions`` (quantity and average price per symbol), ``account`` (cash) and
   ``equity`` (one mark per decided candle time).
 
@@ -19,6 +23,7 @@ candle exactly once.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -43,6 +48,9 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE TABLE IF NOT EXISTS scores (
     symbol TEXT NOT NULL, timeframe TEXT NOT NULL, ts INTEGER NOT NULL, scorer TEXT NOT NULL,
     value REAL, PRIMARY KEY (symbol, timeframe, ts, scorer));
+CREATE TABLE IF NOT EXISTS skipped (
+    symbol TEXT NOT NULL, timeframe TEXT NOT NULL, ts INTEGER NOT NULL, reason TEXT NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (symbol, timeframe, ts));
 CREATE TABLE IF NOT EXISTS orders (
     client_id TEXT PRIMARY KEY, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
     ts INTEGER NOT NULL, side TEXT NOT NULL, qty REAL NOT NULL, ref_price REAL NOT NULL,
@@ -59,14 +67,25 @@ CREATE TABLE IF NOT EXISTS equity (
 """
 
 
-def client_order_id(symbol: str, timeframe: str, ts_ms: int, *, prefix: str = "kq") -> str:
-    """Deterministic client order id for the decision on (symbol, timeframe, candle time).
+ID_LIMIT = 36  # Binance's newClientOrderId limit
 
-    Letters, digits, ``-`` and ``_`` only and at most 36 characters (Binance's limit), e.g.
-    ``kq-BTCUSDT-1h-1700000000``.
+
+def client_order_id(symbol: str, timeframe: str, ts_ms: int, *, bot: str = "",
+                    prefix: str = "kq") -> str:
+    """Deterministic client order id for one bot's decision on (symbol, timeframe, candle).
+
+    Letters, digits and ``-`` only, at most 36 characters (Binance's limit), e.g.
+    ``kq-3f9a1c-BTCUSDT-1h-1700000000``: ``bot`` (the ledger's :meth:`Ledger.bot_id`) keeps two
+    loops on one account apart; a long symbol is shortened, never the bot id or the time.
     """
-    clean = "".join(ch for ch in symbol if ch.isalnum())[:14]
-    return f"{prefix}-{clean}-{timeframe}-{int(ts_ms) // 1000}"[:36]
+    head = f"{prefix}-{bot}-" if bot else f"{prefix}-"
+    tail = f"-{timeframe}-{int(ts_ms) // 1000}"
+    clean = "".join(ch for ch in symbol if ch.isalnum())
+    room = ID_LIMIT - len(head) - len(tail)
+    if room < 3:
+        raise ValueError(f"client order id for {symbol} {timeframe} would exceed {ID_LIMIT} "
+                         "characters")
+    return f"{head}{clean[:room]}{tail}"
 
 
 def to_ms(stamp: Any) -> int:
@@ -140,6 +159,20 @@ class Ledger:
                              "use a new --state")
         return stored
 
+    def bot_id(self) -> str:
+        """This state folder's bot id (6 hex digits, made once, kept in ``meta``).
+
+        Client order ids carry it, so two loops on one account (two ``--state`` folders) never
+        send or look up each other's orders.
+        """
+        stored = self.meta().get("bot_id")
+        if stored is None:
+            stored = secrets.token_hex(3)
+            with self.transaction() as db:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('bot_id', ?)", (json.dumps(stored),))
+            stored = self.meta()["bot_id"]
+        return str(stored)
+
     def meta(self) -> dict[str, Any]:
         return {r["key"]: json.loads(r["value"]) for r in self.conn.execute("SELECT * FROM meta")}
 
@@ -149,6 +182,19 @@ class Ledger:
         row = self.conn.execute("SELECT MAX(ts) FROM decisions WHERE timeframe = ?",
                                 (timeframe,)).fetchone()
         return None if row[0] is None else int(row[0])
+
+    def last_handled(self, timeframe: str) -> int | None:
+        """Newest candle time (ms) with a decision or a skipped row."""
+        row = self.conn.execute("SELECT MAX(ts) FROM (SELECT ts FROM decisions WHERE timeframe "
+                                "= ?1 UNION ALL SELECT ts FROM skipped WHERE timeframe = ?1)",
+                                (timeframe,)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def handled(self, symbol: str, timeframe: str, ts: int) -> bool:
+        """Whether (symbol, candle) already has its decision or skipped row."""
+        return any(self.conn.execute(f"SELECT 1 FROM {table} WHERE symbol=? AND timeframe=? AND "
+                                     "ts=?", (symbol, timeframe, ts)).fetchone()
+                   for table in ("decisions", "skipped"))
 
     def last_decided_by_symbol(self, timeframe: str) -> dict[str, int]:
         """Newest decided candle time (ms) of each symbol."""
@@ -174,7 +220,8 @@ class Ledger:
         return pd.read_sql_query(sql + " ORDER BY ts, symbol", self.conn, params=args)
 
     def table(self, name: str) -> pd.DataFrame:
-        if name not in ("candles", "decisions", "scores", "orders", "fills", "positions", "equity"):
+        if name not in ("candles", "decisions", "skipped", "scores", "orders", "fills",
+                        "positions", "equity"):
             raise ValueError(f"unknown ledger table {name!r}")
         return pd.read_sql_query(f"SELECT * FROM {name}", self.conn)
 
@@ -198,13 +245,20 @@ class Ledger:
                         for k, v in scores.items()])
 
     @staticmethod
+    def put_skipped(db: sqlite3.Connection, symbol: str, timeframe: str, ts: int,
+                    reason: str) -> None:
+        """Record that (symbol, candle) was not decided, and why (the first reason stays)."""
+        db.execute("INSERT OR IGNORE INTO skipped VALUES (?,?,?,?,?)",
+                   (symbol, timeframe, ts, reason[:300], time.time()))
+
+    @staticmethod
     def put_order(db: sqlite3.Connection, client_id: str, symbol: str, timeframe: str, ts: int,
-                  qty: float, ref_price: float, status: str) -> None:
+                  qty: float, ref_price: float, status: str, note: str | None = None) -> None:
         side = "buy" if qty > 0 else "sell"
         db.execute("INSERT INTO orders (client_id, symbol, timeframe, ts, side, qty, ref_price, "
-                   "status, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                   "status, created_at, note) VALUES (?,?,?,?,?,?,?,?,?,?)",
                    (client_id, symbol, timeframe, ts, side, abs(qty), ref_price, status,
-                    time.time()))
+                    time.time(), note))
 
     @staticmethod
     def set_order_status(db: sqlite3.Connection, client_id: str, status: str, *,

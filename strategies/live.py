@@ -14,6 +14,16 @@ everything — fills the candle settles, candles, forecasts, scores, orders, equ
 ledger transaction. A crash before
 the commit leaves no trace of t; after it, t is never decided again.
 
+Faults (docs/live.md has the table): every exchange call is retried by ccxt's error hierarchy
+(:mod:`kronos_quant.adapters.ccxt_errors`) until ``retry_margin_s`` before the next candle
+closes; a candle still undecided then gets a ``skipped`` row with the error, as does a symbol
+the exchange has no candle for (a gap), so every (symbol, candle) has exactly one decision or
+one skipped row. A decision made after the next candle has closed (a catch-up after downtime)
+is recorded but its orders are ``stale``, not sent. Time is the exchange's: the offset of the
+injected clock to it is measured at start, each cycle and on an ``InvalidNonce`` (-1021).
+What no retry fixes (authentication, permissions, unknown symbol) stops the loop with one line
+(:class:`~kronos_quant.adapters.ccxt_errors.FatalExchangeError`).
+
 :meth:`LiveLoop.run` wakes at each candle close (plus ``grace_s``) on the injected clock and
 stops cleanly on SIGINT/SIGTERM or after one cycle with ``once=True``.
 """
@@ -24,12 +34,14 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..adapters.ccxt_errors import FatalExchangeError, classify, short
 from ..calendars import future_timestamps
 from ..forecast import forecast_summary
 from ..portfolio import target_weights
@@ -78,7 +90,9 @@ class LiveConfig:
     long_short: bool = False
     initial_cash: float = 10_000.0
     min_trade_value: float = 1.0
+    min_trade_weight: float = 0.0
     grace_s: float = 2.0
+    retry_margin_s: float = 1.0
     late_timeout_s: float = 30.0
     late_poll_s: float = 2.0
 
@@ -98,6 +112,10 @@ class LiveConfig:
                                  f"got {getattr(self, name)}")
         if not 0 <= self.dead_band < 0.5:
             raise ValueError(f"dead_band must be in [0, 0.5), got {self.dead_band}")
+        if not 0 <= self.min_trade_weight < 1:
+            raise ValueError(f"min_trade_weight must be in [0, 1), got {self.min_trade_weight}")
+        if self.retry_margin_s < 0:
+            raise ValueError(f"retry_margin_s must be >= 0, got {self.retry_margin_s}")
 
     def ledger_settings(self) -> dict[str, Any]:
         """Settings a ledger is tied to: a restart with different ones is refused."""
@@ -182,9 +200,23 @@ def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
     return weights.iloc[0].reindex(scores.index).fillna(0.0)
 
 
+def order_size(target_qty: float, held: float, price: float, equity: float,
+               config: LiveConfig) -> float:
+    """The order that moves ``held`` to ``target_qty`` (0.0: none): changes worth less than
+    ``min_trade_value`` (quote) or ``min_trade_weight`` × equity are not traded, exits
+    included (the no-trade band that keeps noise in the forecasts from churning fees; a
+    position smaller than the band may linger until a larger change moves it)."""
+    delta = target_qty - held
+    value = abs(delta) * price
+    if value < max(config.min_trade_value, config.min_trade_weight * equity):
+        return 0.0
+    return delta
+
+
 @dataclass
 class CycleResult:
     decided: list[pd.Timestamp] = field(default_factory=list)
+    skipped: int = 0
     waiting: list[str] = field(default_factory=list)
     equity: float | None = None
     latency_s: list[float] = field(default_factory=list)  # candle close → orders committed
@@ -205,13 +237,67 @@ class LiveLoop:
         for symbol in config.symbols:
             feed.check(symbol, config.timeframe)
         self.step = feed.step(config.timeframe)
+        self.step_ms = int(self.step.total_seconds() * 1000)
         ledger.init_meta(config.ledger_settings())
+        self.bot_id = ledger.bot_id()
+        self.offset_ms = 0  # exchange clock − injected clock
+        self.cycle_candle: pd.Timestamp | None = None  # newest closed when the cycle began
+        if hasattr(broker, "on_resync"):
+            broker.on_resync = self.sync_clock
+        self.sync_clock()
+        if hasattr(broker, "check"):
+            broker.check()  # keys and clock before the first decision, not after it
         ceiling = config.max_weight * len(config.symbols) if config.max_weight else None
         if ceiling is not None and ceiling < config.gross:
             logger.info("max_weight=%g on %d symbol(s): at most %g of equity is held "
                         "(gross=%g)", config.max_weight, len(config.symbols), ceiling,
                         config.gross)
         self.frames: dict[str, pd.DataFrame] = {}
+
+    # -- exchange time and deadlines --------------------------------------------------------
+
+    def sync_clock(self) -> int:
+        """Measure the exchange clock's offset to ours (at start, each cycle, on -1021)."""
+        before = self.clock()
+        server = self.feed.server_time_ms()
+        after = self.clock()
+        offset = int(server - (before + after) * 500)
+        if abs(offset - self.offset_ms) > 1000:
+            logger.info("exchange clock offset %+.3fs", offset / 1000)
+        self.offset_ms = offset
+        return server
+
+    def exchange_ms(self) -> int:
+        return int(self.clock() * 1000) + self.offset_ms
+
+    @contextmanager
+    def candle_deadline(self, now_ms: int) -> Iterator[float]:
+        """Exchange calls inside retry until ``retry_margin_s`` before the next close."""
+        next_close = (now_ms // self.step_ms + 1) * self.step_ms
+        remaining = (next_close - now_ms) / 1000 - self.config.retry_margin_s
+        policies = {id(p): p for p in (getattr(self.feed, "retry", None),
+                                       getattr(self.broker, "retry", None)) if p is not None}
+        with ExitStack() as stack:
+            for policy in policies.values():
+                stack.enter_context(policy.until(policy.clock() + max(0.0, remaining)))
+            yield remaining
+
+    def skip_unhandled(self, reason: str) -> int:
+        """Skipped rows, with ``reason``, for every candle up to the failed cycle's own (the
+        newest closed when it started) not decided yet."""
+        cfg = self.config
+        latest = to_ms(self.cycle_candle or self._latest_closed(self.exchange_ms()))
+        last = self.ledger.last_handled(cfg.timeframe)
+        first = latest if last is None else max(last + self.step_ms,
+                                                latest - 10_000 * self.step_ms)
+        count = 0
+        with self.ledger.transaction() as db:
+            for ts in range(first, latest + 1, self.step_ms):
+                for symbol in cfg.symbols:
+                    if not self.ledger.handled(symbol, cfg.timeframe, ts):
+                        Ledger.put_skipped(db, symbol, cfg.timeframe, ts, reason)
+                        count += 1
+        return count
 
     # -- candles -------------------------------------------------------------------------
 
@@ -227,7 +313,7 @@ class LiveLoop:
 
     def pending_times(self) -> tuple[list[pd.Timestamp], list[str]]:
         """Decidable candle times not yet decided, and the symbols holding the next one back."""
-        last = self.ledger.last_decided(self.config.timeframe)
+        last = self.ledger.last_handled(self.config.timeframe)
         ends = {s: (f.index[-1] if len(f) else None) for s, f in self.frames.items()}
         if any(end is None for end in ends.values()):
             return [], [s for s, end in ends.items() if end is None]
@@ -242,14 +328,17 @@ class LiveLoop:
 
     # -- one decision --------------------------------------------------------------------
 
-    def _forecasts(self, t: pd.Timestamp) -> dict[str, Any]:
+    def _forecasts(self, t: pd.Timestamp, missing: dict[str, str]) -> dict[str, Any]:
+        """Forecasts at t; symbols that cannot have one go into ``missing`` with the reason."""
         cfg = self.config
         contexts, stamps, seeds = {}, [], []
         for symbol, frame in self.frames.items():
             if t not in frame.index:
-                continue  # the exchange has no candle t for this symbol (a gap)
+                missing[symbol] = f"the exchange has no {cfg.timeframe} candle at {t} (a gap)"
+                continue
             context = frame.loc[:t].iloc[-cfg.lookback:]
             if len(context) < 2:
+                missing[symbol] = f"only {len(context)} candle(s) up to {t}"
                 continue
             contexts[symbol] = context
             stamps.append(future_timestamps(context.index, cfg.pred_len))
@@ -260,19 +349,34 @@ class LiveLoop:
                                              sample_count=cfg.sample_count, T=cfg.T,
                                              top_k=cfg.top_k, top_p=cfg.top_p, seed=seeds)
 
-    def decide(self, t: pd.Timestamp) -> float | None:
-        """Forecast, score, size and record candle time t in one transaction (equity back)."""
+    def decide(self, t: pd.Timestamp, now_ms: int | None = None) -> float | None:
+        """Forecast, score, size and record candle time t in one transaction (equity back).
+
+        ``now_ms`` (exchange time; default: now) at or after the close of the candle after t
+        makes the orders ``stale``: recorded, not sent.
+        """
         cfg, ts = self.config, to_ms(t)
-        forecasts = self._forecasts(t)
+        now_ms = self.exchange_ms() if now_ms is None else now_ms
+        missing: dict[str, str] = {}
+        forecasts = self._forecasts(t, missing)
         if not forecasts:
             logger.warning("no symbol has enough candles at %s; nothing decided", t)
+            with self.ledger.transaction() as db:
+                for symbol, reason in missing.items():
+                    Ledger.put_skipped(db, symbol, cfg.timeframe, ts, reason)
             return None
         scores = score_forecasts(forecasts, cfg.scorers)
         weights = target_positions(scores, cfg)
+        stale_at = ts + 2 * self.step_ms  # the next candle's close
+        stale = None if now_ms < stale_at else (
+            f"stale: decided at {from_ms(now_ms)}, after the next candle closed at "
+            f"{from_ms(stale_at)}; not sent")
         with self.ledger.transaction() as db:
-            if any(self.ledger.is_decided(s, cfg.timeframe, ts) for s in forecasts):
+            if any(self.ledger.handled(s, cfg.timeframe, ts) for s in forecasts):
                 logger.info("candle %s already decided; skipped", t)
                 return None
+            for symbol, reason in missing.items():
+                Ledger.put_skipped(db, symbol, cfg.timeframe, ts, reason)
             bars = {s: self.frames[s].loc[t] for s in forecasts}
             for symbol, bar in bars.items():
                 self.broker.on_candle(db, symbol, ts, bar)
@@ -284,30 +388,41 @@ class LiveLoop:
             for symbol, fc in forecasts.items():
                 price = marks[symbol]
                 target_qty = float(weights[symbol]) * equity / price
-                delta = target_qty - held.get(symbol, 0.0)
+                delta = order_size(target_qty, held.get(symbol, 0.0), price, equity, cfg)
                 Ledger.put_decision(db, symbol, cfg.timeframe, ts, close=price,
                                     weight=float(weights[symbol]), qty=target_qty,
                                     forecast=forecast_summary(fc, per_step=True),
                                     scores=scores.loc[symbol])
-                if abs(delta) * price >= cfg.min_trade_value:
-                    self.broker.place(db, OrderRequest(
-                        client_order_id(symbol, cfg.timeframe, ts), symbol, cfg.timeframe, ts,
-                        delta, price))
+                if not delta:
+                    continue
+                order = OrderRequest(client_order_id(symbol, cfg.timeframe, ts, bot=self.bot_id),
+                                     symbol, cfg.timeframe, ts, delta, price)
+                if stale:
+                    Ledger.put_order(db, order.client_id, symbol, cfg.timeframe, ts, delta,
+                                     price, "stale", note=stale)
+                else:
+                    self.broker.place(db, order)
             equity = Ledger.put_equity(db, cfg.timeframe, ts, marks)
-        self.broker.after_commit(self.ledger)
+        self.broker.after_commit(self.ledger, now_ms=self.exchange_ms())
         return equity
 
     # -- cycles --------------------------------------------------------------------------
 
     def cycle(self) -> CycleResult:
         """Fetch what is new, wait briefly for late candles, decide every decidable time."""
+        now_ms = self.exchange_ms()
+        self.cycle_candle = self._latest_closed(now_ms)
+        with self.candle_deadline(now_ms):
+            return self._cycle()
+
+    def _cycle(self) -> CycleResult:
         result = CycleResult()
-        # Orders a crash or a failed send left pending go out (or are found at the exchange)
-        # before anything new is sized from the ledger's positions.
-        self.broker.after_commit(self.ledger)
+        # Orders a crash or a failed send left pending go out (or are found at the exchange,
+        # or turn stale) before anything new is sized from the ledger's positions.
+        self.broker.after_commit(self.ledger, now_ms=self.exchange_ms())
         deadline = self.clock() + self.config.late_timeout_s
         while True:
-            now_ms = self.feed.server_time_ms()
+            now_ms = self.sync_clock()
             self._refresh(now_ms)
             todo, behind = self.pending_times()
             expected = self._latest_closed(now_ms)
@@ -322,7 +437,7 @@ class LiveLoop:
         for t in todo:
             if self.stop_event.is_set():
                 break
-            equity = self.decide(t)
+            equity = self.decide(t, self.exchange_ms())
             if equity is not None:
                 result.decided.append(t)
                 result.equity = equity
@@ -331,8 +446,9 @@ class LiveLoop:
 
     def next_wake(self) -> float:
         """Epoch seconds of the next candle close plus the grace period."""
-        step = self.step.total_seconds()
-        return (math.floor(self.clock() / step) + 1) * step + self.config.grace_s
+        step, now = self.step.total_seconds(), self.exchange_ms() / 1000
+        wake = (math.floor(now / step) + 1) * step + self.config.grace_s  # exchange time
+        return wake - self.offset_ms / 1000
 
     def run(self, *, once: bool = False, max_cycles: int | None = None) -> int:
         """Cycle at every candle close until stopped; returns the number of cycles run."""
@@ -341,12 +457,16 @@ class LiveLoop:
             started = self.clock()
             try:
                 result = self.cycle()
+            except FatalExchangeError:
+                raise  # what no retry fixes: one line, the loop stops
             except Exception as err:  # keep trading through anything the retries did not absorb
+                result = CycleResult(skipped=self.skip_unhandled(
+                    f"{type(err).__name__}: {short(err, 240)}"))
                 if once:
                     raise
-                logger.exception("cycle failed: %s: %s; next try at the next candle close",
-                                 type(err).__name__, err)
-                result = CycleResult()
+                log = logger.error if classify(err) is not None else logger.exception
+                log("cycle failed: %s: %s; %d candle row(s) recorded as skipped; next try at "
+                    "the next candle close", type(err).__name__, short(err), result.skipped)
             cycles += 1
             self.heartbeat(result, self.clock() - started)
             if once or (max_cycles is not None and cycles >= max_cycles):
@@ -356,9 +476,10 @@ class LiveLoop:
 
     def heartbeat(self, result: CycleResult, elapsed: float) -> None:
         positions = {s: round(p.qty, 8) for s, p in self.ledger.positions().items() if p.qty}
-        logger.info("heartbeat exchange=%s timeframe=%s decided=%d last=%s waiting=%s "
-                    "equity=%s positions=%s latency_s=%s cycle_s=%.3f", self.config.exchange,
-                    self.config.timeframe, len(result.decided),
+        logger.info("heartbeat exchange=%s timeframe=%s decided=%d skipped=%d last=%s "
+                    "waiting=%s equity=%s positions=%s latency_s=%s cycle_s=%.3f",
+                    self.config.exchange, self.config.timeframe, len(result.decided),
+                    result.skipped,
                     result.decided[-1] if result.decided else "-", ",".join(result.waiting) or "-",
                     f"{result.equity:.2f}" if result.equity is not None else "-", positions,
                     f"{max(result.latency_s):.3f}" if result.latency_s else "-", elapsed)

@@ -9,7 +9,9 @@ Binance's own JSON layout. Point a client at it with ``--api-host http://127.0.0
 Candles are a deterministic function of their open time (seeded per bar), so any history up to
 the mock's clock exists and a restart sees the same bars. The forming candle (open time + period
 > now) is served too, as Binance does, with values that depend on ``now`` — a client that keeps
-it sees prices change under it. Faults are queued per path and consumed in order.
+it sees prices change under it. Faults (``tests/mock_faults.py``: Binance's and OKX's own error
+answers) are queued per path and consumed in order, drawn at random with a seed, or served to
+every distinct request once. ``flavour="okx"`` speaks OKX v5 (instruments, time, candles).
 
 Signed spot trading (for the ``--live-orders`` broker): ``POST /api/v3/order`` (MARKET orders,
 filled at once at the forming candle's price, FULL response with fills; commission 0.1% in the
@@ -32,55 +34,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
+from mock_faults import (  # noqa: F401 (re-exported for the tests)
+    BINANCE_ERRORS,
+    FAULT_KINDS,
+    MAINTENANCE_PAGE,
+    OKX_ERRORS,
+    RANDOM_FAULTS,
+    SIGNED_FAULTS,
+    Fault,
+    FaultSchedule,
+    ManualClock,
+    SimClock,
+)
 
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
                "30m": 1_800_000, "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
-FAULT_KINDS = ("500", "429", "timeout", "truncated", "duplicate", "late", "lost")
 COMMISSION = 0.001
-
-
-@dataclass
-class Fault:
-    """One injected misbehaviour, consumed by the next request whose path ends with ``path``.
-
-    kinds: ``500`` (server error), ``429`` (rate limited, with ``Retry-After: retry_after``),
-    ``timeout`` (answer after ``delay`` seconds, longer than the client's timeout),
-    ``truncated`` (HTTP 200 with half a JSON body), ``duplicate`` (klines with one row twice),
-    ``late`` (klines without the newest closed candle, as when the exchange is slow to close it),
-    ``lost`` (the request takes effect, then no answer within ``delay`` seconds: a response lost
-    on the way back). ``method`` limits the fault to one HTTP method (default: any).
-    """
-
-    kind: str
-    path: str = "/klines"
-    retry_after: float = 0.05
-    delay: float = 0.5
-    method: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {self.kind!r}; choose one of {FAULT_KINDS}")
-
-
-class ManualClock:
-    """A settable clock in milliseconds; ``sleep`` advances it instead of waiting."""
-
-    def __init__(self, now_ms: int) -> None:
-        self.now_ms = int(now_ms)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self.now_ms / 1000.0
-
-    def ms(self) -> int:
-        return self.now_ms
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now_ms += int(round(seconds * 1000))
-
-    def sleep(self, seconds: float) -> None:
-        self.advance(max(0.0, seconds))
 
 
 @dataclass
@@ -95,6 +64,19 @@ class MockExchange:
     faults: list[Fault] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    flavour: str = "binance"  # or "okx": OKX v5 paths, candle rows and error envelope
+    schedule: FaultSchedule | None = None  # random faults, after the queued ones
+    sim: SimClock | None = None  # serves /mock/clock and /mock/sleep; sets clock_ms
+    check_recv_window: bool = False  # -1021 when a signed timestamp is off the mock's clock
+    fail_each_once: tuple[str, ...] = ()  # every distinct request fails once, kinds in turn
+    reject_keys: bool = False  # every signed request answers -2015 (bad API key)
+    _seen: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.flavour not in ("binance", "okx"):
+            raise ValueError(f"flavour must be binance or okx, got {self.flavour!r}")
+        if self.sim is not None:
+            self.clock_ms = self.sim.ms
 
     def inject(self, *faults: Fault) -> None:
         with self._lock:
@@ -106,12 +88,48 @@ class MockExchange:
     api_keys: list[str] = field(default_factory=list)
     _order_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
-    def take_fault(self, path: str, method: str = "GET") -> Fault | None:
+    def take_fault(self, path: str, method: str = "GET", signed: bool = False,
+                   query: dict[str, str] | None = None) -> Fault | None:
+        if path.startswith("/mock/"):
+            return None
         with self._lock:
             for i, fault in enumerate(self.faults):
                 if path.endswith(fault.path) and fault.method in (None, method):
                     return self.faults.pop(i)
+            if signed and self.reject_keys:
+                return Fault("-2015", path=path)
+            if self.fail_each_once:
+                # the same request again (a retry) passes: the signature and time change
+                key = repr((method, path, sorted((k, v) for k, v in (query or {}).items()
+                                                 if k not in ("timestamp", "signature"))))
+                if key not in self._seen:
+                    self._seen.add(key)
+                    kinds = [k for k in self.fail_each_once
+                             if FaultSchedule.fits(k, path, method, signed)]
+                    if kinds:
+                        kind = kinds[len(self._seen) % len(kinds)]
+                        return Fault(kind, path=path, retry_after=0.01, delay=0.4)
+            if self.schedule is not None:
+                return self.schedule.draw(path, method, signed)
         return None
+
+    def error_answer(self, kind: str) -> tuple[int, str] | None:
+        """(HTTP status, body) of an error fault in this exchange's words, or None."""
+        table = OKX_ERRORS if self.flavour == "okx" else BINANCE_ERRORS
+        if kind not in table:
+            return None
+        status, body = table[kind]
+        if body is None:
+            return status, (MAINTENANCE_PAGE if kind == "maintenance"
+                            else "<html><body><h1>500 Internal Server Error</h1></body></html>")
+        return status, json.dumps(body)
+
+    def recv_window_error(self, query: dict[str, str]) -> bool:
+        """Binance's rule: refuse a timestamp 1 s ahead of the server or recvWindow behind."""
+        if not self.check_recv_window or "timestamp" not in query:
+            return False
+        skew = int(query["timestamp"]) - self.clock_ms()
+        return skew >= 1000 or -skew > int(query.get("recvWindow", 5000))
 
     def candle(self, symbol: str, open_ms: int, step_ms: int, now_ms: int) -> list:
         """Binance's 12-field kline row; prices as strings, as Binance sends them."""
@@ -149,6 +167,58 @@ class MockExchange:
             rows.insert(len(rows) // 2, list(rows[len(rows) // 2]))
             rows = rows[:limit]
         return rows
+
+    # -- OKX v5 (public market data) ---------------------------------------------------------
+
+    def okx_symbol(self, inst_id: str | None) -> str:
+        for symbol, (base, quote) in self.symbols.items():
+            if inst_id == f"{base}-{quote}":
+                return symbol
+        raise KeyError(inst_id)
+
+    def okx_instruments(self, query: dict[str, str]) -> list[dict]:
+        if query.get("instType") != "SPOT":
+            return []  # no derivatives listed
+        return [{"instType": "SPOT", "instId": f"{b}-{q}", "baseCcy": b, "quoteCcy": q,
+                 "settleCcy": "", "ctVal": "", "ctMult": "", "ctValCcy": "", "lever": "10",
+                 "listTime": "1548133413000", "lotSz": "0.00000001", "minSz": "0.00001",
+                 "tickSz": "0.1", "maxLmtSz": "9999999999", "maxMktSz": "1000000",
+                 "state": "live", "uly": "", "instFamily": "", "category": "1"}
+                for b, q in self.symbols.values()]
+
+    def okx_candles(self, query: dict[str, str], fault: Fault | None) -> list[list[str]]:
+        """OKX's rows, newest first: [ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm];
+        ``before``/``after`` are exclusive bounds on ts, ``limit`` at most 300."""
+        symbol = self.okx_symbol(query.get("instId"))
+        step = INTERVAL_MS[query["bar"].lower().replace("utc", "")]
+        now, limit = self.clock_ms(), min(int(query.get("limit", 100)), 300)
+        after = int(query.get("after", now + step))
+        before = int(query.get("before", after - (limit + 1) * step))
+        last_open = min(after - 1, now) // step * step
+        if fault is not None and fault.kind == "late":
+            last_open = min(last_open, (now // step - 2) * step)
+        first = max(before + 1, last_open - (limit - 1) * step)
+        first = -(-first // step) * step
+        rows = []
+        for t in range(first, last_open + 1, step):
+            if t in self.missing:
+                continue
+            k = self.candle(symbol, t, step, now)
+            rows.append([str(t), *k[1:6], k[5], k[7], "1" if t + step <= now else "0"])
+        if fault is not None and fault.kind == "duplicate" and len(rows) > 1:
+            rows.insert(len(rows) // 2, list(rows[len(rows) // 2]))
+        return rows[::-1][:limit]
+
+    def route_okx(self, path: str, query: dict[str, str], fault: Fault | None) -> object:
+        if path == "/api/v5/public/time":
+            return [{"ts": str(self.clock_ms())}]
+        if path == "/api/v5/public/instruments":
+            return self.okx_instruments(query)
+        if path in ("/api/v5/market/candles", "/api/v5/market/history-candles"):
+            return self.okx_candles(query, fault)
+        raise FileNotFoundError(path)
+
+    # -- Binance signed trading ----------------------------------------------------------------
 
     def new_order(self, form: dict[str, str]) -> dict:
         """Accept a MARKET order and fill it at once (ValueError: Binance's code and message)."""
@@ -229,7 +299,8 @@ def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
         def _send(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
             data = body.encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Type", "text/html" if body.startswith("<")
+                             else "application/json;charset=UTF-8")
             self.send_header("Content-Length", str(len(data)))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
@@ -244,6 +315,13 @@ def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
 
         def _route(self, method: str, path: str, query: dict[str, str],
                    fault: Fault | None) -> object:
+            if path == "/mock/clock":
+                return {"ms": mock.clock_ms()}
+            if path == "/mock/sleep" and mock.sim is not None:
+                mock.sim.jump(float(query["seconds"]))
+                return {"ms": mock.clock_ms()}
+            if mock.flavour == "okx":
+                return {"code": "0", "msg": "", "data": mock.route_okx(path, query, fault)}
             if path.endswith("/exchangeInfo"):
                 return mock.exchange_info(path)
             if path.endswith("/time"):
@@ -273,21 +351,29 @@ def _handler(mock: MockExchange) -> type[BaseHTTPRequestHandler]:
                 query |= {k: v[-1] for k, v in parse_qs(body).items()}
             if self.headers.get("X-MBX-APIKEY"):
                 mock.api_keys.append(self.headers["X-MBX-APIKEY"])
-            mock.requests.append(url.path if method == "GET" else f"{method} {url.path}")
-            fault = mock.take_fault(url.path, method)
-            if fault is not None and fault.kind == "500":
-                # a load balancer's page, not Binance's JSON: ccxt maps the status itself
-                return self._send(500, "<html>500 Internal Server Error</html>")
-            if fault is not None and fault.kind == "429":
-                return self._send(429, '{"code":-1003,"msg":"Too many requests"}',
-                                  {"Retry-After": f"{fault.retry_after:g}"})
+            if not url.path.startswith("/mock/"):
+                mock.requests.append(url.path if method == "GET" else f"{method} {url.path}")
+            signed = "signature" in query
+            fault = mock.take_fault(url.path, method, signed, query)
+            if fault is None and signed and mock.recv_window_error(query):
+                fault = Fault("-1021", path=url.path)
+            answer = mock.error_answer(fault.kind) if fault is not None else None
+            if answer is not None:
+                ban = fault.kind in ("429", "418")
+                return self._send(*answer, {"Retry-After": f"{fault.retry_after:g}"} if ban
+                                  else None)
             if fault is not None and fault.kind == "timeout":
                 time.sleep(fault.delay)
+                if signed and mock.recv_window_error(query):  # too late: Binance drops it
+                    return None
             try:
                 payload = self._route(method, url.path, query, fault)
             except FileNotFoundError:
                 return self._send(404, '{"code":-1,"msg":"unknown path"}')
             except KeyError:
+                if mock.flavour == "okx":
+                    return self._send(200, '{"code":"51001","msg":"Instrument ID does not '
+                                      'exist","data":[]}')
                 return self._send(400, '{"code":-1121,"msg":"Invalid symbol."}')
             except LookupError as err:  # after KeyError, its subclass
                 return self._send(400, json.dumps({"code": -2013, "msg": str(err)}))

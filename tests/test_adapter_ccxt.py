@@ -18,6 +18,7 @@ from kronos_quant.adapters.ccxt import (
     rewrite_api_host,
     row_problem,
 )
+from kronos_quant.adapters.ccxt_errors import FatalExchangeError
 from mock_exchange import Fault, ManualClock, MockExchange, MockServer
 
 MIN = 60_000
@@ -25,8 +26,16 @@ NOW = 1_700_000_000_000 // MIN * MIN + 30_000  # half-way through a 1m candle
 
 
 class Sleeps(list):
+    """A fake sleep that moves its own clock (``now``), for the retry policy's deadline/ban."""
+
+    now = 1_000.0
+
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
 
 
 @pytest.fixture()
@@ -38,8 +47,9 @@ def server():
 
 
 def make_feed(srv, sleeps=None, **retry) -> CcxtFeed:
-    policy = RetryPolicy(base_delay=0.001, max_delay=0.01,
-                         sleep=Sleeps() if sleeps is None else sleeps, **retry)
+    sleeps = Sleeps() if sleeps is None else sleeps
+    policy = RetryPolicy(base_delay=0.001, max_delay=0.01, sleep=sleeps, clock=sleeps.clock,
+                         **retry)
     return CcxtFeed(make_exchange("binance", api_host=srv.url, timeout_ms=250), retry=policy,
                     page_limit=10)
 
@@ -110,8 +120,10 @@ def test_retries_give_up_and_other_errors_are_not_retried(server):
     sleeps = Sleeps()
     feed = make_feed(server, sleeps)
     feed.exchange.load_markets()
-    with pytest.raises(ccxt.BadSymbol):
+    with pytest.raises(FatalExchangeError, match="DOGE/USDT 1m .*: BadSymbol: binance does "
+                       "not have market symbol DOGE/USDT") as info:
         feed.fetch_closed("DOGE/USDT", "1m", since=NOW - 5 * MIN)
+    assert isinstance(info.value.__cause__, ccxt.BadSymbol) and "\n" not in str(info.value)
     assert sleeps == []
 
 

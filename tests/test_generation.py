@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kronos_quant.generation import SamplingParams, _Decoder, decode_paths, generate
+from kronos_quant.generation import SamplingParams, decode_paths, generate
 from kronos_quant.layers import RotaryEmbedding, apply_rotary, shared_prefix_attention
+from kronos_quant.static_decode import Decoder
 from kronos_quant.testing import recompute_generate, recompute_logits, tiny_pair
 
 GREEDY = SamplingParams(top_k=1)
@@ -51,9 +52,9 @@ def _drive(model, s1, s2, stamps, *, samples, ctx_len, max_context, slide_block=
     """Teacher-force a token stream through the decoder; collect per-bar s1/s2 logits and the
     window start used for each bar."""
     pred_len = s1.shape[1] - ctx_len
-    dec = _Decoder(model, s1[::samples, :ctx_len], s2[::samples, :ctx_len], stamps,
-                   samples=samples, pred_len=pred_len, max_context=max_context,
-                   dtype=torch.float32)
+    dec = Decoder(model, s1[::samples, :ctx_len], s2[::samples, :ctx_len], stamps,
+                  samples=samples, pred_len=pred_len, max_context=max_context,
+                  dtype=torch.float32)
     logits = dec.prefill(max(0, ctx_len - max_context))
     out_s1, out_s2, starts = [], [], []
     for i in range(pred_len):
@@ -195,8 +196,8 @@ def test_caches_are_preallocated_and_written_in_place(pair):
     _, model = pair
     ctx_len, pred_len, max_context = 12, 10, 16
     s1, s2, stamps = _token_stream(2, 3, ctx_len, pred_len, seed=5)
-    dec = _Decoder(model, s1[::3, :ctx_len], s2[::3, :ctx_len], stamps, samples=3,
-                   pred_len=pred_len, max_context=max_context, dtype=torch.float32)
+    dec = Decoder(model, s1[::3, :ctx_len], s2[::3, :ctx_len], stamps, samples=3,
+                  pred_len=pred_len, max_context=max_context, dtype=torch.float32)
     caches = (dec.ctx, dec.gen, dec.dep_ctx, dec.dep_gen)
     before = [(c.k.data_ptr(), c.v.data_ptr(), c.k.shape) for c in caches]
     assert dec.ctx.capacity == 12 and dec.gen.capacity == 10  # context / generated parts

@@ -72,7 +72,8 @@ def test_orders_carry_the_decision_client_id_and_fills_match_the_exchange(world)
     loop = make()
     loop.run(once=True)
     t = loop.ledger.last_decided("1m")
-    expected = {client_order_id(s, "1m", t) for s in SYMBOLS}
+    expected = {client_order_id(s, "1m", t, bot=loop.bot_id) for s in SYMBOLS}
+    assert all(cid.startswith(f"kq-{loop.ledger.bot_id()}-") for cid in expected)
     assert {o["clientOrderId"] for o in mock.orders} == expected
     assert all(o["type"] == "MARKET" and o["side"] == "BUY" for o in mock.orders)
     orders = loop.ledger.orders()

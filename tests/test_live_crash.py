@@ -77,7 +77,11 @@ def test_kill_9_mid_cycle_then_restart(tmp_path):
     assert orders["client_id"].is_unique and fills["client_id"].is_unique
     keys = orders[["symbol", "ts"]].apply(tuple, axis=1)
     assert keys.is_unique  # at most one order per (symbol, candle)
-    # every order but the newest per symbol has been filled at a later candle's open
+    # every order but the newest per symbol has been filled at a later candle's open, or was
+    # decided after the next candle closed (catching up after the kill) and is stale, unsent
     pending = orders[orders["status"] == "pending"]
+    stale = orders[orders["status"] == "stale"]
     assert (pending.groupby("symbol")["ts"].max() == stamps[-1]).all()
-    assert set(fills["client_id"]) == set(orders["client_id"]) - set(pending["client_id"])
+    assert stale["note"].str.startswith("stale: decided at").all()
+    assert set(fills["client_id"]) == (set(orders["client_id"]) - set(pending["client_id"])
+                                       - set(stale["client_id"]))

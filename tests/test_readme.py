@@ -35,7 +35,8 @@ HUB_IDS = {"NeoQuasar/Kronos-Tokenizer-base": str(ASSETS / "tokenizer"),
            "NeoQuasar/Kronos-small": str(ASSETS / "model")}
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```\n(?:<!-- test: (.*?) -->\n)?", re.M | re.S)
 # Sections whose blocks another test file runs as written (it reads the section itself).
-DELEGATED = {"## Many machines": "tests/test_scale.py"}
+DELEGATED = {"## Many machines": "tests/test_scale.py",
+             "## Service and dashboard": "tests/test_serve_browser.py"}
 
 
 @dataclass

@@ -10,7 +10,9 @@ only where Chromium is not installed and could not be (see tests/test_browser.py
 """
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,7 +25,8 @@ from test_browser import FLAGS, assert_not_blank, chromium
 from kronos_quant import KronosPredictor
 from kronos_quant.testing import tiny_pair
 
-SHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "build" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +86,26 @@ def test_live_page_shows_the_ledgers_last_decision(server, state, tmp_path):
     assert attrs.get("state") == "loaded", attrs
     assert attrs["last-decision"] == f"{from_ms(int(last['ts']))} {last['symbol']}"
     assert "Heartbeat" in dom and f"{len(decisions)}" in dom
+
+
+def test_readme_service_block_runs_as_written(server, tmp_path):
+    """The bash block of the README's "## Service and dashboard" section: each ``kronos-quant
+    serve`` line parses with the real command's parser, and its curl call, pointed at the
+    running server, returns the forecast of the embedded series as JSON."""
+    from kronos_quant.assets import ASSETS
+    from kronos_quant.cli import build_parser
+
+    section = (ROOT / "README.md").read_text().split("## Service and dashboard", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [c.split("#", 1)[0].strip() for c in block.replace("\\\n", " ").splitlines()]
+    serves = [shlex.split(c)[1:] for c in commands if c.startswith("kronos-quant serve")]
+    assert len(serves) == 2
+    for argv in serves:
+        assert build_parser().parse_args(argv).command == "serve"
+    curl = next(c for c in commands if c.startswith("curl"))
+    (tmp_path / "bars.csv").write_text((ASSETS / "series.csv").read_text())
+    done = subprocess.run(["bash", "-c", curl.replace("http://127.0.0.1:8000", server)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert len(reply["timestamps"]) == 10, sorted(reply)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from ..execution import DEFAULT_EXECUTION
@@ -40,7 +41,12 @@ def _predictor(args: argparse.Namespace):
 def build_loop(args: argparse.Namespace):
     """The loop a ``live`` command line describes (also used by tests and the benchmark)."""
     from ..adapters.ccxt import CandleStore, CcxtFeed, RetryPolicy, make_exchange
-    from ..strategies.brokers import CcxtBroker, PaperBroker, credentials_from_env
+    from ..strategies.brokers import (
+        CcxtBroker,
+        PaperBroker,
+        credential_vars,
+        credentials_from_env,
+    )
     from ..strategies.ledger import Ledger
     from ..strategies.live import LiveConfig, LiveLoop
 
@@ -48,9 +54,11 @@ def build_loop(args: argparse.Namespace):
                         timeframe=args.timeframe, lookback=args.lookback, pred_len=args.pred_len,
                         sample_count=args.samples, T=args.T, top_p=args.top_p, seed=args.seed,
                         sizing=args.sizing, score=args.score, threshold=args.threshold,
-                        dead_band=args.dead_band, max_weight=args.max_weight, gross=args.gross,
+                        dead_band=args.dead_band, min_trade_weight=args.min_trade_weight,
+                        max_weight=args.max_weight, gross=args.gross,
                         long_short=args.long_short, initial_cash=args.cash,
                         grace_s=args.grace, late_timeout_s=args.late_timeout,
+                        retry_margin_s=args.retry_margin,
                         late_poll_s=args.late_poll)
     retry = RetryPolicy(attempts=args.retries, base_delay=args.retry_delay,
                         max_delay=max(args.retry_delay, 60.0 if args.retry_delay >= 1 else 1.0))
@@ -60,7 +68,8 @@ def build_loop(args: argparse.Namespace):
     if args.live_orders:
         keyed = make_exchange(args.exchange, api_host=args.api_host, timeout_ms=args.timeout_ms,
                               config=credentials_from_env(args.exchange))
-        broker = CcxtBroker(keyed, retry=retry)
+        names = credential_vars(args.exchange)
+        broker = CcxtBroker(keyed, retry=retry, key_vars=[names["apiKey"], names["secret"]])
     else:
         broker = PaperBroker(fee_rate=args.fee, slippage=args.slippage, fill=args.fill)
     return LiveLoop(config, predictor=_predictor(args), feed=feed,
@@ -68,14 +77,20 @@ def build_loop(args: argparse.Namespace):
 
 
 def _live(args: argparse.Namespace) -> int:
-    loop = build_loop(args)
-    loop.install_signal_handlers()
-    logger.info("live: %s %s %s, broker %s, state %s", args.exchange, ",".join(
-        loop.config.symbols), args.timeframe, loop.broker.name, args.state)
+    from ..adapters.ccxt_errors import FatalExchangeError
+
     try:
-        loop.run(once=args.once, max_cycles=args.max_cycles)
-    finally:
-        loop.ledger.close()
+        loop = build_loop(args)
+        loop.install_signal_handlers()
+        logger.info("live: %s %s %s, broker %s, state %s, bot id %s", args.exchange, ",".join(
+            loop.config.symbols), args.timeframe, loop.broker.name, args.state, loop.bot_id)
+        try:
+            loop.run(once=args.once, max_cycles=args.max_cycles)
+        finally:
+            loop.ledger.close()
+    except FatalExchangeError as err:  # what no retry fixes: one line, exit 3
+        print(f"kronos-quant live: stopped: {err}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -135,6 +150,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="scorer used for sizing (default prob_up / expected_return)")
     g.add_argument("--threshold", type=float, default=0.0)
     g.add_argument("--dead-band", type=float, default=0.05, help="ignore |P(up) − 0.5| ≤ this")
+    g.add_argument("--min-trade-weight", type=float, default=0.0,
+                   help="no-trade band: skip orders changing a position by less than this "
+                   "fraction of equity (e.g. 0.05; exits included)")
     g.add_argument("--max-weight", type=float, default=None, help="cap per symbol")
     g.add_argument("--gross", type=float, default=1.0, help="total exposure")
     g.add_argument("--long-short", action="store_true", help="allow short targets")
@@ -151,7 +169,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--late-timeout", type=float, default=30.0,
                    help="seconds to wait for a late candle before moving on")
     g.add_argument("--late-poll", type=float, default=2.0, help="seconds between late polls")
-    g.add_argument("--retries", type=int_option(1), default=6, help="attempts per request")
+    g.add_argument("--retries", type=int_option(1), default=6,
+                   help="attempts per request outside a cycle (inside one, requests are "
+                   "retried until --retry-margin seconds before the next candle closes)")
+    g.add_argument("--retry-margin", type=float, default=1.0,
+                   help="stop retrying this many seconds before the next close")
     g.add_argument("--retry-delay", type=float, default=1.0, help="first backoff (seconds)")
     g.add_argument("--timeout-ms", type=int_option(1), default=10_000, help="HTTP timeout")
     p.set_defaults(func=_live)

@@ -315,12 +315,16 @@ def plan_scoring(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int
                       cache=ForecastCache(cache_dir) if cache_dir is not None else None)
 
 
-def iter_panel_forecasts(predictor, panel: pd.DataFrame, *, batch_size: int = 256,
+def iter_panel_forecasts(predictor, panel: pd.DataFrame, *, batch_size: int | None = 256,
                          verbose: bool = True, **options) -> Iterator[PanelForecasts]:
     """Yield :class:`PanelForecasts` chunks of at most ``batch_size`` windows, in
     (date, instrument) order. Arguments as in :func:`score_panel`."""
-    batch_size = checked_int(batch_size, name="batch_size")
     job = plan_scoring(predictor, panel, **options)
+    if batch_size is None:  # as many windows as the predictor generates in one batch
+        samples = job.sampling.sample_count
+        batch_size = max(1, predictor.batch_rows(job.windows.lookback, job.pred_len,
+                                                 samples) // samples)
+    batch_size = checked_int(batch_size, name="batch_size")
     n = len(job.windows)
     with tqdm(total=n, disable=not verbose, desc="scoring windows", unit="window") as bar:
         for a in range(0, n, batch_size):
@@ -339,7 +343,7 @@ def score_panel(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int,
                 sample_count: int, scorers: str | Iterable[str] | None = None,
                 freq: int | str | None = 1, start: object = None, end: object = None,
                 seed: int | None = None, log: bool = False, T: float = 1.0, top_k: int = 0,
-                top_p: float = 0.9, cache_dir: str | None = None, batch_size: int = 256,
+                top_p: float = 0.9, cache_dir: str | None = None, batch_size: int | None = 256,
                 calendar: CalendarLike = None, verbose: bool = True) -> pd.DataFrame:
     """Walk-forward Kronos scores of every instrument at every rebalance date.
 
@@ -368,7 +372,9 @@ def score_panel(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int,
         not run the model.
     batch_size
         Windows per ``forecast_arrays`` call (the predictor splits them further to respect its
-        ``max_batch_rows``); also the cache file granularity.
+        ``max_batch_rows``); also the cache file granularity. ``None``: the windows whose
+        paths fit one generation batch (:meth:`KronosPredictor.batch_rows`), so a large
+        universe streams through memory in batches sized to the device.
     calendar
         Future stamps of daily windows on an exchange calendar (``"XNYS"``; needs the
         ``[calendars]`` extra) or a DatetimeIndex of sessions; None infers them from each
