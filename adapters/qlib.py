@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data import periods_per_year
 from ..io import atomic_path
 from ..portfolio import target_weights
 from ..signals.transforms import check_scores, score_column
@@ -246,7 +247,7 @@ def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
             result.tearsheet = write_tearsheet(
                 report["return"] - report["cost"], benchmark=report["bench"],
                 title="Kronos · Qlib TopkDropout (after cost)", output=out / "tearsheet.html",
-                periods_per_year=252)
+                periods_per_year=periods_per_year(report.index))
     return result
 
 
@@ -387,6 +388,8 @@ def _build_handler() -> type:
 
 
 def _build_model() -> type:
+    # Long because it is a class: KronosModel subclasses Qlib's Model, which exists only once
+    # Qlib is imported, so the class is built on first use (its methods are short).
     from qlib.model.base import Model
 
     class KronosModel(Model):

@@ -162,7 +162,8 @@ class SignalReport:
     metadata: Mapping[str, object] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
-        """IC/RankIC of the first model signal and mean 80% band coverage, for summaries."""
+        """IC/RankIC (with the RankIC's Newey–West p-value and dates) and long-short (with its
+        p-value) of the first model signal, and mean 80% band coverage, for summaries."""
         out: dict[str, float] = {}
         if self.evaluation is not None:
             table = self.evaluation.summary
@@ -170,8 +171,10 @@ class SignalReport:
             if len(models):
                 row = models.iloc[0]
                 out.update(signal=str(models.index[0]), ic=float(row["ic_mean"]),
-                           rank_ic=float(row["rank_ic_mean"]),
-                           long_short=float(row["long_short"]))
+                           rank_ic=float(row["rank_ic_mean"]), rank_ic_p=float(row["rank_ic_p"]),
+                           rank_ic_dates=int(row["rank_ic_n"]),
+                           long_short=float(row["long_short_mean"]),
+                           long_short_p=float(row["long_short_p"]))
         coverage = self.coverage()
         if coverage is not None and 0.8 in coverage.index:
             out["coverage_80"] = float(coverage.loc[0.8, "empirical"])
@@ -199,7 +202,15 @@ class SignalReport:
             table = self.evaluation.summary[list(labels)].rename(columns=labels)
             parts += [f"<h3>IC, RankIC and long-short vs baselines (horizon "
                       f"{int(self.evaluation.horizon)} bars)</h3>",
+                      "<p>se, t, p: Newey–West over dates (lag covering "
+                      f"{int(self.evaluation.overlap)} overlapping dates), two-sided.</p>",
                       table.to_html(float_format=fmt, border=0)]
+            differences = self.evaluation.differences
+            if len(differences):
+                names = self.evaluation.DIFFERENCE_COLUMNS
+                parts += ["<h3>Model minus baseline, paired by date</h3>",
+                          differences[list(names)].rename(columns=names).to_html(
+                              float_format=fmt, border=0)]
             notes = list(self.evaluation.notes)
             measured = self.evaluation.execution
             if measured != self.execution:
@@ -210,6 +221,13 @@ class SignalReport:
         if coverage is not None:
             parts += ["<h3>Forecast band coverage vs nominal</h3>",
                       coverage.to_html(float_format=fmt, border=0, index=False)]
+        skill = None if self.calibration is None else self.calibration.skill
+        if skill is not None:
+            parts += ["<h3>Forecast skill vs the random walk and historical-volatility bands"
+                      "</h3><p>Diebold–Mariano (Harvey–Leybourne–Newbold) on per-date losses; "
+                      "t &lt; 0: the model is more accurate. Direction: binomial test against "
+                      "the best constant guess.</p>",
+                      skill.steps.to_html(float_format=fmt, border=0)]
         if self.metadata:
             meta = pd.DataFrame({"value": [str(v) for v in self.metadata.values()]},
                                 index=pd.Index([str(k) for k in self.metadata], name="score"))

@@ -13,10 +13,10 @@ from typing import Any, ClassVar, TypeVar
 
 CONFIG_NAME = "config.json"
 
-C = TypeVar("C", bound="_FlatConfig")
+C = TypeVar("C", bound="FlatConfig")
 
 
-class _FlatConfig:
+class FlatConfig:
     """JSON round-trip and validation shared by both configs."""
 
     model_name: ClassVar[str] = "model"
@@ -73,7 +73,7 @@ class _FlatConfig:
 
 
 @dataclass
-class KronosTokenizerConfig(_FlatConfig):
+class KronosTokenizerConfig(FlatConfig):
     """Constructor arguments of ``KronosTokenizer`` (keys of its config.json)."""
 
     model_name: ClassVar[str] = "KronosTokenizer"
@@ -107,7 +107,7 @@ class KronosTokenizerConfig(_FlatConfig):
 
 
 @dataclass
-class KronosConfig(_FlatConfig):
+class KronosConfig(FlatConfig):
     """Constructor arguments of ``Kronos`` (keys of its config.json)."""
 
     model_name: ClassVar[str] = "Kronos"

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 import torch.nn as nn
 
-from .config import CONFIG_NAME, _FlatConfig
+from .config import CONFIG_NAME, FlatConfig
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +90,11 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], *, source
 class HubModelMixin:
     """``from_pretrained`` / ``save_pretrained`` for a module built from one flat config."""
 
-    config_class: ClassVar[type[_FlatConfig]]
+    config_class: ClassVar[type[FlatConfig]]
     config: Any
 
     @classmethod
-    def from_config(cls: type[M], config: _FlatConfig | dict[str, Any]) -> M:
+    def from_config(cls: type[M], config: FlatConfig | dict[str, Any]) -> M:
         if isinstance(config, dict):
             config = cls.config_class.from_dict(config)
         return cls(**config.to_dict())  # type: ignore[call-arg]

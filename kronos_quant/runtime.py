@@ -79,17 +79,23 @@ class DistEnv:
         return values
 
 
-def init_distributed(device: str | None = None, *,
-                     timeout: timedelta | None = None) -> DistEnv:
+def init_distributed(device: str | None = None, *, timeout: timedelta | None = None,
+                     group_of_one: bool = False) -> DistEnv:
     """Join the ``torchrun`` process group if there is one (NCCL on CUDA, gloo on CPU).
 
     Under ``torchrun`` each process uses ``cuda:LOCAL_RANK`` when CUDA is available and
     ``device`` is not ``"cpu"``; otherwise the CPU. ``timeout`` is the group's collective
-    timeout (None: torch's default for the backend).
+    timeout (None: torch's default for the backend). A one-process job joins no group,
+    unless ``group_of_one`` and it runs under ``torchrun``: then it joins one anyway, so one
+    process runs the same collectives (and backend) as many.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistEnv(0, 1, 0, resolve_device(device))
+        env = DistEnv(0, 1, 0, resolve_device(device))
+        if group_of_one and "TORCHELASTIC_RUN_ID" in os.environ and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if env.device.type == "cuda" else "gloo",
+                                    timeout=timeout)
+        return env
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and (device is None or not str(device).startswith("cpu"))
     if use_cuda:
@@ -103,6 +109,13 @@ def init_distributed(device: str | None = None, *,
     return DistEnv(rank, world, local, dev)
 
 
-def close_distributed(env: DistEnv) -> None:
-    if env.distributed and dist.is_initialized():
+def close_distributed(env: DistEnv | None = None) -> None:
+    """Leave the process group: ``env``'s when it is a distributed job; with no ``env``,
+    whichever group this process joined (a group of one included)."""
+    if (env is None or env.distributed) and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def backend_name() -> str:
+    """The process group's backend (``nccl``, ``gloo``), or ``"no process group"``."""
+    return dist.get_backend() if dist.is_initialized() else "no process group"

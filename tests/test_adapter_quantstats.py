@@ -71,6 +71,11 @@ def test_tearsheet_has_metrics_and_signal_section(tmp_path, caplog):
     ic = report.evaluation.summary.loc["planted_signal", "rank_ic_mean"]
     assert f"{ic:.4f}" in section and ic > 0.05
     assert report.summary()["rank_ic"] == pytest.approx(ic)
+    # Every figure with its uncertainty: p-values and the paired differences are shown.
+    p = report.evaluation.summary.loc["planted_signal", "rank_ic_p"]
+    assert report.summary()["rank_ic_p"] == pytest.approx(p) and p < 0.01
+    assert "p(RankIC)" in section and "Newey–West" in section
+    assert "Model minus baseline, paired by date" in section
 
 
 def test_coverage_section_against_nominal(tmp_path):

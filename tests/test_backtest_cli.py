@@ -177,3 +177,19 @@ def test_both_backtest_commands_take_the_same_trading_terms_with_defaults_shown(
     plain = parser.parse_args(["qlib-backtest", "--scores", "s", "--provider", "p",
                                "--benchmark", "B"])
     assert trade_spec(plain) == TradeSpec()  # an absent option is the spec's default
+
+
+def test_the_library_call_is_the_command(files, tmp_path):
+    """run_backtest(BacktestOptions(...)) from Python writes what the command writes."""
+    root, _ = files
+    common = dict(panel=root / "panel.parquet", scores=root / "scores.parquet",
+                  spec=TradeSpec(topk=3, n_drop=1, fees=0.001), verbose=False)
+    run = bt.run_backtest(bt.BacktestOptions(out=tmp_path / "lib", **common))
+    args = _parse(["-q", "backtest", "--panel", str(root / "panel.parquet"), "--scores",
+                   str(root / "scores.parquet"), "--topk", "3", "--n-drop", "1", "--fees",
+                   "0.001", "--out", str(tmp_path / "cli")])
+    assert args.func(args) == 0
+    assert json.loads((tmp_path / "cli" / "summary.json").read_text()) == run.summary
+    assert sorted(p.name for p in run.files.values()) == OUTPUTS
+    with pytest.raises(ValueError, match="unknown engine 'zipline'"):
+        bt.run_backtest(bt.BacktestOptions(out=tmp_path / "x", engine="zipline", **common))

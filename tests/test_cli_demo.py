@@ -1,6 +1,7 @@
 """The main-job command runs offline, every step for real, and writes its files."""
 from __future__ import annotations
 
+import html
 import json
 
 import pandas as pd
@@ -50,13 +51,37 @@ def test_the_whole_demo_runs_every_engine_and_they_agree(tmp_path, capsys):
     ev = summary["evaluate"]["numbers"]
     assert (ev["80% band coverage (conformal, later half)"]
             > ev["80% band coverage (raw, later half)"])
+    # The random-walk statement is backed by tests: RankIC with its p-value, DM vs the walk.
+    assert 0 <= ev["RankIC expected_return p-value (Newey–West)"] <= 1
+    assert ev["Diebold–Mariano vs random walk (t, p)"].startswith("t ")
+    verdict = summary["evaluate"]["verdict"]
+    assert "Diebold–Mariano" in verdict and "Newey–West p = " in verdict
     page = (out / "index.html").read_text()
+    assert html.escape(verdict) in page
     for name, result in summary.items():
         for path in result["files"].values():
             rel = str(pd.io.common.Path(path).relative_to(out))
             assert rel in page, f"{name}: {rel} not linked from index.html"
     for sheet in ("tearsheet/tearsheet.html", "qlib/tearsheet.html", "live/tearsheet.html"):
         assert "<html" in (out / sheet).read_text()[:2000].lower()
+
+
+def test_the_random_walk_verdict_follows_the_tests():
+    from kronos_quant.demo.steps import random_walk_verdict
+
+    row = pd.Series({"rank_ic_mean": 0.01, "rank_ic_p": 0.6, "rank_ic_n": 99})
+    last = pd.Series({"mae": 0.03, "mae_rw": 0.026, "mae_dm_t": 4.5, "mae_dm_p": 1e-5,
+                      "dates": 100})
+    text = random_walk_verdict(row, last, "expected_return", 5)
+    assert "does not beat a random walk: it is significantly less accurate" in text
+    assert "t = +4.50, p = 1e-05, over 100 dates" in text and "not distinguishable" in text
+    tie = random_walk_verdict(row, pd.Series({**last, "mae_dm_t": -1.0, "mae_dm_p": 0.3}),
+                              "x", 5)
+    assert "the difference is not significant" in tie
+    better = random_walk_verdict(pd.Series({**row, "rank_ic_p": 0.001}),
+                                 pd.Series({**last, "mae_dm_t": -3.0, "mae_dm_p": 0.004}), "x", 5)
+    assert "beats the random walk at the 0.05 level" in better
+    assert ": distinguishable from zero" in better
 
 
 def test_a_step_subset_brings_its_prerequisites():

@@ -9,6 +9,8 @@ import argparse
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ccxt
@@ -139,6 +141,14 @@ def test_okx_candles_and_errors_give_the_same_frame():
         assert not okx.mock.faults  # every fault was served, and retried
 
 
+def early_in_minute_clock() -> Callable[[], int]:
+    """The mock exchange's clock for the ``--once`` runs on the wall clock: 5 s into a minute
+    when the test starts. The loop retries until 1 s before the next one-minute close, so on the
+    real clock a run started at hh:mm:59 would have no time to retry at all."""
+    shift = 5_000 - time.time() * 1000 % 60_000
+    return lambda: int(time.time() * 1000 + shift)
+
+
 def live_args(url: str, state: Path, models, *extra: str) -> argparse.Namespace:
     from kronos_quant.cli.live import register
 
@@ -155,7 +165,8 @@ def live_args(url: str, state: Path, models, *extra: str) -> argparse.Namespace:
 @pytest.mark.parametrize("flavour", ["binance", "okx"])
 def test_live_once_succeeds_when_every_request_fails_once(flavour, models, tmp_path):
     """Each request of the run meets one real error body first (the kinds in turn)."""
-    mock = MockExchange(flavour=flavour, fail_each_once=TRANSIENT)
+    mock = MockExchange(clock_ms=early_in_minute_clock(), flavour=flavour,
+                        fail_each_once=TRANSIENT)
     with MockServer(mock) as srv:
         args = live_args(srv.url, tmp_path, models, flavour)
         assert args.func(args) == 0
@@ -166,7 +177,7 @@ def test_live_once_succeeds_when_every_request_fails_once(flavour, models, tmp_p
 
 @pytest.mark.parametrize("kind", ["-1000", "-1001", "429", "418", "maintenance"])
 def test_live_once_succeeds_through_each_binance_error(kind, models, tmp_path):
-    mock = MockExchange()
+    mock = MockExchange(clock_ms=early_in_minute_clock())
     mock.inject(*[Fault(kind, path=p, retry_after=0.01) for p in ("/time", "/klines", "/klines")])
     with MockServer(mock) as srv:
         args = live_args(srv.url, tmp_path, models)

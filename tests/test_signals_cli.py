@@ -122,3 +122,28 @@ def test_evaluate_prints_the_execution_and_the_score_metadata(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*base, "--execution", "tomorrow"])
     assert "invalid choice: 'tomorrow'" in capsys.readouterr().err
+
+
+def test_evaluate_prints_p_values_and_one_verdict_per_signal(tmp_path, capsys):
+    from kronos_quant.data import planted_signal
+
+    panel = synthetic_panel(10, 160, seed=5, predictable=0.5)
+    csv, scores_path = tmp_path / "panel.csv", tmp_path / "scores.parquet"
+    panel.reset_index().to_csv(csv, index=False)
+    planted_signal(panel).to_frame().to_parquet(scores_path)
+    out = tmp_path / "summary.csv"
+    argv = ["evaluate", "--scores", str(scores_path), "--panel", str(csv), "--horizon", "1",
+            "--momentum-window", "10", "--out", str(out)]
+    assert main([*argv, "--alpha", "0.01"]) == 0
+    printed = capsys.readouterr().out
+    assert "p(RankIC)" in printed and "model minus baseline, paired by date" in printed
+    assert "significance (two-sided Newey–West tests, level 0.01" in printed
+    verdict = next(line for line in printed.splitlines()
+                   if line.strip().startswith("planted_signal: rank_ic"))
+    assert "significant at 0.01" in verdict and "momentum_10" in verdict
+    summary = pd.read_csv(out, index_col=0)
+    assert summary.loc["planted_signal", "rank_ic_p"] < 0.01
+    assert "rank_ic_vs_momentum_10_p" in summary.columns
+    with pytest.raises(SystemExit):
+        main([*argv, "--alpha", "5"])
+    assert "must be between 0 and 1, got 5" in capsys.readouterr().err

@@ -45,6 +45,14 @@ def positive(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """``type=`` for a number strictly between 0 and 1 (a significance level)."""
+    value = non_negative(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def csv_list(text: str | None) -> list[str] | None:
     """``a,b , c`` → ``["a", "b", "c"]`` (None stays None)."""
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]

@@ -5,7 +5,7 @@ instrument) and one column per scorer to Parquet (or CSV). Under ``torchrun`` (o
 ``--store``) the windows are sharded across processes and GPUs through a partitioned forecast
 store (:mod:`kronos_quant.signals.distributed`); rank 0 writes the scores. ``evaluate``
 compares such scores with realised forward returns and the random-walk, momentum and reversal
-baselines.
+baselines, each mean with its Newey–West p-value, and says which are significant.
 """
 from __future__ import annotations
 
@@ -20,7 +20,14 @@ from ..data import load_panel
 from ..execution import DEFAULT_EXECUTION, EXECUTIONS
 from ..io import atomic_path
 from ..signals.store import read_scores, write_scores
-from .options import add_model_args, add_scoring_args, csv_list, int_option, scoring_options
+from .options import (
+    add_model_args,
+    add_scoring_args,
+    csv_list,
+    int_option,
+    probability,
+    scoring_options,
+)
 
 
 def _sharded(args: argparse.Namespace) -> bool:
@@ -31,22 +38,16 @@ def _sharded(args: argparse.Namespace) -> bool:
 def _forecast_sharded(args: argparse.Namespace, panel: pd.DataFrame, options: dict):
     """Forecasts of every window on rank 0 (None on other ranks), each rank generating its
     share of the partitions on its own device; raises ShardFailure naming failed ranks."""
-    import torch.distributed as dist
-
     from ..predictor import KronosPredictor
-    from ..runtime import init_distributed
+    from ..runtime import backend_name, close_distributed, init_distributed
     from ..signals.distributed import forecast_panel_sharded
 
     if args.cache_dir is not None:
         raise ValueError("--cache-dir is for one process without --store; the --store "
                          "folder is the cache of a sharded run")
     store = Path(args.store) if args.store else Path(args.out).with_suffix(".forecasts")
-    env = init_distributed(args.device)
-    if "TORCHELASTIC_RUN_ID" in os.environ and not dist.is_initialized():
-        # init_distributed joins no group for a one-process job; under torchrun join it
-        # anyway, so one process runs the same collectives (and backend) as many.
-        dist.init_process_group(backend="nccl" if env.device.type == "cuda" else "gloo")
-    backend = dist.get_backend() if dist.is_initialized() else "no process group"
+    env = init_distributed(args.device, group_of_one=True)
+    backend = backend_name()
     try:
         predictor = KronosPredictor.from_pretrained(args.model, args.tokenizer, device=env.device,
                                                     max_context=args.max_context)
@@ -54,8 +55,7 @@ def _forecast_sharded(args: argparse.Namespace, panel: pd.DataFrame, options: di
                                      batch_size=args.batch_size,
                                      verbose=not args.quiet and env.is_main, **options)
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        close_distributed()
     if env.is_main:
         print(f"forecast store {store}: {run.partitions} partitions; computed {run.computed} "
               f"({run.computed_windows} windows) on {env.world_size} process(es) "
@@ -135,6 +135,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"score metadata: none stored in {args.scores}")
     print(result.table())
+    verdicts = result.verdicts(args.alpha)
+    if verdicts:
+        print(f"significance (two-sided Newey–West tests, level {args.alpha:g}; "
+              "see docs/statistics.md):")
+        print("\n".join(f"  {line}" for line in verdicts))
     if args.out:
         path = Path(args.out)
         with atomic_path(path) as tmp:
@@ -182,6 +187,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--reversal-window", type=int_option(1), default=5)
     e.add_argument("--log-returns", action="store_true", help="evaluate on log forward returns")
     e.add_argument("--no-baselines", action="store_true")
+    e.add_argument("--alpha", type=probability, default=0.05,
+                   help="significance level of the verdict lines (default 0.05)")
     e.add_argument("--out", default=None, help="write the summary table to this CSV")
     e.add_argument("--plot", default=None, metavar="PNG", help="save the IC chart here")
     e.set_defaults(func=_evaluate)

@@ -36,18 +36,24 @@ def _recon_table(ev: dict[str, Any]) -> list[str]:
 
 
 def _forecast_table(ev: dict[str, Any]) -> list[str]:
-    rows = ["| data | windows | horizon | MAE model | MAE random walk | direction acc. | "
-            "best constant direction | 10–90% band coverage |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| data | windows | horizon | MAE model | MAE random walk | DM p | direction acc. | "
+            "best constant direction | binomial p | 10–90% band coverage |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for group in ("real", "synthetic"):
         f = ev.get(group, {}).get("forecast", {})
         for key in sorted((k for k in f if k.startswith("h")), key=lambda k: int(k[1:])):
             m = f[key]
             rows.append(f"| {group} | {f['windows']} | {key[1:]} bars | "
                         f"{_fmt(m['model_mae'])} | {_fmt(m['random_walk_mae'])} | "
-                        f"{_fmt(m['direction_accuracy'])} | "
-                        f"{_fmt(m['best_constant_direction'])} | "
+                        f"{_fmt_p(m.get('mae_dm_p'))} | {_fmt(m['direction_accuracy'])} | "
+                        f"{_fmt(m['best_constant_direction'])} | {_fmt_p(m.get('direction_p'))} | "
                         f"{_fmt(m['band_10_90_coverage'])} |")
     return rows
+
+
+def _fmt_p(value: float | None) -> str:
+    """A p-value, or – for metrics measured before the tests existed."""
+    return "–" if value is None else f"{value:.3g}"
 
 
 def _nonpositive_note(ev: dict[str, Any]) -> list[str]:
@@ -68,9 +74,15 @@ def _verdict(ev: dict[str, Any]) -> list[str]:
         mae = sum(m["model_mae"] < m["random_walk_mae"] for m in hs)
         hit = sum(m["direction_accuracy"] > m["best_constant_direction"] for m in hs)
         cov = [m["band_10_90_coverage"] for m in hs]
+        tested = ""
+        if all("mae_dm_p" in m for m in hs):
+            better = sum(m["mae_dm_p"] < 0.05 and m["mae_dm_t"] < 0 for m in hs)
+            worse = sum(m["mae_dm_p"] < 0.05 and m["mae_dm_t"] > 0 for m in hs)
+            tested = (f" (Diebold–Mariano at 5%: significantly lower at {better}, significantly "
+                      f"higher at {worse})")
         lines.append(f"* Measured, {group}: lower MAE than the random walk at {mae} of {len(hs)} "
-                     f"horizons; direction accuracy above the best constant guess at {hit} of "
-                     f"{len(hs)}; 10–90% band coverage {min(cov):.2f}–{max(cov):.2f} "
+                     f"horizons{tested}; direction accuracy above the best constant guess at "
+                     f"{hit} of {len(hs)}; 10–90% band coverage {min(cov):.2f}–{max(cov):.2f} "
                      "(nominal 0.80).")
     return lines
 
@@ -91,6 +103,7 @@ def _training_table(report: dict[str, Any]) -> list[str]:
 
 def write_model_card(path: Path, report: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Render the card; every number comes from ``report`` (metrics.json)."""
+    # One Markdown page as a list of lines, read top to bottom like the card it writes.
     data, ev = report["data"], report["evaluation"]
     cfg = report["predictor"]["config"]
     real = ", ".join(f"{k} ({v} bars)" for k, v in data["real_bars"].items())
@@ -135,8 +148,11 @@ def write_model_card(path: Path, report: dict[str, Any], meta: dict[str, Any]) -
         "Next-token cross-entropy in nats (lower is better). Uniform = log(vocabulary); unigram ="
         " the training tokens' frequencies:", "", *_token_table(ev), "",
         "Forecasts: close return from the last context bar (simple return), model point "
-        "forecast = mean of the sampled paths, random walk = no change. Direction accuracy is "
-        "compared with always guessing the more frequent direction of the same windows:", "",
+        "forecast = mean of the sampled paths, random walk = no change. DM p: Diebold–Mariano "
+        "test of equal MAE (Harvey–Leybourne–Newbold correction, losses averaged per forecast "
+        "date). Direction accuracy is compared with always guessing the more frequent "
+        "direction of the same windows (binomial p; windows treated as independent). A dash: "
+        "metrics measured before these tests were added (rebuild the model to fill them):", "",
         *_forecast_table(ev), "", *_nonpositive_note(ev),
         "", "## Honest reading", "", *_verdict(ev),
         "* The cross-entropy tables show what the model learned about the token sequence; the "

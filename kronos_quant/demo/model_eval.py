@@ -7,7 +7,8 @@ Used for the demo model's card, and usable on any finetuned pair:
 * predictor: next-token cross-entropy (nats) on validation windows vs a uniform distribution
   over the vocabulary and vs the unigram frequencies of the training tokens;
 * forecasts: sampled paths from held-out contexts vs the random walk (no change): MAE of the
-  close return at several horizons, direction accuracy vs the best constant direction,
+  close return at several horizons with a Diebold–Mariano test, direction accuracy vs the
+  best constant direction with a binomial test (:func:`kronos_quant.signals.skill_table`),
   and the share of outcomes inside the 10–90% band of the sampled returns.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..finetune.dataset import TrainingWindows, build_windows, split_dates
 from ..finetune.tasks import causal_s2_attention, next_token_losses
 from ..model import Kronos
 from ..predictor import KronosPredictor
+from ..signals import DEFAULT_VOL_WINDOW, skill_table
 from ..tokenizer import KronosTokenizer
 
 
@@ -102,11 +104,13 @@ def _origins(frame: pd.DataFrame, val_from: pd.Timestamp, lookback: int, pred_le
     return range(first, len(frame) - pred_len + 1, stride)
 
 
-def forecast_skill(predictor: KronosPredictor, panel: pd.DataFrame, instruments: list[str], *,
-                   val_from: pd.Timestamp, lookback: int, pred_len: int, stride: int,
-                   samples: int, seed: int = 0, horizons: tuple[int, ...] = (1, 5)
-                   ) -> dict[str, Any]:
-    """Sampled forecasts from held-out contexts vs the random walk, per horizon."""
+def heldout_forecast_skill(predictor: KronosPredictor, panel: pd.DataFrame,
+                           instruments: list[str], *, val_from: pd.Timestamp, lookback: int,
+                           pred_len: int, stride: int, samples: int, seed: int = 0,
+                           horizons: tuple[int, ...] = (1, 5)) -> dict[str, Any]:
+    """Sampled forecasts from held-out contexts vs the random walk, per horizon: the numbers
+    and tests of :func:`kronos_quant.signals.skill_table` (DM on per-date losses, binomial
+    direction test) and the 10–90% band coverage."""
     frames = panel_to_frames(panel)
     contexts, futures = [], []
     for name in instruments:
@@ -124,17 +128,20 @@ def forecast_skill(predictor: KronosPredictor, panel: pd.DataFrame, instruments:
     real = np.stack([f["close"].to_numpy() for f in futures]) / last[:, None] - 1.0  # (N, P)
     closes = np.stack([fc.column_paths("close") for fc in forecasts])  # (N, S, P)
     paths = closes / last[:, None, None] - 1.0
-    point = paths.mean(axis=1)  # (N, P)
     low, high = np.quantile(paths, [0.1, 0.9], axis=1)  # (N, P) each
+    dates = np.array([c.index[-1] for c in contexts], dtype="datetime64[ns]")
+    vol = np.array([c["close"].pct_change().iloc[-DEFAULT_VOL_WINDOW:].std() for c in contexts])
+    table = skill_table(paths, real, dates, vol, spacing=float(stride))
     out: dict[str, Any] = {"windows": len(contexts), "samples": samples,
                            "nonpositive_close_share": float((closes <= 0).mean())}
     for h in sorted(set(horizons) | {pred_len}):
-        r, p = real[:, h - 1], point[:, h - 1]
-        up = float((r > 0).mean())
+        row, r = table.loc[h], real[:, h - 1]
         out[f"h{h}"] = {
-            "model_mae": float(np.abs(p - r).mean()), "random_walk_mae": float(np.abs(r).mean()),
-            "direction_accuracy": float((np.sign(p) == np.sign(r)).mean()),
-            "best_constant_direction": max(up, 1.0 - up),
+            "model_mae": float(row["mae"]), "random_walk_mae": float(row["mae_rw"]),
+            "mae_dm_t": float(row["mae_dm_t"]), "mae_dm_p": float(row["mae_dm_p"]),
+            "direction_accuracy": float(row["direction"]),
+            "best_constant_direction": float(row["direction_baseline"]),
+            "direction_p": float(row["direction_p"]),
             "band_10_90_coverage": float(((r >= low[:, h - 1]) & (r <= high[:, h - 1])).mean())}
     return out
 
@@ -162,7 +169,7 @@ def evaluate_pair(tokenizer: KronosTokenizer, model: Kronos, panel: pd.DataFrame
         out[group] = {
             "tokenizer": reconstruction_metrics(tokenizer, val, idx),
             "predictor": token_metrics(tokenizer, model, train, val, idx),
-            "forecast": forecast_skill(predictor, panel, members, val_from=val_from,
-                                       lookback=config.lookback, pred_len=config.pred_len,
-                                       stride=stride * (8 if quick else 1), samples=samples)}
+            "forecast": heldout_forecast_skill(
+                predictor, panel, members, val_from=val_from, lookback=config.lookback,
+                pred_len=config.pred_len, stride=stride * (8 if quick else 1), samples=samples)}
     return out

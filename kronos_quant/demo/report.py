@@ -98,8 +98,9 @@ def write_index(out: str | Path, results: Mapping[str, StepResult], *, model_lab
             f'<p class="model">model: {_esc(model_label)}</p>',
             '<p class="warn">The embedded demo model is small and trained for minutes on CPU; '
             "on held-out data it does not beat a random walk (see its model card, "
-            "<code>kronos_quant/assets/demo/MODEL_CARD.md</code>). The numbers below show the "
-            "plugin working end to end, not a strategy to trade.</p>",
+            "<code>kronos_quant/assets/demo/MODEL_CARD.md</code>). "
+            f"{_esc(_verdict(results))}The numbers below show the plugin working end to end, "
+            "not a strategy to trade.</p>",
             "<h2>Key numbers</h2>", _numbers_table(headline),
             "<h2>Steps</h2>",
             f"<table><tr><th>step</th><th>status</th><th>time</th></tr>{timing}"
@@ -115,11 +116,18 @@ def write_index(out: str | Path, results: Mapping[str, StepResult], *, model_lab
     return write_atomic(out / "index.html", page)
 
 
+def _verdict(results: Mapping[str, StepResult]) -> str:
+    """The evaluate step's test-backed sentence on the random walk, if it ran."""
+    result = results.get("evaluate")
+    return f"{result.verdict} " if result is not None and result.verdict else ""
+
+
 def headline_numbers(results: Mapping[str, StepResult]) -> dict[str, Any]:
     """The few numbers the page opens with, picked from the steps that ran."""
     picks = {"forecast": ("P(up)", "expected return"),
              "evaluate": tuple(k for k in results.get("evaluate", StepResult()).numbers
-                               if k.startswith("RankIC") or "band" in k or "baseline" in k),
+                               if k.startswith("RankIC") or "band" in k or "baseline" in k
+                               or "random walk" in k),
              "vectorbt": ("total return", "Sharpe"),
              "backtrader": ("bars with the same holdings as vectorbt", "final equity vs vectorbt"),
              "qlib": ("annualised excess after cost",
@@ -144,4 +152,5 @@ def summary_json(results: Mapping[str, StepResult]) -> str:
     return json.dumps({name: {"status": r.status, "seconds": round(r.seconds, 2),
                               "numbers": {k: clean(v) for k, v in r.numbers.items()},
                               "files": {k: str(p) for k, p in r.files.items()},
-                              "notes": r.notes} for name, r in results.items()}, indent=2) + "\n"
+                              "notes": r.notes, **({"verdict": r.verdict} if r.verdict else {})}
+                       for name, r in results.items()}, indent=2) + "\n"

@@ -84,6 +84,7 @@ class StepResult:
     notes: list[str] = field(default_factory=list)
     status: str = "ok"  # ok, skipped or failed
     seconds: float = 0.0
+    verdict: str = ""  # a sentence for the top of the index page (the evaluate step's tests)
 
 
 @dataclass
@@ -164,7 +165,8 @@ def step_scores(ctx: DemoContext) -> StepResult:
 
 
 def step_evaluate(ctx: DemoContext) -> StepResult:
-    """IC/RankIC vs baselines under the execution convention, and band calibration with
+    """IC/RankIC vs baselines under the execution convention with Newey–West p-values, the
+    forecasts' accuracy against the random walk (Diebold–Mariano), and band calibration with
     split-conformal recalibration."""
     from ..signals import calibrate, evaluate, plot_calibration, plot_ic
 
@@ -177,27 +179,66 @@ def step_evaluate(ctx: DemoContext) -> StepResult:
     ctx.state.update(evaluation=evaluation, calibration=calibration)
     folder = ctx.folder("evaluation")
     files = {"ic_chart": folder / "ic.png", "calibration_chart": folder / "calibration.png",
-             "evaluation": folder / "evaluation.csv", "conformal": folder / "conformal.csv"}
-    summary = evaluation.summary
+             "evaluation": folder / "evaluation.csv", "conformal": folder / "conformal.csv",
+             "forecast_skill": folder / "forecast_skill.csv"}
+    summary, skill = evaluation.summary, calibration.skill.steps
     write_csv(summary, files["evaluation"])
     write_csv(calibration.conformal, files["conformal"])
+    write_csv(skill, files["forecast_skill"])
     plot_ic(evaluation, files["ic_chart"], signals=[s.scorer, "prob_up", "momentum_20",
                                                     "reversal_5"], model_label=ctx.model_label)
     plot_calibration(calibration, files["calibration_chart"], model_label=ctx.model_label)
     conformal = calibration.conformal.xs(0.8, level="level")
     best_base = summary[summary["kind"] == "baseline"]["rank_ic_mean"].max()
-    numbers = {f"RankIC {s.scorer}": summary.loc[s.scorer, "rank_ic_mean"],
-               f"IC {s.scorer}": summary.loc[s.scorer, "ic_mean"],
+    row, last = summary.loc[s.scorer], skill.iloc[-1]
+    numbers = {f"RankIC {s.scorer}": row["rank_ic_mean"],
+               f"RankIC {s.scorer} p-value (Newey–West)": row["rank_ic_p"],
+               f"RankIC {s.scorer} dates": int(row["rank_ic_n"]),
+               f"IC {s.scorer}": row["ic_mean"],
                "best baseline RankIC": best_base,
+               f"MAE vs random walk, step {skill.index[-1]}": f"{last['mae']:.4f} vs "
+                                                             f"{last['mae_rw']:.4f}",
+               "Diebold–Mariano vs random walk (t, p)": f"t {last['mae_dm_t']:+.2f}, "
+                                                       f"p {last['mae_dm_p']:.3g}",
+               "direction accuracy vs best constant guess (p)": (
+                   f"{last['direction']:.3f} vs {last['direction_baseline']:.3f} "
+                   f"(p {last['direction_p']:.3g})"),
                "80% band coverage (raw, later half)": conformal["test_raw"].mean(),
                "80% band coverage (conformal, later half)": conformal["test_conformal"].mean()}
-    columns = ["kind", "n_dates", "ic_mean", "rank_ic_mean", "rank_ic_t", "hit_rate",
-               "long_short", "turnover"]
-    tables = {"signals vs baselines": frame_html(summary[columns]),
+    columns = ["kind", "n_dates", "ic_mean", "rank_ic_mean", "rank_ic_se", "rank_ic_p",
+               "hit_rate", "long_short_mean", "long_short_p", "turnover"]
+    skill_cols = ["windows", "dates", "mae", "mae_rw", "mae_dm_t", "mae_dm_p", "crps",
+                  "crps_vol", "crps_dm_vol_t", "crps_dm_vol_p", "direction",
+                  "direction_baseline", "direction_p"]
+    tables = {"signals vs baselines (p: Newey–West, two-sided)": frame_html(summary[columns]),
+              "forecast accuracy vs the random walk and historical-volatility bands "
+              "(Diebold–Mariano, HLN; t < 0: model better)": frame_html(skill[skill_cols]),
               "80% band coverage by step (before / after conformal)": frame_html(
                   conformal[["margin", "test_raw", "test_conformal", "n_cal", "n_test"]])}
-    notes = [describe_execution(s.execution)] + list(evaluation.notes)
-    return StepResult(numbers, files, tables, notes)
+    notes = ([describe_execution(s.execution)] + list(evaluation.notes)
+             + [v for v in evaluation.verdicts() if v.startswith(f"{s.scorer}:")])
+    return StepResult(numbers, files, tables, notes,
+                      verdict=random_walk_verdict(row, last, s.scorer, s.score_pred_len))
+
+
+def random_walk_verdict(row: pd.Series, last: pd.Series, scorer: str, horizon: int, *,
+                        alpha: float = 0.05) -> str:
+    """Whether the model beats the random walk, as its tests say (DM on MAE, RankIC)."""
+    t, p = float(last["mae_dm_t"]), float(last["mae_dm_p"])
+    if p < alpha and t < 0:
+        verdict = f"beats the random walk at the {alpha:g} level"
+    elif p < alpha:
+        verdict = "does not beat a random walk: it is significantly less accurate"
+    else:
+        verdict = "does not beat a random walk: the difference is not significant"
+    ric_p = float(row["rank_ic_p"])
+    signal = "distinguishable" if ric_p < alpha else "not distinguishable"
+    return (f"In this run, its mean forecast of the {horizon}-bar return has MAE "
+            f"{last['mae']:.4f} against the random walk's {last['mae_rw']:.4f} "
+            f"(Diebold–Mariano with the Harvey–Leybourne–Newbold correction: t = {t:+.2f}, "
+            f"p = {p:.3g}, over {int(last['dates'])} dates), so it {verdict}. Its {scorer} "
+            f"RankIC is {row['rank_ic_mean']:+.4f} (Newey–West p = {ric_p:.3g}, "
+            f"{int(row['rank_ic_n'])} dates): {signal} from zero at {alpha:g}.")
 
 
 def demo_spec(ctx: DemoContext) -> TradeSpec:

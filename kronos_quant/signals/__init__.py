@@ -20,10 +20,8 @@ from .calibration import (
                     calibrate,
                     central_band,
                     conformal_margin,
-                    crps_ensemble,
                     pit_histogram,
                     pit_values,
-                    realised_closes,
 )
 from .distributed import (
                     PARTITION_SIZE,
@@ -41,6 +39,7 @@ from .evaluation import (
                     hit_rate,
                     per_date_ic,
                     quantile_returns,
+                    rebalance_spacing,
                     topk_turnover,
 )
 from .plots import fingerprint_label, plot_calibration, plot_ic
@@ -54,6 +53,16 @@ from .scorers import (
                     score_batch,
                     score_forecast,
                     score_forecasts,
+)
+from .skill import (
+                    DEFAULT_VOL_WINDOW,
+                    ForecastSkill,
+                    crps_ensemble,
+                    crps_normal,
+                    forecast_skill,
+                    history_volatility,
+                    realised_closes,
+                    skill_table,
 )
 from .store import read_scores, write_scores
 from .transforms import (
@@ -98,9 +107,13 @@ __all__ = [
     "assign_partitions", "PARTITION_SIZE",
     # evaluation and calibration
     "Evaluation", "evaluate", "baseline_scores", "per_date_ic", "hit_rate", "quantile_returns",
-    "topk_turnover", "Calibration", "calibrate", "central_band", "band_coverage", "pit_values",
+    "topk_turnover", "rebalance_spacing", "Calibration", "calibrate", "central_band",
+    "band_coverage", "pit_values",
     "pit_histogram", "crps_ensemble", "conformal_margin", "realised_closes",
     "plot_ic", "plot_calibration", "fingerprint_label",
+    # forecast accuracy vs naive forecasts, with tests
+    "ForecastSkill", "forecast_skill", "DEFAULT_VOL_WINDOW", "skill_table", "crps_normal",
+    "history_volatility",
     # score files
     "write_scores", "read_scores",
 ]

@@ -11,6 +11,9 @@ the last observed close. Per step:
 * PIT: ``(#{samples < y} + ½ #{samples = y} + ½) / (S + 1)``; uniform for a calibrated
   forecast (a U shape means too narrow, a hump too wide, a slope bias).
 * CRPS: ``mean_i |x_i − y| − 1/(2 S²) Σ_ij |x_i − x_j|`` (lower is better, in return units).
+* skill (:func:`kronos_quant.signals.forecast_skill`): MAE and CRPS against the random walk
+  and historical-volatility bands with Diebold–Mariano tests, direction accuracy with a
+  binomial test; the CRPS above is its ``crps`` column.
 * split-conformal recalibration (conformalised quantile regression): the margin m such that
   ``[lo − m, hi + m]`` covers ``level`` of an earlier calibration set of windows is applied to
   the later windows; coverage before and after is reported on the later ones only. The
@@ -25,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ..data import validate_panel
-from .walkforward import PanelForecasts, split_instruments
+from .skill import DEFAULT_VOL_WINDOW, ForecastSkill, forecast_skill
+from .walkforward import PanelForecasts
 
 CURVE_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CONFORMAL_LEVELS: tuple[float, ...] = (0.5, 0.8)
@@ -67,17 +71,6 @@ def pit_histogram(pit: np.ndarray, bins: int = 10) -> pd.Series:
     return pd.Series(counts / max(len(pit), 1), index=pd.Index(labels, name="pit_bin"))
 
 
-def crps_ensemble(samples: np.ndarray, realised: np.ndarray) -> np.ndarray:
-    """CRPS (N,) of the empirical distribution of ``samples`` (N, S) at ``realised`` (N,)."""
-    s = samples.shape[1]
-    spread = np.abs(samples - realised[:, None]).mean(axis=1)
-    ordered = np.sort(samples, axis=1)
-    # Σ_ij |x_i − x_j| = 2 Σ_k (2k − S + 1) x_(k) for sorted x (k = 0..S−1).
-    weights = 2.0 * np.arange(s) - s + 1.0
-    pair = 2.0 * (ordered * weights).sum(axis=1)
-    return spread - pair / (2.0 * s * s)
-
-
 def conformal_margin(lower: np.ndarray, upper: np.ndarray, realised: np.ndarray,
                      level: float) -> float:
     """Split-conformal margin for bands ``[lower, upper]`` to cover ``level`` (CQR).
@@ -95,33 +88,6 @@ def conformal_margin(lower: np.ndarray, upper: np.ndarray, realised: np.ndarray,
     return float("inf") if rank > n else float(np.sort(score)[rank - 1])
 
 
-def realised_closes(forecasts: PanelForecasts, panel: pd.DataFrame) -> np.ndarray:
-    """(N, P) close of each window's instrument h = 1..P own bars after its date
-    (NaN past the end)."""
-    return _realised_closes(forecasts, validate_panel(panel))
-
-
-def _realised_closes(forecasts: PanelForecasts, panel: pd.DataFrame) -> np.ndarray:
-    """:func:`realised_closes` of a validated panel."""
-    names, stamps, values = split_instruments(panel)
-    close = list(panel.columns).index("close")
-    code = {n: i for i, n in enumerate(names)}
-    n_steps = forecasts.batch.paths.shape[2]
-    out = np.full((len(forecasts), n_steps), np.nan)
-    dates = forecasts.keys.get_level_values("datetime").to_numpy("datetime64[ns]")
-    insts = forecasts.keys.get_level_values("instrument")
-    for j, (when, inst) in enumerate(zip(dates, insts, strict=True)):
-        if inst not in code:
-            raise ValueError(f"instrument {inst!r} of the forecasts is not in the panel")
-        own = stamps[code[inst]]
-        pos = int(np.searchsorted(own, when))
-        if pos >= len(own) or own[pos] != when:
-            raise ValueError(f"the panel has no bar for ({when}, {inst!r}) of the forecasts")
-        future = values[code[inst]][pos + 1:pos + 1 + n_steps, close]
-        out[j, :len(future)] = future
-    return out
-
-
 @dataclass
 class Calibration:
     """Per-step calibration tables (index: forecast step 1..P)."""
@@ -131,6 +97,7 @@ class Calibration:
     crps: pd.Series  # step → mean CRPS
     n: pd.Series  # step → windows with a realised value
     conformal: pd.DataFrame | None  # (step, level) → margin, raw and recalibrated test coverage
+    skill: ForecastSkill | None = None  # accuracy vs naive forecasts, with DM / binomial tests
 
     def summary(self) -> pd.DataFrame:
         """n, 50%/80% coverage and CRPS per step."""
@@ -147,6 +114,8 @@ class Calibration:
         if self.conformal is not None:
             text += ["split-conformal recalibration (coverage on the later windows):",
                      self.conformal.to_string(float_format=lambda v: f"{v:.4f}")]
+        if self.skill is not None:
+            text.append(self.skill.table())
         return "\n".join(text)
 
 
@@ -188,32 +157,31 @@ def _split_windows(forecasts: PanelForecasts, panel: pd.DataFrame,
 
 def calibrate(forecasts: PanelForecasts, panel: pd.DataFrame, *,
               levels: tuple[float, ...] = CURVE_LEVELS, bins: int = 10, log: bool = False,
-              conformal_split: float | None = 0.5) -> Calibration:
-    """Coverage, PIT, CRPS and (optionally) split-conformal recalibration of panel forecasts.
+              conformal_split: float | None = 0.5,
+              vol_window: int = DEFAULT_VOL_WINDOW) -> Calibration:
+    """Coverage, PIT, CRPS, forecast skill and (optionally) split-conformal recalibration of
+    panel forecasts.
 
-    ``conformal_split`` is the share of rebalance dates used to calibrate (None: skip).
+    ``conformal_split`` is the share of rebalance dates used to calibrate (None: skip);
+    ``vol_window`` the bars of the historical-volatility bands of the skill table.
     """
     panel = validate_panel(panel)
     levels = tuple(sorted({_check_level(v) for v in tuple(levels) + CONFORMAL_LEVELS}))
-    real_close = _realised_closes(forecasts, panel)
-    last = forecasts.batch.last_close[:, None]
-    real = np.log(real_close / last) if log else real_close / last - 1.0  # (N, P)
+    skill = forecast_skill(forecasts, panel, log=log, vol_window=vol_window)
+    real = skill.realised  # (N, P)
     ret = replace(forecasts.batch, log=log).returns  # (N, S, P)
     steps = pd.RangeIndex(1, ret.shape[2] + 1, name="step")
     ok = np.isfinite(real)
-    if not ok.any():
-        raise ValueError("no window has a realised value yet: the panel ends before every forecast")
     coverage = pd.DataFrame([[band_coverage(ret[:, :, h], real[:, h], lv) for lv in levels]
                              for h in range(len(steps))], index=steps,
                             columns=pd.Index(levels, name="level"))
     pit = pd.DataFrame({h + 1: pit_histogram(pit_values(ret[ok[:, h], :, h], real[ok[:, h], h]),
                                              bins) for h in range(len(steps))})
     pit.columns.name = "step"
-    crps = pd.Series([crps_ensemble(ret[ok[:, h], :, h], real[ok[:, h], h]).mean()
-                      if ok[:, h].any() else np.nan for h in range(len(steps))], index=steps)
+    crps = skill.steps["crps"].reindex(steps)
     conformal = None
     if conformal_split is not None:
         cal, test = _split_windows(forecasts, panel, conformal_split)
         conformal = _conformal_table(ret, real, cal, test)
-    return Calibration(coverage, pit, crps.rename("crps"), pd.Series(ok.sum(axis=0), index=steps,
-                                                                     name="n"), conformal)
+    return Calibration(coverage, pit, crps.rename("crps"),
+                       pd.Series(ok.sum(axis=0), index=steps, name="n"), conformal, skill)

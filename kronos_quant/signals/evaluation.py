@@ -10,10 +10,13 @@ then summarised over dates:
 * IC: Pearson correlation of score and forward return; RankIC: Spearman (Pearson of the
   per-date average ranks). A date needs ``min_instruments`` (default 3) finite pairs;
   a date whose scores are all equal scores IC = RankIC = 0 (the signal takes no view),
-  a date whose returns are all equal is skipped. Mean, std (ddof=1), ICIR = mean / std and
-  t = mean / (std / sqrt(n_dates)) are reported. With rebalancing more often than every
-  ``horizon`` bars the forward returns overlap, successive ICs are correlated, and the
-  t-stat overstates significance (a note says so).
+  a date whose returns are all equal is skipped. Mean, std (ddof=1), ICIR = mean / std.
+* uncertainty: for IC, RankIC and the long-short spread, the mean's Newey–West standard
+  error, t and two-sided p-value (:func:`kronos_quant.stats.mean_test`) and the number of
+  dates. The lag covers the overlap of ``horizon``-bar returns taken every ``spacing`` bars
+  (median gap between rebalance dates): ``max(2·overlap, floor(4 (T/100)^(2/9)))`` with
+  ``overlap = ceil(horizon / spacing) − 1``. The same test runs on the per-date difference
+  between each model signal and each baseline, paired by date (``Evaluation.differences``).
 * hit rate: share of (date, instrument) pairs where the score and the return are on the same
   side of their date's medians (pairs on a median are left out).
 * quantile portfolios: per date, instruments are bucketed by score percentile rank (ties
@@ -35,7 +38,6 @@ horizon differs from the forecast length ``pred_len``.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +46,7 @@ import pandas as pd
 from ..data import validate_panel
 from ..execution import DEFAULT_EXECUTION, check_execution, describe_execution, execution_returns
 from ..inputs import checked_int
+from ..stats import mean_test, newey_west_lag, overlap_lags, paired_difference
 from .transforms import check_scores
 
 logger = logging.getLogger(__name__)
@@ -129,21 +132,27 @@ def topk_turnover(scores: pd.Series, *, k: int) -> pd.Series:
     return turnover.iloc[1:].rename("turnover")
 
 
-def _t_stat(series: pd.Series) -> tuple[float, float, float, float]:
-    """mean, std, mean/std, t of a per-date series."""
-    s = series.dropna()
-    if len(s) < 2:
-        return (float(s.mean()) if len(s) else float("nan"),) + (float("nan"),) * 3
-    mean, std = float(s.mean()), float(s.std(ddof=1))
-    ratio = mean / std if std > 0 else float("nan")
-    return mean, std, ratio, ratio * math.sqrt(len(s)) if std > 0 else float("nan")
+STATISTICS = ("ic", "rank_ic", "long_short")
+TEST_FIELDS = ("mean", "se", "t", "p", "n")
+
+
+def _test_row(series: pd.Series, prefix: str, overlap: int) -> dict[str, float]:
+    """``{prefix}_mean/_se/_t/_p/_n`` of the Newey–West test of a per-date series."""
+    values = series.dropna().to_numpy()
+    test = mean_test(values, lag=newey_west_lag(len(values), overlap=overlap))
+    found = (test.mean, test.se, test.t, test.p_value, test.n)
+    return {f"{prefix}_{k}": v for k, v in zip(TEST_FIELDS, found, strict=True)}
 
 
 @dataclass
 class Evaluation:
     """Result of :func:`evaluate`. ``summary`` has one row per signal; the per-date frames
-    (dates × signals) let you plot or resample the statistics. ``execution`` is the convention
-    the forward returns were measured under; ``metadata`` the scores' ``attrs`` (may be empty)."""
+    (dates × signals) let you plot or resample the statistics. ``differences`` holds the
+    paired-by-date tests of each model signal minus each baseline (index (signal, baseline);
+    columns ``<statistic>_<mean|se|t|p|n>``), also spread into ``summary`` as
+    ``<statistic>_vs_<baseline>_<field>``. ``overlap`` is the number of successive rebalance
+    dates whose forward returns overlap (it sets the Newey–West lag). ``execution`` is the
+    convention the forward returns were measured under; ``metadata`` the scores' ``attrs``."""
 
     horizon: int
     summary: pd.DataFrame
@@ -155,17 +164,75 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     execution: str = DEFAULT_EXECUTION
     metadata: dict = field(default_factory=dict)
+    differences: pd.DataFrame = field(default_factory=pd.DataFrame)
+    overlap: int = 0
 
-    TABLE_COLUMNS = {"kind": "kind", "n_dates": "dates", "ic_mean": "IC", "rank_ic_mean": "RankIC",
-                     "rank_icir": "RankICIR", "rank_ic_t": "t(RankIC)", "hit_rate": "hit",
-                     "long_short": "L/S", "turnover": "turnover"}
+    TABLE_COLUMNS = {"kind": "kind", "n_dates": "dates", "ic_mean": "IC", "ic_p": "p(IC)",
+                     "rank_ic_mean": "RankIC", "rank_ic_se": "se", "rank_ic_t": "t",
+                     "rank_ic_p": "p(RankIC)", "long_short_mean": "L/S", "long_short_p": "p(L/S)",
+                     "hit_rate": "hit", "turnover": "turnover"}
+    DIFFERENCE_COLUMNS = {"rank_ic_mean": "dRankIC", "rank_ic_t": "t", "rank_ic_p": "p",
+                          "long_short_mean": "dL/S", "long_short_p": "p(L/S)", "rank_ic_n": "dates"}
+
+    def significant(self, alpha: float = 0.05, *, adjust: str | None = None) -> pd.DataFrame:
+        """Which means differ from zero at level ``alpha`` (two-sided Newey–West tests).
+
+        One row per signal; columns ``ic``, ``rank_ic``, ``long_short`` and, for model
+        signals, ``<statistic>_vs_<baseline>`` (the paired difference). Read the direction
+        from the means in ``summary``. ``adjust`` corrects for testing many columns at once
+        with a statsmodels ``multipletests`` method (e.g. ``"holm"``, ``"fdr_bh"``) over all
+        p-values of the frame; ``None`` tests each at ``alpha``."""
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        p = self.p_values()
+        if adjust is not None:
+            from statsmodels.stats.multitest import multipletests
+
+            flat = p.to_numpy().ravel()
+            ok = np.isfinite(flat)
+            adjusted = np.full(flat.shape, np.nan)
+            if ok.any():
+                adjusted[ok] = multipletests(flat[ok], alpha=alpha, method=adjust)[1]
+            p = pd.DataFrame(adjusted.reshape(p.shape), index=p.index, columns=p.columns)
+        return p.lt(alpha)
+
+    def verdicts(self, alpha: float = 0.05, *, statistic: str = "rank_ic") -> list[str]:
+        """One sentence per model signal: its ``statistic`` mean with p-value and dates, and
+        against each baseline, whether the difference is distinguishable from zero."""
+        sig = self.significant(alpha)
+        words = lambda ok: "significant" if ok else "not significant"  # noqa: E731
+        lines = []
+        for name, row in self.summary[self.summary["kind"] != "baseline"].iterrows():
+            text = (f"{name}: {statistic} {row[f'{statistic}_mean']:+.4f} (p "
+                    f"{row[f'{statistic}_p']:.3g}, {int(row[f'{statistic}_n'])} dates), "
+                    f"{words(sig.loc[name, statistic])} at {alpha:g}")
+            if len(self.differences) and name in self.differences.index.get_level_values(0):
+                diffs = self.differences.loc[name]
+                text += "; minus " + ", ".join(
+                    f"{base} {d[f'{statistic}_mean']:+.4f} (p {d[f'{statistic}_p']:.3g}, "
+                    f"{words(sig.loc[name, f'{statistic}_vs_{base}'])})"
+                    for base, d in diffs.iterrows())
+            lines.append(text)
+        return lines
+
+    def p_values(self) -> pd.DataFrame:
+        """The p-values :meth:`significant` compares with alpha (signals × tests)."""
+        cols = {s: f"{s}_p" for s in STATISTICS}
+        cols |= {c[:-2]: c for c in self.summary.columns if "_vs_" in c and c.endswith("_p")}
+        return self.summary[list(cols.values())].set_axis(list(cols), axis=1).astype(float)
 
     def table(self, *, digits: int = 4) -> str:
-        """Compact text table of the main statistics, with the notes underneath."""
+        """Compact text table of the main statistics, the paired differences against the
+        baselines, and the notes underneath."""
+        fmt = lambda v: f"{v:.{digits}f}"  # noqa: E731
         frame = self.summary[list(self.TABLE_COLUMNS)].rename(columns=self.TABLE_COLUMNS)
-        text = frame.to_string(float_format=lambda v: f"{v:.{digits}f}")
         lines = [f"horizon {self.horizon} bars; execution {describe_execution(self.execution)}",
-                 "L/S = mean top-minus-bottom quantile forward return", text]
+                 "L/S = mean top-minus-bottom quantile forward return; se, t, p: Newey–West "
+                 f"(overlap {self.overlap} dates), two-sided", frame.to_string(float_format=fmt)]
+        if len(self.differences):
+            diff = self.differences[list(self.DIFFERENCE_COLUMNS)]
+            lines += ["model minus baseline, paired by date:",
+                      diff.rename(columns=self.DIFFERENCE_COLUMNS).to_string(float_format=fmt)]
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
     def __str__(self) -> str:
@@ -173,40 +240,77 @@ class Evaluation:
 
 
 def _signal_summary(x: pd.Series, y: pd.Series, *, quantiles: int, top_k: int,
-                    min_instruments: int) -> tuple[dict, dict]:
+                    min_instruments: int, overlap: int) -> tuple[dict, dict]:
     """Summary row and per-date series of one signal."""
     ic = per_date_ic(x, y, method="pearson", min_instruments=min_instruments)
     ric = per_date_ic(x, y, method="spearman", min_instruments=min_instruments)
     qret = quantile_returns(x, y, quantiles=quantiles)
     # Dates where the signal has no view hold no position: long-short 0, not missing.
     pairs = pd.DataFrame({"x": x, "y": y}).dropna().groupby(level="datetime")["x"]
-    flat = pairs.nunique()[(pairs.nunique() == 1) & (pairs.size() >= quantiles)].index
+    distinct = pairs.nunique()
+    flat = distinct[(distinct == 1) & (pairs.size() >= quantiles)].index
     # With tied scores the extreme buckets can be empty: use the extreme non-empty ones.
     spread = qret.ffill(axis=1).iloc[:, -1] - qret.bfill(axis=1).iloc[:, 0]
     ls = pd.concat([spread, pd.Series(0.0, index=flat)]).sort_index()
     turnover = topk_turnover(x, k=top_k)
+    per_date = {"ic": ic, "rank_ic": ric, "long_short": ls, "turnover": turnover}
     row = {"n_dates": len(ric)}
+    for name in STATISTICS:
+        row.update(_test_row(per_date[name], name, overlap))
     for name, series in (("ic", ic), ("rank_ic", ric)):
-        row.update(zip([f"{name}_mean", f"{name}_std", f"{name}ir", f"{name}_t"],
-                       _t_stat(series), strict=True))
+        std = float(series.std(ddof=1)) if len(series) > 1 else float("nan")
+        row[f"{name}_std"] = std
+        row[f"{name}ir"] = row[f"{name}_mean"] / std if std > 0 else float("nan")
     row["rank_ic_positive"] = float((ric > 0).mean()) if len(ric) else float("nan")
     row["hit_rate"] = hit_rate(x, y)
     row.update(qret.mean().to_dict())
-    row["long_short"], _, _, row["long_short_t"] = _t_stat(ls)
     row["turnover"] = float(turnover.mean()) if len(turnover) else float("nan")
-    per_date = {"ic": ic, "rank_ic": ric, "long_short": ls, "turnover": turnover}
     return row, per_date
 
 
-def _overlap_note(index: pd.MultiIndex, panel: pd.DataFrame, horizon: int) -> str | None:
+def _differences(series: dict[str, dict], kinds: dict[str, str], overlap: int) -> pd.DataFrame:
+    """Paired-by-date tests of every model signal minus every baseline."""
+    bases = [n for n, k in kinds.items() if k == "baseline"]
+    rows = {}
+    for name in (n for n, k in kinds.items() if k != "baseline"):
+        for base in bases:
+            rows[(name, base)] = {}
+            for stat in STATISTICS:
+                diff = paired_difference(series[name][stat], series[base][stat])
+                rows[(name, base)].update(_test_row(diff, stat, overlap))
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    if len(frame):
+        frame.index = pd.MultiIndex.from_tuples(list(rows), names=["signal", "baseline"])
+    return frame
+
+
+def _spread_differences(summary: pd.DataFrame, differences: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with a ``<statistic>_vs_<baseline>_<field>`` column per difference test."""
+    if not len(differences):
+        return summary
+    wide = differences.unstack("baseline")  # columns (<statistic>_<field>, baseline)
+    bases = differences.index.get_level_values("baseline").unique()
+    order = [(f"{s}_{f}", b) for s in STATISTICS for b in bases for f in TEST_FIELDS]
+    wide = wide[order]
+    wide.columns = [f"{c.rsplit('_', 1)[0]}_vs_{b}_{c.rsplit('_', 1)[1]}" for c, b in order]
+    return summary.join(wide)
+
+
+def rebalance_spacing(index: pd.MultiIndex, panel: pd.DataFrame) -> float | None:
+    """Median number of panel dates between successive rebalance dates (None if < 2)."""
     calendar = pd.DatetimeIndex(panel.index.get_level_values("datetime").unique()).sort_values()
     used = pd.DatetimeIndex(index.get_level_values("datetime").unique()).sort_values()
     if len(used) < 2:
         return None
-    spacing = float(np.median(np.diff(calendar.get_indexer(used))))
-    if spacing < horizon:
+    return float(np.median(np.diff(calendar.get_indexer(used))))
+
+
+def _overlap_note(spacing: float | None, horizon: int) -> str | None:
+    if spacing is not None and spacing < horizon:
         return (f"rebalance dates are ~{spacing:g} bars apart but the horizon is {horizon} bars: "
-                f"forward returns overlap, so t-stats overstate significance")
+                f"forward returns overlap, so standard errors are Newey–West with a lag "
+                f"covering {overlap_lags(horizon, spacing)} overlapping dates (they still "
+                f"understate the uncertainty somewhat; see docs/statistics.md)")
     return None
 
 
@@ -214,7 +318,9 @@ def evaluate(scores: pd.Series | pd.DataFrame, panel: pd.DataFrame, *, horizon: 
              baselines: bool = True, momentum_window: int = 20, reversal_window: int = 5,
              quantiles: int = 5, top_k: int | None = None, log: bool = False,
              min_instruments: int = 3, execution: str = DEFAULT_EXECUTION) -> Evaluation:
-    """IC, RankIC, hit rate, quantile returns and turnover of each score column (see module docs).
+    """IC, RankIC, hit rate, quantile returns and turnover of each score column, each mean
+    with its Newey–West standard error and p-value, and paired tests against the baselines
+    (see module docs).
 
     ``execution`` (``"next_open"``, ``"next_close"`` or ``"same_close"``) sets the price the
     forward returns start from. ``top_k`` defaults to the median number of instruments per
@@ -244,14 +350,19 @@ def evaluate(scores: pd.Series | pd.DataFrame, panel: pd.DataFrame, *, horizon: 
     fwd = fwd.reindex(frame.index)
     per_date_n = frame.notna().groupby(level="datetime").sum().max(axis=1)
     k = top_k or max(1, int(round(float(per_date_n.median()) / quantiles)))
+    spacing = rebalance_spacing(frame.index, panel)
+    overlap = overlap_lags(int(horizon), spacing or float(horizon))
     rows, series = {}, {}
     for name in frame.columns:
         rows[name], series[name] = _signal_summary(frame[name], fwd, quantiles=int(quantiles),
-                                                   top_k=k, min_instruments=min_instruments)
+                                                   top_k=k, min_instruments=min_instruments,
+                                                   overlap=overlap)
     summary = pd.DataFrame.from_dict(rows, orient="index")
     summary.insert(0, "kind", pd.Series(kinds))
     summary.index.name = "signal"
-    notes = _notes(frame, fwd, panel, horizon=horizon, min_instruments=min_instruments, k=k)
+    differences = _differences(series, kinds, overlap)
+    summary = _spread_differences(summary, differences)
+    notes = _notes(frame, fwd, spacing, horizon=horizon, min_instruments=min_instruments, k=k)
     mismatch = _horizon_note(metadata, horizon)
     if mismatch:
         logger.warning("evaluate: %s", mismatch)
@@ -259,7 +370,8 @@ def evaluate(scores: pd.Series | pd.DataFrame, panel: pd.DataFrame, *, horizon: 
     pick = lambda key: pd.DataFrame({n: s[key] for n, s in series.items()})  # noqa: E731
     qret = summary[[f"q{q}" for q in range(1, quantiles + 1)]]
     return Evaluation(int(horizon), summary, pick("ic"), pick("rank_ic"), qret,
-                      pick("long_short"), pick("turnover"), notes, execution, metadata)
+                      pick("long_short"), pick("turnover"), notes, execution, metadata,
+                      differences, overlap)
 
 
 def _horizon_note(metadata: dict, horizon: int) -> str | None:
@@ -275,7 +387,7 @@ def _horizon_note(metadata: dict, horizon: int) -> str | None:
             f"the scores are judged on a horizon they did not forecast")
 
 
-def _notes(frame: pd.DataFrame, fwd: pd.Series, panel: pd.DataFrame, *, horizon: int,
+def _notes(frame: pd.DataFrame, fwd: pd.Series, spacing: float | None, *, horizon: int,
            min_instruments: int, k: int) -> list[str]:
     notes = []
     dates = frame.index.get_level_values("datetime")
@@ -288,7 +400,7 @@ def _notes(frame: pd.DataFrame, fwd: pd.Series, panel: pd.DataFrame, *, horizon:
     if thin:
         notes.append(f"{thin} date(s) have fewer than {min_instruments} instruments with a "
                      f"forward return and are skipped")
-    overlap = _overlap_note(frame.index, panel, horizon)
+    overlap = _overlap_note(spacing, horizon)
     if overlap:
         notes.append(overlap)
     notes.append(f"turnover of the top-{k} set per rebalance")
