@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 
 from ..data import periods_per_year
-from ..execution import DEFAULT_EXECUTION, check_execution, execution_lag, execution_price
 from ..io import atomic_path
 from ..metrics import sweep_sharpe
+from ..portfolio import target_weights
 from ..signals.transforms import check_scores, score_column
+from ..tradespec import TradeSpec, resolve_spec
 from .qlib_data import (
     ALL_MARKET,
     DAY_FREQ,
@@ -38,11 +39,12 @@ from .qlib_data import (
     read_instruments,
     read_provider,
 )
+from .qlib_parity import qlib_differences
 from .qlib_runtime import REGION_DEFAULTS, check_region, import_qlib, quiet_qlib
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HANDLER_FIELDS", "LABEL", "DEFAULT_COSTS", "TopkResult", "run_topk_dropout",
+__all__ = ["HANDLER_FIELDS", "LABEL", "TopkResult", "run_topk_dropout",
            "compare_scorers", "plot_cumulative", "handler_panel", "read_provider",
            "KronosModel", "KronosDataHandler"]  # noqa: F822 (the last two come from __getattr__)
 
@@ -50,8 +52,6 @@ HANDLER_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "am
 # Return from the close after the signal day's next bar to the one after: what a score at t
 # earns when bought at t+1 (Qlib's convention for SignalRecord/SigAnaRecord labels).
 LABEL = "Ref($close, -2) / Ref($close, -1) - 1"
-# Qlib's benchmark-workflow costs (ratios of the deal amount; min_cost in currency).
-DEFAULT_COSTS: dict[str, float] = {"open_cost": 0.0005, "close_cost": 0.0015, "min_cost": 5.0}
 _UNSET = object()
 
 
@@ -113,8 +113,9 @@ def _trade_window(scores: pd.Series, calendar: pd.DatetimeIndex, start: object,
             raise ValueError(f"{name} {value} is outside the provider calendar "
                              f"({calendar[0]:%Y-%m-%d} … {calendar[-1]:%Y-%m-%d})")
     lo = max(lo, pd.Timestamp(start)) if start is not None else lo
-    hi = min(hi, pd.Timestamp(end)) if end is not None else hi
-    if lo >= hi:
+    # end may stop early or follow the book past the last score (to the provider's end).
+    hi = min(pd.Timestamp(end), calendar[-2]) if end is not None else hi
+    if lo > hi:
         raise ValueError(f"no trading days: the scores span {stamps.min()} … {stamps.max()} "
                          f"and trades run from {lo} to {hi} (a score at t trades at t+1)")
     return lo, hi
@@ -166,21 +167,16 @@ def _holdings(positions: Mapping) -> pd.DataFrame:
     return frame.rename_axis(index="datetime", columns="instrument").sort_index(axis=1)
 
 
-def _region_settings(region: str, trade_unit, limit_threshold) -> dict:
+def _limit(region: str, limit_threshold) -> float | None:
     defaults = REGION_DEFAULTS[check_region(region)]
-    return {"trade_unit": defaults["trade_unit"] if trade_unit is _UNSET else trade_unit,
-            "limit_threshold": (defaults["limit_threshold"] if limit_threshold is _UNSET
-                                else limit_threshold)}
+    return defaults["limit_threshold"] if limit_threshold is _UNSET else limit_threshold
 
 
-def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path, *, topk: int,
-                     n_drop: int, benchmark: str | pd.Series | None, column: str | None = None,
-                     account: float = 1e8, costs: Mapping[str, float] | None = None,
-                     execution: str = DEFAULT_EXECUTION, trade_unit=_UNSET,
-                     limit_threshold=_UNSET, start: object = None, end: object = None,
-                     region: str = "cn", out_dir: str | Path | None = None,
-                     risk_degree: float = 0.95, tearsheet: bool = True,
-                     verbose: bool = True) -> TopkResult:
+def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
+                     spec: TradeSpec | None = None, *, benchmark: str | pd.Series | None,
+                     column: str | None = None, limit_threshold=_UNSET, start: object = None,
+                     end: object = None, region: str = "cn", out_dir: str | Path | None = None,
+                     tearsheet: bool = True, verbose: bool = True, **terms) -> TopkResult:
     """Backtest Qlib's ``TopkDropoutStrategy`` on ``scores`` over a provider directory.
 
     Parameters
@@ -189,52 +185,60 @@ def run_topk_dropout(scores: pd.Series | pd.DataFrame, provider_uri: str | Path,
         Series (or one ``column`` of a DataFrame) indexed by ("datetime", "instrument").
     provider_uri
         Qlib provider directory (see :func:`~kronos_quant.adapters.qlib_data.write_provider`).
-    topk, n_drop
-        Names held, and the most replaced per day.
+    spec, **terms
+        The trading terms (:class:`~kronos_quant.tradespec.TradeSpec`, default
+        ``TradeSpec()``) with keyword terms on top, through :meth:`TradeSpec.to_qlib`:
+        ``topk``, ``n_drop`` (None: full rebalance, ``n_drop=topk``), ``invested``
+        (``risk_degree``), ``execution`` (deal at ``$open`` or ``$close`` of t+1), ``cash``,
+        ``fees`` + ``slippage`` (``open_cost``/``close_cost``), ``min_cost``, ``lot_size``
+        (``trade_unit``; None: fractional shares), ``rebalance`` (every k-th score date; the
+        other days carry no signal, so Qlib does not trade). Methods other than long-only
+        ``topk``, caps and ``same_close`` are refused. ``account``, ``costs``,
+        ``risk_degree`` and ``trade_unit`` still work, deprecated.
     benchmark
         Required: an instrument of the provider or a Series of daily returns.
-    account
-        Initial cash.
-    costs
-        ``open_cost``, ``close_cost`` (ratios) and ``min_cost``; default :data:`DEFAULT_COSTS`.
-    execution
-        ``"next_open"`` (deal at ``$open`` of t+1) or ``"next_close"`` (``$close`` of t+1).
-    trade_unit, limit_threshold
-        Lot size and daily limit (None disables); default from ``region``
-        (CN: 100 and 9.5 %; US: 1 and none).
+    limit_threshold
+        Daily price limit (None disables); default from ``region`` (CN 9.5 %, US none).
     start, end
         Bounds of the trading days (default: the day after the first score to the day after
-        the last one).
+        the last one; a later ``end`` follows the book further, as our engines do to the
+        panel's end, up to the provider's last day but one, which Qlib needs to close).
     out_dir
         Where to write ``cumulative_return.png`` (and the tear sheet); None writes nothing.
-    risk_degree
-        Share of the portfolio value invested (Qlib's default 0.95).
     tearsheet
         With ``out_dir``, also write the QuantStats tear sheet ``tearsheet.html`` of the
         daily return after cost against the benchmark (needs ``kronos-quant[reports]``).
     verbose
         Qlib's backtest progress bar.
+
+    Returns
+    -------
+    TopkResult; ``settings["spec"]`` is the spec, ``extra["differences"]`` compares Qlib's
+    held names with ours day by day and lists the Qlib rules that may part them.
     """
-    execution = check_execution(execution)
-    if execution_lag(execution) != 1:
-        raise ValueError(f"execution {execution!r} cannot run in Qlib, which trades a score at "
-                         "t on bar t+1; use 'next_open' or 'next_close'")
+    spec = resolve_spec(spec, terms, engine="qlib")
     series = score_column(scores, column).dropna().rename("score")
     if series.empty:
         raise ValueError("scores are empty (or all NaN)")
+    weights = target_weights(series, spec.replace(n_drop=spec.to_qlib()["strategy"]["n_drop"]))
+    series = series[series.index.get_level_values("datetime").isin(weights.index)]
     root = init_qlib(provider_uri, region=region)
     calendar = read_calendar(root)
     _check_universe(series, root, calendar)
     lo, hi = _trade_window(series, calendar, start, end)
     bench = _benchmark(benchmark, root, calendar, lo, hi)
-    settings = {"topk": topk, "n_drop": n_drop, "execution": execution,
-                "deal_price": execution_price(execution), "account": account,
-                **(dict(DEFAULT_COSTS) if costs is None else dict(costs)),
-                **_region_settings(region, trade_unit, limit_threshold), "region": region,
-                "start": lo, "end": hi, "risk_degree": risk_degree,
-                "benchmark": benchmark if isinstance(benchmark, str) else "series"}
+    qlib = spec.to_qlib()
+    limit = _limit(region, limit_threshold)
+    settings = {**qlib["strategy"], **qlib["exchange"], "account": qlib["account"],
+                "execution": spec.execution, "limit_threshold": limit, "region": region,
+                "start": lo, "end": hi,
+                "benchmark": benchmark if isinstance(benchmark, str) else "series",
+                "spec": spec.to_dict()}
     report, positions = _qlib_backtest(series, bench, settings, verbose)
-    result = TopkResult(report, _risk_table(report), _holdings(positions), settings)
+    holdings = _holdings(positions)
+    result = TopkResult(report, _risk_table(report), holdings, settings)
+    result.extra["differences"] = qlib_differences(holdings, weights, spec, limit=limit,
+                                                   spans=read_instruments(root))
     if out_dir is not None:
         out = Path(out_dir)
         result.figure = plot_cumulative({"strategy": report}, out / "cumulative_return.png")
@@ -343,7 +347,9 @@ def compare_scorers(scores: pd.DataFrame, provider_uri: str | Path, *,
 
 def handler_panel(frame: pd.DataFrame) -> pd.DataFrame:
     """A handler's raw feature frame (columns ``("feature", name)`` or ``$name``) → our canonical
-    panel; slots without a close (gaps, before listing) are dropped."""
+    panel; slots without a close (gaps, before listing) are dropped. A provider written from
+    plain OHLCV has no ``amount`` (Qlib reads it as NaN): the column is dropped and the
+    forecasts derive it from volume and prices, as for any panel without it."""
     from ..data import validate_panel
 
     if isinstance(frame.columns, pd.MultiIndex):
@@ -353,6 +359,13 @@ def handler_panel(frame: pd.DataFrame) -> pd.DataFrame:
     if list(frame.index.names) == ["instrument", "datetime"]:
         frame = frame.swaplevel()
     frame = frame[frame["close"].notna()].astype(np.float64).sort_index()
+    if "amount" in frame.columns and frame["amount"].isna().any():
+        lacking = frame.index[frame["amount"].isna().to_numpy()].get_level_values(-1).unique()
+        if frame["amount"].notna().any():
+            logger.warning("dropping 'amount': the provider has none for %d instrument(s) (%s); "
+                           "it is derived from volume and prices instead", len(lacking),
+                           ", ".join(map(str, lacking[:5])))
+        frame = frame.drop(columns="amount")
     frame.index = frame.index.set_levels(frame.index.levels[1].astype(str), level="instrument")
     return validate_panel(frame)
 
@@ -417,7 +430,8 @@ def _build_model() -> type:
         def __init__(self, model: str, tokenizer: str, *, lookback: int = 64, pred_len: int = 2,
                      sample_count: int = 8, scorer: str = "expected_return", seed: int = 0,
                      cache_dir: str | None = None, device: str | None = None,
-                     max_context: int = 512, T: float = 1.0, top_k: int = 0, top_p: float = 0.9,
+                     max_context: int | None = None, T: float = 1.0, top_k: int = 0,
+                     top_p: float = 0.9,
                      batch_size: int = 256, finetune: dict | None = None, verbose: bool = False):
             self.model, self.tokenizer, self.device = str(model), str(tokenizer), device
             self.max_context, self.finetune, self.verbose = max_context, finetune, verbose
@@ -453,7 +467,9 @@ def _build_model() -> type:
             settings = {"out_dir": "runs/qlib_kronos", **split, **self.finetune,
                         "task": "predictor", "init": self.model, "tokenizer": self.tokenizer,
                         "lookback": self.options["lookback"],
-                        "pred_len": self.options["pred_len"], "max_context": self.max_context}
+                        "pred_len": self.options["pred_len"]}
+            if self.max_context is not None:
+                settings["max_context"] = self.max_context
             result = run_finetune(FinetuneConfig.from_dict(settings),
                                   panel=_raw_history(dataset, end))
             best = result.run_dir / "best"

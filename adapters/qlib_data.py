@@ -168,7 +168,7 @@ def _check_symbols(names: Sequence[str]) -> dict[str, str]:
         upper = name.upper()
         if upper in seen:
             raise ValueError(f"instruments {seen[upper]!r} and {name!r} collide: Qlib symbols are "
-                             "case-insensitive")
+                             "case-insensitive folder names; rename one")
         seen[upper], symbols[name] = name, upper
     return symbols
 

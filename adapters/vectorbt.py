@@ -18,6 +18,7 @@ inside the functions (``pip install "kronos-quant[vectorbt]"``).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +29,10 @@ from ..data import INDEX_NAMES, PANEL_COLUMNS, bar_spacing, validate_panel
 from ..data import periods_per_year as periods_per_year_of  # the parameter keeps its name
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
 from ..metrics import first_trade_bar, sweep_sharpe
+from ..orders import OrderPlan, order_plan
 from ..portfolio import align, target_weights
 from ..signals.transforms import score_column
+from ..tradespec import TradeSpec, resolve_spec
 from . import require_engine
 
 if TYPE_CHECKING:
@@ -37,7 +40,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INIT_CASH = 1_000_000.0
 # Keyword arguments of KronosIndicator.run that configure the forecasts, not the scorer.
 FORECAST_OPTIONS = ("freq", "start", "end", "seed", "T", "top_k", "top_p", "cache_dir",
                     "batch_size", "verbose")
@@ -68,8 +70,10 @@ def price_frames(panel: pd.DataFrame, *, execution: str = DEFAULT_EXECUTION
                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Wide (bars × instruments) frames for vectorbt: ``close`` to value positions, ``price``
     to fill orders at (the open for ``next_open``, else the close) and ``tradable`` (the
-    instrument has a bar there). Gaps are forward-filled (and leading gaps back-filled, while
-    nothing can be held) so a missing bar never turns the portfolio value into NaN."""
+    instrument has a bar there). Gaps in ``price`` hold the last close (vectorbt values a
+    position at the order price of each bar, and a name without a bar is worth its last
+    price, as in every engine; see :mod:`kronos_quant.orders`); leading gaps are back-filled
+    while nothing can be held, so the portfolio value is never NaN."""
     field = execution_price(execution)
     wide = wide_fields(validate_panel(panel), tuple(dict.fromkeys(("close", field))))
     close, raw = wide["close"], wide[field]
@@ -77,19 +81,18 @@ def price_frames(panel: pd.DataFrame, *, execution: str = DEFAULT_EXECUTION
     tradable = pd.DataFrame(present, index=raw.index, columns=raw.columns, copy=False)
     if present.all():
         return close, raw, tradable
-    fill = lambda f: f.ffill().bfill()  # noqa: E731
-    return fill(close), fill(raw), tradable
+    close = close.ffill()
+    return close.bfill(), raw.fillna(close).bfill(), tradable
 
 
-def _weights(scores_or_weights, instruments: pd.Index, *, column: str | None, method: str,
-             topk: int | None, n_drop: int | None, options: Mapping[str, Any]) -> pd.DataFrame:
+def _weights(scores_or_weights, instruments: pd.Index, spec: TradeSpec, *,
+             column: str | None) -> pd.DataFrame:
     """Target weights (rebalance dates × panel instruments) from scores or a weight frame."""
     obj = scores_or_weights
     if isinstance(obj, pd.DataFrame) and isinstance(obj.index, pd.DatetimeIndex):
         weights = obj.astype("float64")  # already weights: dates × instruments
     elif isinstance(obj, (pd.Series, pd.DataFrame)) and isinstance(obj.index, pd.MultiIndex):
-        weights = target_weights(obj, column=column, method=method, topk=topk, n_drop=n_drop,
-                                 **dict(options))
+        weights = target_weights(obj, spec, column=column)
     else:
         raise TypeError("backtest needs scores indexed by ('datetime', 'instrument') or a weight "
                         "DataFrame indexed by datetime with one column per instrument, got "
@@ -104,82 +107,88 @@ def _weights(scores_or_weights, instruments: pd.Index, *, column: str | None, me
 
 
 def order_frame(weights: pd.DataFrame, close: pd.DataFrame, tradable: pd.DataFrame, *,
-                execution: str = DEFAULT_EXECUTION) -> pd.DataFrame:
+                execution: str = DEFAULT_EXECUTION) -> OrderPlan:
     """Target-percent orders on the bar calendar: each rebalance's weights on its execution
-    bar (``kronos_quant.portfolio.align(fill=False)``), NaN (no order) on other bars and where
-    the instrument has no bar to trade on."""
-    orders = align(weights, close.index, execution=execution, fill=False)
-    orders = orders.reindex(columns=close.columns)
-    blocked = orders.notna() & ~tradable
-    if blocked.to_numpy().any():
-        logger.warning("%d order(s) skipped: the instrument has no bar at its execution bar, "
-                       "first %s", int(blocked.to_numpy().sum()),
-                       blocked.stack()[lambda s: s].index[0])
+    bar (``kronos_quant.portfolio.align(fill=False)``), NaN (no order) on other bars, with
+    the rules of :mod:`kronos_quant.orders` for names without a bar or whose bars end."""
+    due = align(weights, close.index, execution=execution, fill=False)
+    plan = order_plan(due.reindex(columns=close.columns), tradable)
     # Row-major, as vectorbt's simulation walks it (bar by bar): no strided reads.
-    values = np.ascontiguousarray(orders.mask(blocked).to_numpy(np.float64))
-    return pd.DataFrame(values, index=orders.index, columns=orders.columns, copy=False)
+    plan.orders = pd.DataFrame(np.ascontiguousarray(plan.orders.to_numpy(np.float64)),
+                               index=due.index, columns=close.columns, copy=False)
+    return plan
 
 
-def backtest(scores_or_weights: pd.Series | pd.DataFrame, panel: pd.DataFrame, *,
-             column: str | None = None, method: str = "topk", topk: int | None = None,
-             n_drop: int | None = None, execution: str = DEFAULT_EXECUTION, fees: float = 0.0,
-             slippage: float = 0.0, init_cash: float = DEFAULT_INIT_CASH,
+def backtest(scores_or_weights: pd.Series | pd.DataFrame, panel: pd.DataFrame,
+             spec: TradeSpec | None = None, *, column: str | None = None,
              freq: str | pd.Timedelta | None = None, periods_per_year: int | None = None,
-             weight_options: Mapping[str, Any] | None = None,
-             **portfolio_kwargs) -> vbt.Portfolio:
+             portfolio_kwargs: Mapping[str, Any] | None = None, **terms) -> vbt.Portfolio:
     """Backtest scores (or target weights) on ``panel`` with vectorbt.
 
     Parameters
     ----------
     scores_or_weights
         Scores indexed by ("datetime", "instrument") (turned into weights by
-        :func:`kronos_quant.portfolio.target_weights`), or a weight frame (rebalance dates ×
-        instruments, 0 = not held) such as ``target_weights`` returns.
+        :func:`kronos_quant.portfolio.target_weights` with ``spec``), or a weight frame
+        (rebalance dates × instruments, 0 = not held) such as ``target_weights`` returns,
+        traded as it is.
     panel
         The canonical panel whose bars are traded (see :mod:`kronos_quant.data`).
-    column, method, topk, n_drop
-        Passed to ``target_weights`` (ignored for a weight frame); ``weight_options`` holds its
-        other options (``long_short``, ``max_weight``, ``gross``, ``min_score``, ``threshold``).
-    execution
-        ``"next_open"`` (default), ``"next_close"`` or ``"same_close"``
-        (:mod:`kronos_quant.execution`): the bar and price each rebalance fills at.
-    fees, slippage
-        Proportional costs per order (0.001 = 10 bp), as vectorbt applies them.
-    init_cash
-        Starting cash of the single shared-cash group.
+    spec, **terms
+        The trading terms (:class:`~kronos_quant.tradespec.TradeSpec`; default
+        ``TradeSpec()``), keyword terms on top (``topk=3, fees=0.001``). vectorbt reads
+        ``execution`` (the bar and price each rebalance fills at), ``cash``, ``fees`` and
+        ``slippage`` (fractions of the traded value, as vectorbt applies them); a lot size or
+        a minimum cost is refused (fractional shares, proportional fees). ``init_cash`` and
+        ``weight_options`` still work, deprecated.
+    column
+        The score column when ``scores`` has several.
     freq, periods_per_year
         Bar spacing (default: the median gap between bars) and bars per year (default:
         inferred from the bars, as the tear sheet does). vectorbt annualises with
         ``year_freq / freq``: its global ``vbt.settings.returns["year_freq"]`` is set to
         ``freq * periods_per_year`` (logged when it changes), so ``pf.stats()`` and
         ``pf.sharpe_ratio()`` give the Sharpe ratio of :mod:`kronos_quant.metrics`.
-    **portfolio_kwargs
+    portfolio_kwargs
         Anything else ``Portfolio.from_orders`` accepts.
 
     Returns
     -------
-    vbt.Portfolio, one group ("group") holding every instrument.
+    vbt.Portfolio, one group ("group") holding every instrument; ``pf.trade_spec`` is the
+    spec it ran with.
     """
     vbt = require_engine("vectorbt")
-    check_execution(execution)
-    close, price, tradable = price_frames(panel, execution=execution)
-    weights = _weights(scores_or_weights, close.columns, column=column, method=method,
-                       topk=topk, n_drop=n_drop, options=weight_options or {})
-    orders = order_frame(weights, close, tradable, execution=execution)
+    if "weight_options" in terms:
+        warnings.warn("weight_options= is deprecated; pass the terms as keywords (or spec=)",
+                      DeprecationWarning, stacklevel=2)
+        terms = {**dict(terms.pop("weight_options") or {}), **terms}
+    spec = resolve_spec(spec, terms, engine="vectorbt")
+    close, price, tradable = price_frames(panel, execution=spec.execution)
+    weights = _weights(scores_or_weights, close.columns, spec, column=column)
+    plan = order_frame(weights, close, tradable, execution=spec.execution)
+    extra = dict(portfolio_kwargs or {})
     fixed = {"size_type": "targetpercent", "group_by": True, "cash_sharing": True}
-    clash = sorted(set(fixed) & set(portfolio_kwargs))
+    clash = sorted((set(fixed) | {"size", "price", "fees", "slippage", "init_cash"}) & set(extra))
     if clash:
         raise ValueError(f"{clash} are fixed by this adapter (target weights, one shared-cash "
-                         f"group); call vbt.Portfolio.from_orders directly to change them")
-    portfolio_kwargs.setdefault("call_seq", "auto")
+                         f"group, the spec's costs); call vbt.Portfolio.from_orders directly "
+                         f"to change them")
+    extra.setdefault("call_seq", "auto")
     if freq is None:
         freq = bar_spacing(close.index, option="freq=")  # what vectorbt annualises with
     set_year(freq, periods_per_year or periods_per_year_of(close.index))
-    start = first_trade_bar(weights, close.index, execution=execution)
-    close, price, orders = (frame.loc[start:] for frame in (close, price, orders))
-    return vbt.Portfolio.from_orders(close, size=orders, price=price, fees=fees,
-                                     slippage=slippage, init_cash=init_cash, freq=freq,
-                                     **fixed, **portfolio_kwargs)
+    # Start at the first rebalance's execution bar: before it the book only holds cash.
+    start = first_trade_bar(weights, close.index, execution=spec.execution)
+    ordered = plan.orders.notna().to_numpy().any(axis=1)
+    if ordered.any():
+        start = min(start, plan.orders.index[int(np.argmax(ordered))])
+    close, price, orders, at_close = (frame.loc[start:] for frame in
+                                      (close, price, plan.orders, plan.at_close))
+    pf = vbt.Portfolio.from_orders(close, size=orders, price=price.mask(at_close, close),
+                                   fees=spec.fees, slippage=spec.slippage, init_cash=spec.cash,
+                                   freq=freq, **fixed, **extra)
+    pf.trade_spec = spec
+    return pf
 
 
 def set_year(freq: str | pd.Timedelta, periods_per_year: int) -> pd.Timedelta:

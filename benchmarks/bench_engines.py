@@ -103,13 +103,13 @@ def vectorbt_alone(data: dict) -> Callable[[], object]:
 def vectorbt_adapter_weights(data: dict) -> Callable[[], object]:
     from kronos_quant.adapters.vectorbt import backtest
 
-    return lambda: backtest(data["weights"], data["panel"], fees=FEES, init_cash=1e6)
+    return lambda: backtest(data["weights"], data["panel"], fees=FEES, cash=1e6)
 
 
 def vectorbt_adapter_scores(data: dict) -> Callable[[], object]:
     from kronos_quant.adapters.vectorbt import backtest
 
-    return lambda: backtest(data["scores"], data["panel"], topk=TOPK, fees=FEES, init_cash=1e6)
+    return lambda: backtest(data["scores"], data["panel"], topk=TOPK, fees=FEES, cash=1e6)
 
 
 def _vectorbt_value(pf) -> float:
@@ -134,7 +134,7 @@ def backtrader_buy_and_hold(data: dict) -> Callable[[], object]:
     panel, _ = _backtrader_book(data)
 
     def run():
-        cerebro = cerebro_for(panel, commission=FEES, stdstats=False)
+        cerebro = cerebro_for(panel, fees=FEES, stdstats=False)
         cerebro.addstrategy(BuyAndHold)
         cerebro.run()
         return cerebro
@@ -145,7 +145,7 @@ def backtrader_precomputed(data: dict) -> Callable[[], object]:
     from kronos_quant.strategies.backtrader import run
 
     panel, scores = _backtrader_book(data)
-    return lambda: run(panel, scores=scores, topk=BT_TOPK, rebalance=EVERY, commission=FEES,
+    return lambda: run(panel, scores=scores, topk=BT_TOPK, fees=FEES,
                        stdstats=False).cerebro
 
 

@@ -6,7 +6,7 @@ Runs offline with the embedded demo model on a synthetic daily panel:
 
 ``KronosStrategy`` forecasts every data's last ``--lookback`` bars every ``--rebalance``
 bars (live inference, one batch across datas), holds the ``--topk`` best by expected return,
-and trades at the next open with 10 bp commission. ``--mode precomputed`` scores the panel
+and trades at the next open with 10 bp fees. ``--mode precomputed`` scores the panel
 first with ``score_panel`` and feeds the scores in as signal lines instead: the same scores,
 so the same trades, without the model in the loop. It prints backtrader's analyzers and
 writes backtrader's chart as a PNG (no display needed).
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--rebalance", type=int, default=5, help="bars between rebalances")
     parser.add_argument("--topk", type=int, default=2)
-    parser.add_argument("--commission", type=float, default=0.001)
+    parser.add_argument("--fees", type=float, default=0.001, help="per trade, 0.001 = 10 bp")
     parser.add_argument("--out", default="backtrader_out")
     args = parser.parse_args(argv)
 
@@ -48,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     predictor = KronosPredictor.from_pretrained(args.model, args.tokenizer, device="cpu")
     model = dict(lookback=args.lookback, pred_len=args.pred_len, sample_count=args.samples,
                  seed=0)
-    trading = dict(rebalance=args.rebalance, topk=args.topk, commission=args.commission)
-    if args.mode == "live":
-        result = run(panel, predictor=predictor, scorer="expected_return", **model, **trading)
-    else:
+    trading = dict(topk=args.topk, fees=args.fees)
+    if args.mode == "live":  # a forecast every --rebalance bars
+        result = run(panel, predictor=predictor, scorer="expected_return",
+                     rebalance=args.rebalance, **model, **trading)
+    else:  # scores every --rebalance bars, each traded (rebalance=1: every score date)
         scores = score_panel(predictor, panel, freq=args.rebalance, scorers=["expected_return"],
                              **model)
         result = run(panel, scores=scores, **trading)

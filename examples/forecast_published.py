@@ -22,7 +22,8 @@ def main() -> None:
     parser.add_argument("csv")
     parser.add_argument("--model", default="NeoQuasar/Kronos-small")
     parser.add_argument("--tokenizer", default="NeoQuasar/Kronos-Tokenizer-base")
-    parser.add_argument("--max-context", type=int, default=512)
+    parser.add_argument("--max-context", type=int, default=None,
+                        help="default: the context the checkpoint was trained on")
     parser.add_argument("--lookback", type=int, default=400)
     parser.add_argument("--pred-len", type=int, default=120)
     parser.add_argument("--samples", type=int, default=32)

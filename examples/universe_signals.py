@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--panel", default=None, help="bars file/folder (default: synthetic)")
     parser.add_argument("--model", default=str(ASSETS / "model"))
     parser.add_argument("--tokenizer", default=str(ASSETS / "tokenizer"))
-    parser.add_argument("--max-context", type=int, default=512)
+    parser.add_argument("--max-context", type=int, default=None,
+                        help="default: the context the checkpoint was trained on")
     parser.add_argument("--lookback", type=int, default=60)
     parser.add_argument("--pred-len", type=int, default=5)
     parser.add_argument("--samples", type=int, default=8)

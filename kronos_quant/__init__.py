@@ -8,9 +8,10 @@ from .forecast import Forecast
 from .model import Kronos
 from .predictor import KronosPredictor
 from .tokenizer import KronosTokenizer
+from .tradespec import TradeSpec
 
 __all__ = ["Kronos", "KronosTokenizer", "KronosPredictor", "Forecast", "KronosConfig",
-           "KronosTokenizerConfig"]
+           "KronosTokenizerConfig", "TradeSpec"]
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from .data import load_panel, periods_per_year, unstack_field
-from .execution import DEFAULT_EXECUTION
 from .io import atomic_path, write_atomic
 from .metrics import Metrics, backtest_metrics, buy_and_hold_returns, first_trade_bar
 from .portfolio import target_weights
+from .tradespec import ENGINES as SPEC_ENGINES
+from .tradespec import TradeSpec
 
 DEFAULT_SCORER = "expected_return"
 
@@ -51,18 +52,12 @@ class BacktestOptions:
     model: str | None = None
     tokenizer: str | None = None
     device: str | None = None
-    max_context: int = 512
+    max_context: int | None = None  # None: the context the checkpoint was trained on
     scoring: Mapping[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
     batch_size: int = 256
     calibration: bool = False
-    method: str = "topk"
-    topk: int = 10
-    n_drop: int | None = None
-    execution: str = DEFAULT_EXECUTION
-    fees: float = 0.0
-    slippage: float = 0.0
-    init_cash: float = 1_000_000.0
+    spec: TradeSpec = field(default_factory=TradeSpec)  # every trading term, for every engine
     horizon: int | None = None
     periods_per_year: int | None = None
     engine_options: Mapping[str, Any] = field(default_factory=dict)
@@ -71,15 +66,23 @@ class BacktestOptions:
 
 @dataclass
 class BacktestJob:
-    """What every engine receives: the panel, the weights to trade and the trading terms."""
+    """What every engine receives: the panel, the weights to trade and the trading terms
+    (``spec``); ``scores`` (the traded column) for engines that rank names themselves
+    (Qlib's TopkDropout)."""
 
     panel: pd.DataFrame
-    weights: pd.DataFrame  # rebalance dates × instruments (target_weights output)
-    execution: str
-    fees: float
-    slippage: float
-    init_cash: float
+    weights: pd.DataFrame  # rebalance dates × instruments (target_weights(scores, spec))
+    spec: TradeSpec = field(default_factory=TradeSpec)
+    scores: pd.Series | None = None
     options: BacktestOptions | None = None  # the run's options (engine_options among them)
+
+    @property
+    def execution(self) -> str:
+        return self.spec.execution
+
+    @property
+    def fees(self) -> float:
+        return self.spec.fees
 
 
 @dataclass
@@ -90,6 +93,7 @@ class EngineResult:
     returns: pd.Series
     native: object = None
     orders: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # into summary.json (engine_details)
 
 
 @dataclass(frozen=True)
@@ -110,8 +114,7 @@ def register_engine(engine: Engine) -> None:
 def _vectorbt(job: BacktestJob) -> EngineResult:
     from .adapters.vectorbt import backtest
 
-    pf = backtest(job.weights, job.panel, execution=job.execution, fees=job.fees,
-                  slippage=job.slippage, init_cash=job.init_cash)
+    pf = backtest(job.weights, job.panel, job.spec)
     return EngineResult(pf.returns(), pf, int(pf.orders.count()))
 
 
@@ -122,14 +125,47 @@ register_engine(Engine("vectorbt", _vectorbt,
 def _backtrader(job: BacktestJob) -> EngineResult:
     from .strategies.backtrader import run
 
-    res = run(job.panel, weights=job.weights, execution=job.execution, commission=job.fees,
-              slippage=job.slippage, cash=job.init_cash, stdstats=False)
+    res = run(job.panel, job.spec, weights=job.weights, stdstats=False)
     return EngineResult(res.returns, res, len(res.result.fills))
 
 
 register_engine(Engine("backtrader", _backtrader,
                        "backtrader KronosStrategy: orders sized at the fill price, sells first "
                        "(daily returns)"))
+
+
+def _qlib(job: BacktestJob) -> EngineResult:
+    """Qlib's TopkDropout on the scores, over ``engine_options["provider"]`` or a provider
+    written from the panel beside the outputs; the benchmark is the equal-weight universe;
+    ``engine_options["region"]`` (default ``"us"``: no price limits) sets Qlib's limits."""
+    from .adapters.qlib import run_topk_dropout
+    from .adapters.qlib_data import write_provider
+
+    extra = dict(job.options.engine_options) if job.options is not None else {}
+    provider = extra.get("provider")
+    if provider is None:
+        out = Path(job.options.out) if job.options is not None else Path(".")
+        provider = out / "qlib_provider"
+        write_provider(job.panel, provider, verbose=False)
+    calendar = job.panel.index.get_level_values("datetime").unique().sort_values()
+    res = run_topk_dropout(job.scores, provider, job.spec, benchmark=equal_weight_returns(
+        job.panel), region=extra.get("region", "us"), end=calendar[-2], tearsheet=False,
+        verbose=job.options.verbose if job.options is not None else False)
+    net = (res.report["return"] - res.report["cost"]).rename("returns")
+    # Qlib stops a day early (it needs the next day to close a step): the book it holds
+    # then rides the panel's last bar, as in the other engines; flat before the first trade.
+    close = unstack_field(job.panel, "close").ffill()
+    held = res.holdings.iloc[-1].reindex(close.columns, fill_value=0.0)
+    value = float(res.report["account"].iloc[-1])
+    net.loc[calendar[-1]] = float((held * (close.iloc[-1] - close.iloc[-2])).sum()) / value
+    trades = int((res.holdings.diff().fillna(res.holdings) != 0).to_numpy().sum())
+    return EngineResult(net.reindex(calendar, fill_value=0.0), res, trades,
+                        {"differences": res.extra["differences"]})
+
+
+register_engine(Engine("qlib", _qlib,
+                       "Qlib TopkDropoutStrategy (method topk only; its own rules: lots, limits, "
+                       "ties, delistings; see docs/qlib.md)"))
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -258,10 +294,10 @@ def run_backtest(options: BacktestOptions) -> BacktestRun:
     panel = load_panel(options.panel)
     scores, forecasts = load_scores(options, panel)
     signal = pick_signal(scores, options.signal)
-    weights = target_weights(scores, column=signal, method=options.method, topk=options.topk,
-                             n_drop=options.n_drop)
-    job = BacktestJob(panel, weights, options.execution, options.fees, options.slippage,
-                      options.init_cash, options)
+    spec = options.spec.check_engine(options.engine if options.engine in SPEC_ENGINES
+                                     else "vectorbt")
+    weights = target_weights(scores, spec, column=signal)
+    job = BacktestJob(panel, weights, spec, scores[signal], options)
     result = ENGINES[options.engine].run(job)
     out = Path(options.out)
     files = {name: out / name
@@ -274,20 +310,19 @@ def run_backtest(options: BacktestOptions) -> BacktestRun:
     calibration = (calibrate(forecasts, panel) if forecasts is not None and options.calibration
                    else None)
     report = evaluate_signal(scores[[signal]], panel, horizon=horizon,
-                             execution=options.execution, calibration=calibration)
+                             execution=spec.execution, calibration=calibration)
     ppy = options.periods_per_year or periods_per_year(calendar)
-    metrics, benchmark = result_metrics(returns, panel, weights, execution=job.execution,
-                                        cash=job.init_cash, periods_per_year=ppy)
-    title = f"{signal} {options.method} ({options.engine}, {options.execution})"
+    metrics, benchmark = result_metrics(returns, panel, weights, execution=spec.execution,
+                                        cash=spec.cash, periods_per_year=ppy)
+    title = f"{signal} {spec.method} ({options.engine}, {spec.execution})"
     tearsheet(returns, benchmark=benchmark, title=title, output=files["tearsheet.html"],
               periods_per_year=ppy, signal_report=report, metrics=metrics)
     label = scores_model_label(options.model, options.tokenizer, scores)
     plot_equity(returns.loc[pd.Timestamp(metrics.start):], benchmark, files["equity.png"],
                 title=title, model_label=label)
     summary = {"engine": options.engine, "model": label, "signal": signal,
-               "method": options.method, "topk": options.topk, "n_drop": options.n_drop,
-               "execution": options.execution, "fees": options.fees,
-               "slippage": options.slippage, "horizon": horizon, "orders": result.orders}
+               "spec": spec.to_dict(), "horizon": horizon, "orders": result.orders,
+               "engine_details": result.details}
     summary |= metrics.to_dict() | report.summary()
     write_atomic(files["summary.json"], json.dumps(summary, indent=2) + "\n")
     return BacktestRun(summary, files, result, metrics)

@@ -17,13 +17,18 @@ import pandas as pd
 from .calendars import freq_offset
 from .inputs import (
     BAR_COLUMNS,
+    DATETIME_ALIASES,
     PRICE_COLUMNS,
     bar_value_problem,
+    check_bar_ranges,
+    check_jumps,
+    check_name_twins,
     clean_bars,
     frame_timestamps,
     match_columns,
     wall_clock,
 )
+from .io import read_table
 
 # Seeded synthetic series are read from here too (``kronos_quant.data.synthetic_ohlcv``):
 # the ``as`` form marks the re-exports.
@@ -142,28 +147,43 @@ def validate_panel(panel: pd.DataFrame, *, require_amount: bool = False) -> pd.D
     if extra:
         logger.debug("validate_panel: dropping non-canonical columns %s", extra)
     data = {c: _checked_column(panel, c) for c in present}
+    check_bar_ranges(data, labels={c: c for c in PRICE_COLUMNS}, source="panel",
+                     where=lambda row: _key(panel, row))
     return pd.DataFrame(data, index=panel.index)
 
 
-def _normalize_frame(frame: pd.DataFrame, source: str, datetime_col: str | None) -> pd.DataFrame:
+def _normalize_frame(frame: pd.DataFrame, source: str, datetime_col: str | None, *,
+                     date_format: str | None = None, repair: str | None = None,
+                     rows: object = None) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"{source}: expected a DataFrame, got {type(frame).__name__}")
-    stamps = frame_timestamps(frame, source=source, column=datetime_col).rename("datetime")
-    out = clean_bars(frame, timestamps=stamps, source=source)
+    stamps = frame_timestamps(frame, source=source, column=datetime_col,
+                              date_format=date_format, rows=rows).rename("datetime")
+    out = clean_bars(frame, timestamps=stamps, source=source, rows=rows, repair=repair)
     if "volume" not in out.columns:
         logger.warning("%s: no volume column; filling volume with 0.0", source)
         out.insert(4, "volume", 0.0)
+    order = np.argsort(stamps.to_numpy(), kind="stable")
+    file_rows = np.arange(len(out)) if rows is None else np.asarray(rows)
+    check_jumps(out["close"].to_numpy()[order], out["open"].to_numpy()[order], source=source,
+                where=lambda pos: f"row {file_rows[order[pos]]} ({stamps[order[pos]]})")
     return out
 
 
-def panel_from_frames(frames: Mapping[str, pd.DataFrame], *,
-                      datetime_col: str | None = None) -> pd.DataFrame:
+def panel_from_frames(frames: Mapping[str, pd.DataFrame], *, datetime_col: str | None = None,
+                      date_format: str | None = None, repair: str | None = None,
+                      rows: Mapping[str, object] | None = None,
+                      source: str = "") -> pd.DataFrame:
     """Build a validated panel from ``{instrument: frame}``.
 
     Each frame has a DatetimeIndex or a datetime/timestamps/timestamp/date/time column
-    (or ``datetime_col``); column names are matched case-insensitively and numeric strings
-    converted. A missing ``volume`` becomes 0.0 (with a warning); ``amount`` is kept only
-    if every frame has it.
+    (or ``datetime_col``, read with ``date_format`` if given); column names are matched
+    case-insensitively and numeric strings converted. A missing ``volume`` becomes 0.0 (with
+    a warning); ``amount`` is kept only if every frame has it. Impossible bars are refused
+    unless ``repair="clip"`` (see :func:`~kronos_quant.inputs.check_bar_ranges`); instrument
+    names differing only in case are refused. ``rows`` gives, per instrument, the numbers
+    messages use for its rows (a file's data rows; default: positions); ``source`` (e.g. the
+    file) starts every message.
     """
     if not isinstance(frames, Mapping):
         raise TypeError(f"frames must be a mapping of instrument -> DataFrame, "
@@ -174,9 +194,13 @@ def panel_from_frames(frames: Mapping[str, pd.DataFrame], *,
     for name, frame in frames.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"instrument names must be non-empty strings, got {name!r}")
-        norm = _normalize_frame(frame, f"instrument {name!r}", datetime_col)
+        where = f"{source}, instrument {name!r}" if source else f"instrument {name!r}"
+        norm = _normalize_frame(frame, where, datetime_col,
+                                date_format=date_format, repair=repair,
+                                rows=None if rows is None else rows.get(name))
         norm.index = pd.MultiIndex.from_arrays([norm.index, [name] * len(norm)], names=INDEX_NAMES)
         parts.append(norm)
+    check_name_twins(list(frames))
     lacking = [n for n, p in zip(frames, parts, strict=True) if "amount" not in p.columns]
     if 0 < len(lacking) < len(parts):
         logger.warning("dropping 'amount': instruments %s do not have it", lacking)
@@ -185,23 +209,9 @@ def panel_from_frames(frames: Mapping[str, pd.DataFrame], *,
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    try:
-        if path.suffix.lower() == ".csv":
-            header = pd.read_csv(path, nrows=0).columns
-            # Keep codes such as "000001" intact instead of parsing them as integers.
-            as_text = {c: "string" for c in header if str(c).strip().lower() in INSTRUMENT_ALIASES}
-            frame = pd.read_csv(path, dtype=as_text)
-        else:
-            frame = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"could not read {path}: {exc}") from exc
-    # Round-tripped panels carry their keys in the index; treat them as ordinary columns
-    # (an unnamed datetime index is the bars' stamps).
-    if isinstance(frame.index, pd.RangeIndex):
-        return frame
-    if isinstance(frame.index, pd.DatetimeIndex) and frame.index.name is None:
-        frame = frame.rename_axis("datetime")
-    return frame.reset_index()
+    """A CSV or Parquet file as read (:func:`~kronos_quant.io.read_table`), codes such as
+    "000001" kept as text."""
+    return read_table(path, text_columns=INSTRUMENT_ALIASES)
 
 
 def _split_long(frame: pd.DataFrame, instrument_col: str, path: Path) -> dict[str, pd.DataFrame]:
@@ -222,7 +232,7 @@ def _split_long(frame: pd.DataFrame, instrument_col: str, path: Path) -> dict[st
     labels = frame[col]
     if labels.isna().any():
         raise ValueError(f"{source}: instrument column {col!r} is empty "
-                         f"at row {int(np.argmax(labels.isna()))}")
+                         f"at row {int(np.argmax(labels.isna())) + 1}")
     labels = labels.astype("string")
     return {str(name): part.drop(columns=col) for name, part in frame.groupby(labels, sort=True)}
 
@@ -243,7 +253,7 @@ def _read_directory(path: Path) -> dict[str, pd.DataFrame]:
 
 def load_panel(
     path: str | Path, *, instrument_col: str = "instrument", datetime_col: str | None = None,
-    freq: str | None = None,
+    freq: str | None = None, date_format: str | None = None, repair: str | None = None,
 ) -> pd.DataFrame:
     """Load a validated panel from a long-format file or a directory of per-symbol files.
 
@@ -251,7 +261,10 @@ def load_panel(
     or a directory holding one such file per instrument (instrument = file stem).
     ``instrument_col`` names the instrument column of a long file (at the default,
     symbol/code/ticker are also accepted); ``datetime_col`` is auto-detected when None;
-    ``freq`` aggregates the bars with :func:`resample_panel`.
+    ``freq`` aggregates the bars with :func:`resample_panel`; ``date_format`` reads the
+    stamps (e.g. ``'%d/%m/%Y'`` for day-first dates); ``repair="clip"`` widens impossible
+    bars instead of refusing them. Errors name the file's rows counted from 1 (the first data
+    row; the header is not counted).
     """
     path = Path(path)
     if not path.exists():
@@ -265,15 +278,21 @@ def load_panel(
                          f"expected one of {TABLE_SUFFIXES}")
     if not frames:
         raise ValueError(f"{path} contains no rows")
-    panel = panel_from_frames(frames, datetime_col=datetime_col)
+    rows = {name: frame.index.to_numpy() + 1 for name, frame in frames.items()}
+    panel = panel_from_frames(frames, datetime_col=datetime_col, date_format=date_format,
+                              repair=repair, rows=rows, source="" if path.is_dir() else str(path))
     return panel if freq is None else resample_panel(panel, freq)
 
 
-def read_series(path: str | Path, *, instrument: str | None = None) -> pd.DataFrame:
-    """One series of bars from a CSV or Parquet file, as read (timestamps still a column).
+def read_series(path: str | Path, *, instrument: str | None = None,
+                date_format: str | None = None) -> pd.DataFrame:
+    """One series of bars from a CSV or Parquet file, as read but for its timestamp column,
+    parsed (``date_format`` as in :func:`~kronos_quant.stamps.parse_timestamps`).
 
     A file with an instrument column (any of :data:`INSTRUMENT_ALIASES`) may hold several
-    series: ``instrument`` picks one (it may be left out when there is only one).
+    series: ``instrument`` picks one (it may be left out when there is only one). The index
+    holds the rows' numbers in the file (1 = the first data row), so a forecast of a slice
+    names bad rows as the file has them.
     """
     path = Path(path)
     if not path.is_file():
@@ -282,12 +301,13 @@ def read_series(path: str | Path, *, instrument: str | None = None) -> pd.DataFr
         raise ValueError(f"{path}: expected a .csv or .parquet file, "
                          f"got {path.suffix.lower() or 'no suffix'!r}")
     frame = _read_table(path)
+    frame.index = frame.index + 1
     found = list(match_columns(frame.columns, INSTRUMENT_ALIASES, source=f"file {path}").values())
     if not found:
         if instrument is not None:
             raise ValueError(f"{path} has no instrument column ({', '.join(INSTRUMENT_ALIASES)}) "
                              f"to pick {instrument!r} from")
-        return frame
+        return _parsed_stamps(frame, f"file {path}", date_format)
     if len(found) > 1:
         raise ValueError(f"file {path}: ambiguous instrument columns {found}; keep one")
     series = _split_long(frame, str(found[0]), path)
@@ -301,7 +321,14 @@ def read_series(path: str | Path, *, instrument: str | None = None) -> pd.DataFr
     if instrument not in series:
         raise ValueError(f"instrument {instrument!r} is not in column {found[0]!r} of {path}; "
                          f"found {', '.join(names[:10])}")
-    return series[instrument].reset_index(drop=True)
+    return _parsed_stamps(series[instrument], f"file {path}, instrument {instrument!r}",
+                          date_format)
+
+
+def _parsed_stamps(frame: pd.DataFrame, source: str, date_format: str | None) -> pd.DataFrame:
+    stamps = frame_timestamps(frame, source=source, date_format=date_format, rows=frame.index)
+    label = next(iter(match_columns(frame.columns, DATETIME_ALIASES).values()))
+    return frame.assign(**{str(label): stamps.to_numpy()})
 
 
 def resample_panel(panel: pd.DataFrame, freq: str) -> pd.DataFrame:

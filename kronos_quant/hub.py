@@ -5,6 +5,7 @@ weight. Here every missing key, unexpected key and shape mismatch is an error th
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -18,6 +19,12 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
+# Written beside config.json by our finetuning: the window the model was trained on.
+TRAINING_NAME = "training.json"
+# Context (tokens) the published predictors were trained on (kronos-compat-spec).
+PUBLISHED_CONTEXT: dict[str, int] = {"NeoQuasar/Kronos-mini": 2048,
+                                     "NeoQuasar/Kronos-small": 512,
+                                     "NeoQuasar/Kronos-base": 512}
 
 M = TypeVar("M", bound="HubModelMixin")
 
@@ -55,6 +62,32 @@ def _resolve_files(name_or_path: str | Path, *, revision: str | None, cache_dir:
             raise
         weights = Path(hf_hub_download(filename=LEGACY_WEIGHTS_NAME, **kwargs))
     return config, weights
+
+
+def write_training_record(directory: str | Path, *, lookback: int, pred_len: int) -> Path:
+    """Record beside a predictor's config.json the windows it was trained on: ``context`` is
+    the longest token sequence it saw (``lookback + pred_len``), the predictor's default
+    ``max_context``."""
+    path = Path(directory) / TRAINING_NAME
+    record = {"context": int(lookback) + int(pred_len), "lookback": int(lookback),
+              "pred_len": int(pred_len)}
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def trained_context(name_or_path: str | Path) -> int | None:
+    """Context (tokens) a predictor checkpoint was trained on, or None if unknown.
+
+    A directory's :data:`TRAINING_NAME` record, else the published checkpoints' known
+    contexts (:data:`PUBLISHED_CONTEXT`: 512 for Kronos-small/base, 2048 for mini).
+    """
+    record = Path(name_or_path) / TRAINING_NAME
+    if record.is_file():
+        try:
+            return int(json.loads(record.read_text())["context"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{record} is not a training record ({err})") from None
+    return PUBLISHED_CONTEXT.get(str(name_or_path))
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

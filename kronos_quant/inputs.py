@@ -2,13 +2,13 @@
 
 The one input path: :data:`BAR_COLUMNS` and :data:`DATETIME_ALIASES` are the column names
 every loader and the predictor accept (case-insensitively), :func:`clean_bars` the one check
-of bar values and :func:`parse_timestamps` the one reading of stamps (tz-aware stamps become
-their local wall-clock time, tz dropped, with one log line).
+of bar values and :func:`~kronos_quant.stamps.parse_timestamps` the one reading of stamps
+(tz-aware stamps become their local wall-clock time, tz dropped, with one log line).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from .calendars import CalendarLike, future_timestamps
+from .stamps import check_timestamps, epoch_hint, parse_timestamps, row_number
+from .stamps import wall_clock as wall_clock  # re-exported: loaders and adapters use it here
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +26,17 @@ logger = logging.getLogger(__name__)
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 BAR_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "amount")
 DATETIME_ALIASES: tuple[str, ...] = ("datetime", "timestamps", "timestamp", "date", "time")
-MIN_CONTEXT = 2
+# Adjusted-close columns: named in a warning, never used (prices come from open/high/low/close).
+ADJUSTED_CLOSE_ALIASES: tuple[str, ...] = ("adj close", "adj_close", "adjclose", "adj. close",
+                                           "adjusted close", "adjusted_close", "adj")
+# The shortest context a forecast accepts: the per-column mean and standard deviation every
+# bar is normalised with are too noisy over fewer bars (the published models were trained on
+# windows of hundreds of bars, the demo model on 120).
+MIN_CONTEXT = 16
+# A close-to-open move beyond this factor (either way) is flagged as a likely split.
+SPLIT_FACTOR = 0.6
+# Ways of repairing impossible bars (high below low, open or close; low above them).
+REPAIRS: tuple[str, ...] = ("clip",)
 # Normalisation: x = (x - mean) / (std + NORM_EPS), population std over the context (spec).
 NORM_EPS = 1e-5
 
@@ -58,40 +70,11 @@ def match_columns(columns: Iterable[Any], names: Iterable[str], *,
     return found
 
 
-def wall_clock(index: pd.DatetimeIndex, *, what: str) -> pd.DatetimeIndex:
-    """tz-aware stamps → their wall-clock time in their own zone, tz dropped (logged once)."""
-    if index.tz is None:
-        return index
-    logger.info("%s: timezone-aware stamps (%s) converted to their local wall-clock time, "
-                "timezone dropped", what, index.tz)
-    return index.tz_localize(None)
-
-
-def parse_timestamps(values: Any, *, what: str) -> pd.DatetimeIndex:
-    """Datetimes (or YYYYMMDD integers) → tz-naive DatetimeIndex, with a clear error otherwise."""
-    if not isinstance(values, pd.DatetimeIndex):
-        series = pd.Series(values) if not isinstance(values, pd.Series) else values
-        fmt = None
-        if pd.api.types.is_integer_dtype(series):
-            # Integer dates such as 20240102 would otherwise be read as nanoseconds since 1970.
-            if not series.between(10_000_101, 99_991_231).all():
-                raise ValueError(f"{what}: numeric timestamps are ambiguous (only YYYYMMDD "
-                                 "integers are read); convert them first")
-            series, fmt = series.astype("string"), "%Y%m%d"
-        try:
-            values = pd.DatetimeIndex(pd.to_datetime(series, format=fmt))
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{what} cannot be read as datetimes: {err}") from None
-    if values.hasnans:
-        raise ValueError(f"{what} has a missing timestamp at position "
-                         f"{int(np.argmax(values.isna()))}")
-    return wall_clock(values, what=what)
-
-
-def frame_timestamps(df: pd.DataFrame, *, source: str = "",
-                     column: str | None = None) -> pd.DatetimeIndex:
+def frame_timestamps(df: pd.DataFrame, *, source: str = "", column: str | None = None,
+                     date_format: str | None = None, rows: Any = None) -> pd.DatetimeIndex:
     """Timestamps of a frame: ``column`` if given, else its DatetimeIndex, else its one
-    datetime column (any of :data:`DATETIME_ALIASES`, in any case)."""
+    datetime column (any of :data:`DATETIME_ALIASES`, in any case). ``date_format`` and
+    ``rows`` as in :func:`parse_timestamps`."""
     if column is not None:
         found = match_columns(df.columns, [column.strip().lower()], source=source)
         if not found:
@@ -106,11 +89,17 @@ def frame_timestamps(df: pd.DataFrame, *, source: str = "",
             raise ValueError(f"{_prefix(source)}ambiguous datetime columns "
                              f"{list(found.values())}; keep one or name it explicitly")
         if not found:
+            index = df.index
+            if not isinstance(index, pd.RangeIndex) and pd.api.types.is_numeric_dtype(index):
+                # An index of numbers is the likeliest place for epoch stamps.
+                raise ValueError(f"{_prefix(source)}no timestamps: the index "
+                                 f"{epoch_hint(pd.Series(index))}")
             raise ValueError(f"{_prefix(source)}no timestamps: no DatetimeIndex and no datetime "
                              f"column (one of {list(DATETIME_ALIASES)}); columns are "
                              f"{list(df.columns)}")
         label = next(iter(found.values()))
-    return parse_timestamps(df[label], what=f"{_prefix(source)}column {label!r}")
+    return parse_timestamps(df[label], what=f"{_prefix(source)}column {label!r}",
+                            date_format=date_format, rows=rows)
 
 
 def bar_value_problem(column: str, values: np.ndarray) -> tuple[int, str] | None:
@@ -130,7 +119,7 @@ def bar_value_problem(column: str, values: np.ndarray) -> tuple[int, str] | None
     return None
 
 
-def _numeric(values: pd.Series, label: Any, source: str) -> np.ndarray:
+def _numeric(values: pd.Series, label: Any, source: str, rows: Any) -> np.ndarray:
     if pd.api.types.is_bool_dtype(values):
         raise TypeError(f"{_prefix(source)}column {label!r} must be numeric, got dtype bool")
     if not pd.api.types.is_numeric_dtype(values):
@@ -138,20 +127,82 @@ def _numeric(values: pd.Series, label: Any, source: str) -> np.ndarray:
         bad = (coerced.isna() & values.notna()).to_numpy()
         if bad.any():
             pos = int(np.argmax(bad))
+            value = values.iloc[pos]
+            hint = ("; thousands separators? read the file with thousands=',' or remove them"
+                    if isinstance(value, str) and "," in value
+                    and pd.notna(pd.to_numeric(value.replace(",", ""), errors="coerce")) else "")
             raise TypeError(f"{_prefix(source)}column {label!r} is not numeric: value "
-                            f"{values.iloc[pos]!r} at row {pos}")
+                            f"{value!r} at row {row_number(rows, pos)}{hint}")
         values = coerced
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _impossible_bars(data: dict[str, np.ndarray]) -> np.ndarray:
+    """Mask of bars whose high is below their low, open or close, or low above open/close."""
+    o, h, lo, c = (data[k] for k in PRICE_COLUMNS)
+    return (h < np.maximum(np.maximum(o, c), lo)) | (lo > np.minimum(o, c))
+
+
+def _bar_text(data: dict[str, np.ndarray], pos: int, labels: dict[str, Any]) -> str:
+    return ", ".join(f"{labels[k]} {data[k][pos]:g}" for k in PRICE_COLUMNS)
+
+
+def check_bar_ranges(data: dict[str, np.ndarray], *, labels: dict[str, Any], where: Callable,
+                     source: str = "", repair: str | None = None) -> dict[str, np.ndarray]:
+    """Refuse (or with ``repair="clip"`` widen) bars whose high/low do not bound open/close.
+
+    ``where(pos)`` names a bar in messages; ``labels`` maps canonical names to the columns as
+    written. Clipping sets high to the bar's largest price and low to its smallest and logs
+    every change at WARNING.
+    """
+    if repair is not None and repair not in REPAIRS:
+        raise ValueError(f"repair must be None or one of {list(REPAIRS)}, got {repair!r}")
+    bad = np.flatnonzero(_impossible_bars(data))
+    if bad.size == 0:
+        return data
+    pos = int(bad[0])
+    if repair is None:
+        raise ValueError(f"{_prefix(source)}impossible bar at {where(pos)}: "
+                         f"{_bar_text(data, pos, labels)} (high must be >= open, close and "
+                         f"low; low <= open and close); fix the data or pass repair='clip' "
+                         "(--repair clip)")
+    stacked = np.stack([data[k] for k in PRICE_COLUMNS])  # (4, L)
+    fixed = dict(data, high=stacked.max(axis=0), low=stacked.min(axis=0))
+    shown = "; ".join(f"{where(int(i))}: high {data['high'][i]:g} -> {fixed['high'][i]:g}, "
+                      f"low {data['low'][i]:g} -> {fixed['low'][i]:g}" for i in bad[:5])
+    more = f" (and {bad.size - 5} more)" if bad.size > 5 else ""
+    logger.warning("%srepair='clip' widened %d impossible bar(s): %s%s", _prefix(source),
+                   bad.size, shown, more)
+    return fixed
+
+
+def _notices(df: pd.DataFrame, data: dict[str, np.ndarray], found: dict[str, Any],
+             source: str) -> None:
+    """Warn about columns that look like data but are not used as the user may think."""
+    adjusted = match_columns(df.columns, ADJUSTED_CLOSE_ALIASES, source=source)
+    if adjusted:
+        label = next(iter(adjusted.values()))
+        warn_once(f"adj {source}", "%scolumn %r is not used: forecasts read open/high/low/"
+                   "close as given; if those are unadjusted, splits and dividends look like "
+                   "price jumps (scale open/high/low/close by %r / close first)",
+                   _prefix(source), label, label)
+    if "volume" in data and len(data["volume"]) and not data["volume"].any():
+        warn_once(f"zero volume {source}", "%scolumn %r is 0 on every bar: the model gets no "
+                   "volume information (as with no volume column)", _prefix(source),
+                   found["volume"])
+
+
 def clean_bars(df: pd.DataFrame, *, timestamps: pd.DatetimeIndex | None = None,
-               source: str = "") -> pd.DataFrame:
+               source: str = "", rows: Any = None, repair: str | None = None) -> pd.DataFrame:
     """The frame's bar columns, checked: the one validator of user bars.
 
     Columns are matched case-insensitively (:func:`match_columns`); open/high/low/close are
-    required; numeric strings are converted; every value must pass :func:`bar_value_problem`.
-    Returns float64 columns in :data:`BAR_COLUMNS` order (those present), indexed by
-    ``timestamps`` when given. Errors name the column, the row and its timestamp.
+    required; numeric strings are converted; every value must pass :func:`bar_value_problem`
+    and every bar :func:`check_bar_ranges` (``repair="clip"`` widens impossible bars instead).
+    An adjusted-close column is named in a warning (it is not used), as is a volume of 0 on
+    every bar. Returns float64 columns in :data:`BAR_COLUMNS` order (those present), indexed
+    by ``timestamps`` when given. Errors name the column as written, the row (``rows[pos]``
+    when given, e.g. a file's data rows from 1; else the position) and its timestamp.
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
@@ -162,35 +213,57 @@ def clean_bars(df: pd.DataFrame, *, timestamps: pd.DatetimeIndex | None = None,
     if missing:
         raise ValueError(f"{_prefix(source)}missing price columns {missing}; required: "
                          f"{list(PRICE_COLUMNS)}, columns are {list(df.columns)}")
+
+    def where(pos: int) -> str:
+        return f"row {row_number(rows, pos)}" + (f" ({timestamps[pos]})" if timestamps is not None
+                                          else "")
+
     data = {}
     for name in (c for c in BAR_COLUMNS if c in found):
-        values = _numeric(df[found[name]], found[name], source)
+        values = _numeric(df[found[name]], found[name], source, rows)
         problem = bar_value_problem(name, values)
         if problem is not None:
             pos, what = problem
-            where = f"row {pos}" + (f" ({timestamps[pos]})" if timestamps is not None else "")
-            raise ValueError(f"{_prefix(source)}column {found[name]!r} has {what} at {where}")
+            raise ValueError(f"{_prefix(source)}column {found[name]!r} has {what} at {where(pos)}")
         data[name] = values
+    data = check_bar_ranges(data, labels=found, where=where, source=source, repair=repair)
+    _notices(df, data, found, source)
     return pd.DataFrame(data, index=timestamps if timestamps is not None else df.index)
 
 
-def check_timestamps(ts: pd.DatetimeIndex, *, what: str) -> None:
-    """Strictly increasing timestamps, or an error naming the first offending position."""
-    if len(ts) > 1:
-        steps = np.asarray(ts[1:] - ts[:-1])
-        bad = np.flatnonzero(steps <= np.timedelta64(0))
-        if bad.size:
-            i = int(bad[0]) + 1
-            kind = "duplicate" if ts[i] == ts[i - 1] else "non-increasing"
-            raise ValueError(f"{what} has a {kind} timestamp at position {i}: "
-                             f"{ts[i - 1]} then {ts[i]}")
+def check_name_twins(names: list[str]) -> None:
+    """Instrument names that differ only in case or surrounding spaces are almost always one
+    symbol typed twice."""
+    seen: dict[str, str] = {}
+    for name in names:
+        twin = seen.setdefault(name.strip().casefold(), name)
+        if twin != name:
+            how = "case" if twin.strip() != name.strip() else "surrounding spaces"
+            raise ValueError(f"instruments {twin!r} and {name!r} differ only in {how}: the same "
+                             "symbol twice? rename one or fix the names")
+
+
+def check_jumps(close: np.ndarray, open_: np.ndarray, *, where: Callable,
+                source: str = "") -> None:
+    """Warn (once per source) at the first open that gaps from the previous close by more
+    than a factor :data:`SPLIT_FACTOR`: most likely a split the prices were not adjusted for."""
+    if len(close) < 2:
+        return
+    ratio = open_[1:] / close[:-1]
+    jumps = np.flatnonzero((ratio < SPLIT_FACTOR) | (ratio > 1 / SPLIT_FACTOR))
+    if jumps.size:
+        pos = int(jumps[0]) + 1
+        warn_once(f"jump {source}", "%s%s opens at %g after a close of %g (%+.0f%%): a split "
+                   "or other corporate action the prices are not adjusted for? the model reads "
+                   "it as a real move; adjust the prices first", _prefix(source), where(pos),
+                   open_[pos], close[pos - 1], (ratio[pos - 1] - 1) * 100)
 
 
 # Notices said once per process at WARNING, then at DEBUG (forecasts repeat per call).
 _WARNED: set[str] = set()
 
 
-def _warn_once(key: str, message: str, *args: Any) -> None:
+def warn_once(key: str, message: str, *args: Any) -> None:
     logger.log(logging.DEBUG if key in _WARNED else logging.WARNING, message, *args)
     _WARNED.add(key)
 
@@ -200,7 +273,7 @@ def complete_bars(cols: pd.DataFrame, *, source: str = "") -> pd.DataFrame:
     volume and amount 0 (a warning the first time in a process, then DEBUG: a forecast loop
     without volume calls this every time); no amount → volume × mean of the four prices."""
     if "volume" not in cols:
-        _warn_once("no volume", "%sno volume column: volume and amount are fed to the model "
+        warn_once("no volume", "%sno volume column: volume and amount are fed to the model "
                    "as 0", _prefix(source))
         cols = cols.assign(volume=0.0, amount=0.0)
     elif "amount" not in cols:
@@ -209,10 +282,11 @@ def complete_bars(cols: pd.DataFrame, *, source: str = "") -> pd.DataFrame:
 
 
 def bar_matrix(df: pd.DataFrame, timestamps: pd.DatetimeIndex | None = None, *,
-               source: str = "") -> np.ndarray:
-    """The six bar columns as float32 (L, 6), checked (:func:`clean_bars`) and completed
-    (:func:`complete_bars`)."""
-    cols = complete_bars(clean_bars(df, timestamps=timestamps, source=source), source=source)
+               source: str = "", repair: str | None = None, rows: Any = None) -> np.ndarray:
+    """The six bar columns as float32 (L, 6), checked (:func:`clean_bars`, ``repair`` and
+    ``rows`` passed through) and completed (:func:`complete_bars`)."""
+    cols = complete_bars(clean_bars(df, timestamps=timestamps, source=source, repair=repair,
+                                    rows=rows), source=source)
     return cols[list(BAR_COLUMNS)].to_numpy(np.float64).astype(np.float32)
 
 
@@ -290,8 +364,7 @@ def prepare_arrays(values: Any, stamps: Any, future_stamps: Any, *,
     n, length, _ = values.shape
     if n == 0:
         raise ValueError("no series given")
-    if length < MIN_CONTEXT:
-        raise ValueError(f"context has {length} bar(s); at least {MIN_CONTEXT} are needed")
+    check_context_length(length)
     stamps = _stamp_array(stamps, what="stamps", shape=(n, length))
     future = _stamp_array(future_stamps, what="future_stamps", shape=(n,))
     for col, name in enumerate(BAR_COLUMNS):
@@ -314,26 +387,58 @@ def prepare_arrays(values: Any, stamps: Any, future_stamps: Any, *,
     return out
 
 
+def check_context_length(length: int, *, what: str = "context") -> None:
+    """Refuse a context shorter than :data:`MIN_CONTEXT` bars."""
+    if length < MIN_CONTEXT:
+        raise ValueError(f"{what} has {length} bar(s); forecasting needs at least "
+                         f"{MIN_CONTEXT} (MIN_CONTEXT): a mean and standard deviation over "
+                         "fewer bars make the normalised inputs noise")
+
+
+def _check_moves(raw: np.ndarray, where: Callable) -> None:
+    """A context whose prices never move has nothing to normalise: refuse it; warn at a gap
+    that looks like a split. ``raw`` (L, 6) in :data:`BAR_COLUMNS` order."""
+    if (raw[:, :4] == raw[0, 0]).all():
+        raise ValueError(f"every price is {raw[0, 0]:g} on all {len(raw)} bars: a constant "
+                         "series has nothing to forecast from (normalised, it is all zeros)")
+    check_jumps(raw[:, 3], raw[:, 0], where=where)
+
+
+def frame_rows(df: pd.DataFrame) -> np.ndarray | None:
+    """The row numbers messages give a frame's rows: its integer index when it has one that
+    looks like row numbers (a slice of a file keeps the file's numbers), else None (positions)."""
+    index = df.index
+    if (isinstance(index, pd.MultiIndex) or not pd.api.types.is_integer_dtype(index)
+            or len(index) == 0 or index.min() < 0 or index.max() >= 10**9):
+        return None
+    return index.to_numpy()
+
+
 def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
                    y_timestamp: Any = None, clip: float = 5.0,
-                   calendar: CalendarLike = None) -> PreparedSeries:
+                   calendar: CalendarLike = None, repair: str | None = None) -> PreparedSeries:
     """Validate one context frame and normalise it per column over the context.
 
-    Bars go through :func:`clean_bars`; timestamps come from ``x_timestamp`` or the frame
-    (:func:`frame_timestamps`), tz-aware ones as their local wall-clock time. Without
-    ``y_timestamp`` the future stamps are :func:`~kronos_quant.calendars.future_timestamps`
-    of the context stamps (``calendar`` passed through).
+    Bars go through :func:`clean_bars` (``repair`` passed through); timestamps come from
+    ``x_timestamp`` or the frame (:func:`frame_timestamps`), tz-aware ones as their local
+    wall-clock time. Contexts shorter than :data:`MIN_CONTEXT` bars and constant ones are
+    refused. Without ``y_timestamp`` the future stamps are
+    :func:`~kronos_quant.calendars.future_timestamps` of the context stamps (``calendar``
+    passed through). Messages name rows by :func:`frame_rows`.
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
-    x_ts = (frame_timestamps(df) if x_timestamp is None
+    rows = frame_rows(df)
+    x_ts = (frame_timestamps(df, rows=rows) if x_timestamp is None
             else parse_timestamps(x_timestamp, what="x_timestamp"))
     if len(x_ts) != len(df):
         raise ValueError(f"x_timestamp has {len(x_ts)} entries for {len(df)} rows")
-    check_timestamps(x_ts, what="x_timestamp")
-    raw = bar_matrix(df, x_ts)
-    if len(raw) < MIN_CONTEXT:
-        raise ValueError(f"context has {len(raw)} bar(s); at least {MIN_CONTEXT} are needed")
+    what = ("x_timestamp" if x_timestamp is not None else "the index"
+            if isinstance(df.index, pd.DatetimeIndex) else f"column {x_ts.name!r}")
+    check_timestamps(x_ts, what=what, rows=rows)
+    raw = bar_matrix(df, x_ts, repair=repair, rows=rows)
+    check_context_length(len(raw))
+    _check_moves(raw, lambda pos: f"row {row_number(rows, pos)} ({x_ts[pos]})")
     if y_timestamp is None:
         y_index: pd.Index = future_timestamps(x_ts, pred_len, calendar=calendar)
     else:
@@ -341,6 +446,10 @@ def prepare_series(df: pd.DataFrame, *, pred_len: int, x_timestamp: Any = None,
         if len(y_index) != pred_len:
             raise ValueError(f"y_timestamp has {len(y_index)} entries but pred_len is {pred_len}")
     y_ts = parse_timestamps(y_index, what="y_timestamp")
+    check_timestamps(y_ts, what="y_timestamp")
+    if y_ts[0] <= x_ts[-1]:
+        raise ValueError(f"y_timestamp starts at {y_ts[0]}, not after the last context bar "
+                         f"{x_ts[-1]}: forecasts are for the bars after the context")
     x, mean, std = normalise_bars(raw, clip)
     return PreparedSeries(x=x, x_stamp=time_features(x_ts), y_stamp=time_features(y_ts),
                           mean=mean, std=std, x_index=x_ts, y_index=y_index, raw=raw)

@@ -9,6 +9,10 @@ and the live loop hold the same names in the same sizes:
   (:mod:`kronos_quant.execution`) and, with ``fill=True``, holds it until the next one.
 * :func:`turnover` and :func:`exposure` summarise a weight frame.
 
+The terms (method, topk, caps, rebalance cadence, ...) are a
+:class:`~kronos_quant.tradespec.TradeSpec`; what happens to names that stop trading is
+:mod:`kronos_quant.orders`.
+
 Ordering rule used everywhere: higher score first; equal scores are broken by instrument
 name, ascending ("AAA" before "BBB"), so every engine picks the same names. Names whose
 score is NaN or missing, or filtered out (``min_score``, ``threshold``), are not candidates.
@@ -16,7 +20,6 @@ score is NaN or missing, or filtered out (``min_score``, ``threshold``), are not
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -30,72 +33,19 @@ from .execution import (
     execution_price,
     execution_returns,
 )
-from .inputs import checked_int
 from .signals.transforms import score_column
+from .tradespec import METHODS, TradeSpec, resolve_spec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "target_weights", "align", "turnover", "exposure", "EXECUTIONS",
+__all__ = ["METHODS", "TradeSpec", "THIN_DATES", "OnceFilter", "target_weights", "align",
+           "turnover", "exposure", "EXECUTIONS",
            "DEFAULT_EXECUTION", "check_execution", "describe_execution", "execution_lag",
            "execution_price", "execution_returns"]
 
-METHODS: tuple[str, ...] = ("topk", "rank", "proportional", "threshold", "long_short",
-                            "conviction")
 _EQUAL_WEIGHT = ("topk", "threshold", "long_short")
-
-
-@dataclass(frozen=True)
-class _Spec:
-    method: str
-    topk: int | None
-    n_drop: int | None
-    long_short: bool
-    max_weight: float | None
-    gross: float
-    min_score: float | None
-    low: float
-    high: float
-
-
-def _number(name: str, value, *, positive: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not np.isfinite(value) or (positive and value <= 0):
-        kind = "a positive finite number" if positive else "a finite number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return float(value)
-
-
-def _spec(method, topk, n_drop, long_short, max_weight, gross, min_score, threshold) -> _Spec:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    long_short = bool(long_short) or method == "long_short"
-    if topk is not None:
-        topk = checked_int(topk, name="topk")
-    elif method in ("topk", "long_short") or n_drop is not None:
-        raise ValueError(f"method={method!r}{' with n_drop' if n_drop is not None else ''} "
-                         f"needs topk (an integer >= 1)")
-    if n_drop is not None:
-        n_drop = checked_int(n_drop, name="n_drop", minimum=0)
-        if n_drop > topk:
-            raise ValueError(f"n_drop must be in 0..topk={topk}, got {n_drop}")
-        if method != "topk" or long_short:
-            raise ValueError("n_drop (Qlib TopkDropout) works with method='topk', long only")
-    low = high = np.nan
-    if method == "threshold":
-        if threshold is None:
-            raise ValueError("method='threshold' needs threshold=t (or a (low, high) pair)")
-        pair = threshold if isinstance(threshold, (tuple, list)) else (-threshold, threshold)
-        if len(pair) != 2:
-            raise ValueError(f"threshold must be a number or a (low, high) pair, got {threshold!r}")
-        low, high = (_number("threshold", v) for v in pair)
-        if low > high:
-            raise ValueError(f"threshold low {low} is above high {high}")
-    elif threshold is not None:
-        raise ValueError(f"threshold only applies to method='threshold', not {method!r}")
-    return _Spec(method, topk, n_drop, long_short,
-                 None if max_weight is None else _number("max_weight", max_weight, positive=True),
-                 _number("gross", gross, positive=True),
-                 None if min_score is None else _number("min_score", min_score), low, high)
+# The words of the warning for dates with fewer scored names than topk.
+THIN_DATES = "holding what there is"
 
 
 def _score_matrix(scores: pd.Series | pd.DataFrame, column: str | None) -> pd.DataFrame:
@@ -113,11 +63,12 @@ def _score_matrix(scores: pd.Series | pd.DataFrame, column: str | None) -> pd.Da
     return wide
 
 
-def _strengths(x: np.ndarray, spec: _Spec) -> tuple[np.ndarray, np.ndarray]:
+def _strengths(x: np.ndarray, spec: TradeSpec) -> tuple[np.ndarray, np.ndarray]:
     """Non-negative long and short strength of each name (0 = not a candidate for that leg)."""
     finite = np.isfinite(x)
     if spec.method == "threshold":
-        base = np.where(x > spec.high, 1.0, np.where(x < spec.low, -1.0, 0.0))
+        low, high = spec.bounds
+        base = np.where(x > high, 1.0, np.where(x < low, -1.0, 0.0))
     elif spec.method in ("proportional", "conviction"):
         base = 2.0 * x - 1.0 if spec.method == "conviction" else x
         base = base - np.nanmean(base) if spec.long_short and finite.any() else base
@@ -162,7 +113,7 @@ def _cap(w: np.ndarray, cap: float | None) -> tuple[np.ndarray, bool]:
 
 
 def _leg(strength: np.ndarray, chosen: np.ndarray, leg_gross: float,
-         spec: _Spec) -> tuple[np.ndarray, bool]:
+         spec: TradeSpec) -> tuple[np.ndarray, bool]:
     w = np.zeros(strength.size)
     if chosen.size:
         s = strength[chosen]
@@ -171,7 +122,7 @@ def _leg(strength: np.ndarray, chosen: np.ndarray, leg_gross: float,
     return w, True
 
 
-def _dropout(x: np.ndarray, eligible: np.ndarray, held: np.ndarray, spec: _Spec) -> np.ndarray:
+def _dropout(x: np.ndarray, eligible: np.ndarray, held: np.ndarray, spec: TradeSpec) -> np.ndarray:
     """Qlib TopkDropout (method_sell="bottom", method_buy="top"): the new held set (bool)."""
     scored = _ranked(x, eligible)
     order = np.concatenate([scored, np.flatnonzero(~eligible)])  # unscored rank last, by name
@@ -179,18 +130,18 @@ def _dropout(x: np.ndarray, eligible: np.ndarray, held: np.ndarray, spec: _Spec)
     position[order] = np.arange(x.size)
     n_held = int(held.sum())
     candidates = scored[~held[scored]]
-    today = candidates[:max(spec.n_drop + spec.topk - n_held, 0)]
+    today = candidates[:max(spec.n_drop + spec.names - n_held, 0)]
     comb = np.concatenate([np.flatnonzero(held), today])
     comb = comb[np.argsort(position[comb], kind="stable")]
     bottom = comb[max(len(comb) - spec.n_drop, 0):] if spec.n_drop else comb[:0]
     sell = bottom[held[bottom]]
-    buy = today[:max(len(sell) + spec.topk - n_held, 0)]
+    buy = today[:max(len(sell) + spec.names - n_held, 0)]
     new = held.copy()
     new[sell], new[buy] = False, True
     return new
 
 
-def _row_gross(x: np.ndarray, spec: _Spec) -> float:
+def _row_gross(x: np.ndarray, spec: TradeSpec) -> float:
     """The date's total |weight|: ``gross``, times the mean |conviction| for ``conviction``."""
     if spec.method != "conviction":
         return spec.gross
@@ -200,7 +151,7 @@ def _row_gross(x: np.ndarray, spec: _Spec) -> float:
     return spec.gross * float(np.abs(conviction).mean()) if conviction.size else 0.0
 
 
-def _row(x: np.ndarray, held: np.ndarray, spec: _Spec) -> tuple[np.ndarray, np.ndarray, bool]:
+def _row(x: np.ndarray, held: np.ndarray, spec: TradeSpec) -> tuple[np.ndarray, np.ndarray, bool]:
     """Weights of one rebalance date, the held set, and whether the caps kept the gross."""
     long, short = _strengths(x, spec)
     gross = _row_gross(x, spec)
@@ -208,7 +159,7 @@ def _row(x: np.ndarray, held: np.ndarray, spec: _Spec) -> tuple[np.ndarray, np.n
         held = _dropout(x, long > 0, held, spec)
         w, ok = _leg(np.ones(x.size), np.flatnonzero(held), spec.gross, spec)
         return w, held, ok
-    k = spec.topk
+    k = spec.names
     longs = _ranked(x, long > 0)[:k]
     if not spec.long_short:
         w, ok = _leg(long, longs, gross, spec)
@@ -224,19 +175,25 @@ def _row(x: np.ndarray, held: np.ndarray, spec: _Spec) -> tuple[np.ndarray, np.n
     return wl - ws, wl > 0, ok_l and ok_s
 
 
-def target_weights(scores: pd.Series | pd.DataFrame, *, column: str | None = None,
-                   method: str = "topk", topk: int | None = None, n_drop: int | None = None,
-                   long_short: bool = False, max_weight: float | None = None, gross: float = 1.0,
-                   min_score: float | None = None,
-                   threshold: float | tuple[float, float] | None = None) -> pd.DataFrame:
+def target_weights(scores: pd.Series | pd.DataFrame, spec: TradeSpec | None = None, *,
+                   column: str | None = None, **terms) -> pd.DataFrame:
     """Target weights per rebalance date (rows: the scores' dates; columns: every instrument).
 
     Each date is built from that date's scores alone (plus, with ``n_drop``, the previous
     date's holdings). Names with a NaN or missing score are not candidates and hold 0.
 
+    Rebalance dates: the score dates with at least one finite score (a date where every
+    score is NaN is no rebalance: the book is kept, logged), every ``rebalance``-th of them
+    from the first. Fewer scored names than ``topk`` (per leg) is a warning the first time
+    and the book holds what there is (equal weight over fewer names, still ``gross``).
+
     Parameters
     ----------
     scores : Series or DataFrame indexed by ("datetime", "instrument").
+    spec : the trading terms (:class:`~kronos_quant.tradespec.TradeSpec`, default
+        ``TradeSpec()``); keyword ``terms`` override it. The weight terms are read here
+        (method, topk, n_drop, long_short, max_weight, gross, min_score, threshold,
+        rebalance, invested: each row sums to ``gross × invested``), the others by engines.
     column : the score column when ``scores`` has several.
     method : ``"topk"`` equal weight on the ``topk`` best; ``"rank"`` weight ∝ average
         cross-sectional rank (1 = worst); ``"proportional"`` weight ∝ score (long only: positive
@@ -247,7 +204,7 @@ def target_weights(scores: pd.Series | pd.DataFrame, *, column: str | None = Non
         date's gross is ``gross`` × the mean |c| over the scored names (long only: c clipped
         at 0), so full ``gross`` only at full conviction: one name with p = 0.75 holds
         ``gross``/2, with p = 0.5 nothing.
-    topk : names per leg (required for ``topk``/``long_short``; optional cap on the others).
+    topk : names per leg (None: 10 for ``topk``/``long_short``, no cap for the others).
     n_drop : Qlib ``TopkDropoutStrategy`` (``method_sell="bottom"``, ``method_buy="top"``,
         tradability and ``hold_thresh`` ignored); long-only ``method="topk"``. Rank order as the
         module says; unscored names (NaN, missing, below ``min_score``) rank after every scored
@@ -284,8 +241,8 @@ def target_weights(scores: pd.Series | pd.DataFrame, *, column: str | None = Non
     DataFrame indexed by rebalance datetime (name ``"datetime"``), columns the instruments
     (sorted), float weights. A date with no candidate holds nothing (all 0, logged).
     """
-    spec = _spec(method, topk, n_drop, long_short, max_weight, gross, min_score, threshold)
-    wide = _score_matrix(scores, column)
+    spec = resolve_spec(spec, terms)
+    wide = _rebalance_dates(_score_matrix(scores, column), spec)
     values = wide.to_numpy()
     if spec.method == "conviction":
         _check_probabilities(wide)
@@ -295,7 +252,7 @@ def target_weights(scores: pd.Series | pd.DataFrame, *, column: str | None = Non
     for i, x in enumerate(values):
         out[i], held, ok = _row(x, held, spec)
         capped_dates += not ok
-    weights = pd.DataFrame(out, index=wide.index, columns=wide.columns)
+    weights = pd.DataFrame(out * spec.invested, index=wide.index, columns=wide.columns)
     if capped_dates:
         _log_cap(spec, capped_dates, len(weights))
     empty = int((np.abs(out).sum(axis=1) == 0).sum())
@@ -303,6 +260,43 @@ def target_weights(scores: pd.Series | pd.DataFrame, *, column: str | None = Non
         logger.info("%d of %d rebalance dates hold nothing (no candidate names)",
                     empty, len(weights))
     return weights
+
+
+def _rebalance_dates(wide: pd.DataFrame, spec: TradeSpec) -> pd.DataFrame:
+    """Score rows that rebalance: dates with a finite score, every ``spec.rebalance``-th."""
+    scored = np.isfinite(wide.to_numpy()).sum(axis=1)
+    if not scored.any():
+        raise ValueError("scores are all NaN: nothing to trade")
+    if not scored.all():
+        logger.info("%d score date(s) have no finite score (first %s): no rebalance there, "
+                    "the book is kept", int((scored == 0).sum()), wide.index[scored == 0][0])
+    wide, scored = wide[scored > 0], scored[scored > 0]
+    if spec.rebalance > 1:
+        wide, scored = wide.iloc[::spec.rebalance], scored[::spec.rebalance]
+    need = spec.names if spec.method in ("topk", "long_short") else None
+    if need is not None:
+        short = scored < need * (2 if spec.long_short else 1)
+        if short.any():
+            logger.warning("topk=%d but only %d name(s) have a score on %s (%d of %d rebalance "
+                           "dates short): " + THIN_DATES, need, int(scored[short][0]),
+                           wide.index[short][0], int(short.sum()), len(wide))
+    return wide
+
+
+class OnceFilter(logging.Filter):
+    """A logging filter that lets the first record containing ``text`` through and drops its
+    repeats: for callers of :func:`target_weights` once per rebalance (a backtrader strategy)
+    whose :data:`THIN_DATES` warning should be said once per run."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.seen = text, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.text not in str(record.msg):
+            return True
+        said, self.seen = self.seen, True
+        return not said
 
 
 def _check_probabilities(wide: pd.DataFrame) -> None:
@@ -315,7 +309,7 @@ def _check_probabilities(wide: pd.DataFrame) -> None:
                          f"{wide.columns[j]!r}")
 
 
-def _log_cap(spec: _Spec, capped_dates: int, dates: int) -> None:
+def _log_cap(spec: TradeSpec, capped_dates: int, dates: int) -> None:
     """The cap-wins message: a warning, or DEBUG for ``conviction``, whose gross is a fraction
     by design and whose cap is the intended per-name limit (the live loop sizes every candle)."""
     logger.log(logging.DEBUG if spec.method == "conviction" else logging.WARNING,

@@ -21,13 +21,24 @@ from tqdm.auto import tqdm
 from .calendars import CalendarLike
 from .forecast import Forecast
 from .generation import SamplingParams, generate, resolve_step
-from .inputs import BAR_COLUMNS, ModelInputs, PreparedSeries, prepare_arrays, prepare_series
+from .hub import trained_context
+from .inputs import (
+    BAR_COLUMNS,
+    ModelInputs,
+    PreparedSeries,
+    prepare_arrays,
+    prepare_series,
+    warn_once,
+)
 from .model import Kronos
 from .runtime import resolve_device
 from .static_decode import auto_batch_rows
 from .tokenizer import KronosTokenizer
 
 logger = logging.getLogger(__name__)
+
+# max_context when neither the caller nor the checkpoint says (the reference's default).
+DEFAULT_MAX_CONTEXT = 512
 
 
 def checkpoint_label(model: str | Path, tokenizer: str | Path) -> str:
@@ -53,7 +64,12 @@ class KronosPredictor:
     device
         ``None`` auto-detects (cuda, mps, cpu).
     max_context
-        Longest window the predictor sees (512 for Kronos-small/base, 2048 for mini).
+        Longest window the predictor sees. ``None`` (default): ``trained_context`` if known,
+        else 512. Asking for more than ``trained_context`` is allowed and warned about once.
+    trained_context
+        The context the model was trained on (:func:`~kronos_quant.hub.trained_context`;
+        :meth:`from_pretrained` reads it: 512 for Kronos-small/base, 2048 for mini, a
+        finetuned run's ``lookback + pred_len``). ``None``: unknown.
     clip
         Normalised inputs are clipped to ±clip.
     slide_block
@@ -74,18 +90,26 @@ class KronosPredictor:
     """
 
     def __init__(self, model: Kronos, tokenizer: KronosTokenizer, device: str | None = None,
-                 max_context: int = 512, clip: float = 5, *, slide_block: int = 1,
+                 max_context: int | None = None, clip: float = 5, *, slide_block: int = 1,
                  amp_dtype: torch.dtype | None = None, max_batch_rows: int | None = 1024,
                  static_step: bool | None = None, cuda_graphs: bool | None = None,
-                 model_label: str | None = None):
+                 model_label: str | None = None, trained_context: int | None = None):
         if (tokenizer.s1_bits, tokenizer.s2_bits) != (model.s1_bits, model.s2_bits):
             raise ValueError(f"tokenizer bits (s1={tokenizer.s1_bits}, s2={tokenizer.s2_bits}) do "
                              f"not match the model's (s1={model.s1_bits}, s2={model.s2_bits})")
         if tokenizer.d_in != len(BAR_COLUMNS):
             raise ValueError(f"tokenizer d_in is {tokenizer.d_in}; the predictor feeds "
                              f"{len(BAR_COLUMNS)} columns {list(BAR_COLUMNS)}")
+        if max_context is None:
+            max_context = trained_context or DEFAULT_MAX_CONTEXT
         if max_context < 1 or clip <= 0 or (max_batch_rows is not None and max_batch_rows < 1):
             raise ValueError("max_context, clip and max_batch_rows must be positive")
+        if trained_context is not None and max_context > trained_context:
+            warn_once(f"max_context {model_label} {max_context}",
+                      "max_context=%d is longer than the %d-bar context %s was trained on: "
+                      "forecasts from longer contexts extrapolate beyond its training",
+                      max_context, trained_context, model_label or "the model")
+        self.trained_context = trained_context
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer.to(self.device).eval()
@@ -98,15 +122,19 @@ class KronosPredictor:
 
     @classmethod
     def from_pretrained(cls, model: str, tokenizer: str, *, device: str | None = None,
-                        max_context: int = 512, clip: float = 5, revision: str | None = None,
+                        max_context: int | None = None, clip: float = 5,
+                        revision: str | None = None,
                         cache_dir: str | None = None, **kwargs: Any) -> KronosPredictor:
         """Load a predictor/tokenizer pair (Hub ids or directories) strictly and wrap them.
 
         Example: ``KronosPredictor.from_pretrained("NeoQuasar/Kronos-small",
         "NeoQuasar/Kronos-Tokenizer-base")``. Extra keyword arguments go to ``__init__``;
-        ``model_label`` defaults to the checkpoint names (:func:`checkpoint_label`).
+        ``model_label`` defaults to the checkpoint names (:func:`checkpoint_label`);
+        ``trained_context`` to what the checkpoint records (:func:`~kronos_quant.hub.
+        trained_context`), which ``max_context=None`` then uses.
         """
         kwargs.setdefault("model_label", checkpoint_label(model, tokenizer))
+        kwargs.setdefault("trained_context", trained_context(model))
         hub = dict(revision=revision, cache_dir=cache_dir)
         return cls(Kronos.from_pretrained(model, **hub),
                    KronosTokenizer.from_pretrained(tokenizer, **hub), device=device,
@@ -122,9 +150,11 @@ class KronosPredictor:
         """
         longest = max(len(s.x) for s in series)
         if longest > self.max_context:
-            logger.info("context of %d bars exceeds max_context=%d: normalised and tokenised "
-                        "over all bars, the predictor attends to the last %d", longest,
-                        self.max_context, self.max_context)
+            warn_once(f"long context {self.max_context}",
+                      "context of %d bars exceeds max_context=%d: normalised over all %d bars "
+                      "(as the reference does) while the model attends to the last %d; pass "
+                      "at most %d bars to forecast on the scale the model was trained on",
+                      longest, self.max_context, longest, self.max_context, self.max_context)
         generator: torch.Generator | list[torch.Generator] | None = None
         if isinstance(seed, Sequence):
             if len(seed) != len(series):
@@ -174,8 +204,8 @@ class KronosPredictor:
         return int(pred_len)
 
     def _prepare(self, frames: Sequence[pd.DataFrame], x_ts: Sequence[Any],
-                 y_ts: Sequence[Any], pred_len: int,
-                 calendar: CalendarLike = None) -> list[PreparedSeries]:
+                 y_ts: Sequence[Any], pred_len: int, calendar: CalendarLike = None,
+                 repair: str | None = None) -> list[PreparedSeries]:
         self._check_pred_len(pred_len)
         if not (len(frames) == len(x_ts) == len(y_ts)):
             raise ValueError(f"got {len(frames)} frames, {len(x_ts)} x_timestamp and "
@@ -187,7 +217,7 @@ class KronosPredictor:
             try:
                 prepared.append(prepare_series(df, pred_len=int(pred_len), x_timestamp=xt,
                                                y_timestamp=yt, clip=self.clip,
-                                               calendar=calendar))
+                                               calendar=calendar, repair=repair))
             except (ValueError, TypeError) as err:
                 if len(frames) == 1:
                     raise
@@ -225,7 +255,7 @@ class KronosPredictor:
                  y_timestamp: Any = None, sample_count: int = 20, T: float = 1.0,
                  top_k: int = 0, top_p: float = 0.9, seed: int | None = None,
                  verbose: bool = False, name: str | None = None,
-                 calendar: CalendarLike = None) -> Forecast:
+                 calendar: CalendarLike = None, repair: str | None = None) -> Forecast:
         """Sample ``sample_count`` future paths of one series.
 
         Columns are matched case-insensitively and checked (prices > 0, volume >= 0, all
@@ -237,11 +267,17 @@ class KronosPredictor:
         ``calendar`` if given (``"XNYS"`` or a DatetimeIndex of sessions). ``seed`` makes the
         paths reproducible without touching torch's global random state. The Forecast's
         ``model_label`` is the predictor's.
+
+        Refused: fewer than :data:`~kronos_quant.inputs.MIN_CONTEXT` bars, a constant series,
+        impossible bars (high below low, open or close; low above open or close) unless
+        ``repair="clip"`` (widens them, logging each change). Warned about once: a context
+        longer than ``max_context``, an unused adjusted-close column, a volume of 0 on every
+        bar, an opening gap that looks like an unadjusted split.
         """
         return self.forecast_batch([df], pred_len=pred_len, x_timestamps=[x_timestamp],
                                    y_timestamps=[y_timestamp], sample_count=sample_count, T=T,
                                    top_k=top_k, top_p=top_p, seed=seed, verbose=verbose,
-                                   names=[name], calendar=calendar)[0]
+                                   names=[name], calendar=calendar, repair=repair)[0]
 
     def forecast_batch(self, series: Mapping[str, pd.DataFrame] | Sequence[pd.DataFrame], *,
                        pred_len: int, x_timestamps: Sequence[Any] | None = None,
@@ -249,7 +285,7 @@ class KronosPredictor:
                        T: float = 1.0, top_k: int = 0, top_p: float = 0.9,
                        seed: int | Sequence[int] | None = None, verbose: bool = False,
                        names: Sequence[str | None] | None = None,
-                       calendar: CalendarLike = None):
+                       calendar: CalendarLike = None, repair: str | None = None):
         """Forecasts for many series: a dict symbol → Forecast for a mapping input, else a list.
 
         Series may have different lengths. Arguments as in :meth:`forecast`; ``seed`` may also
@@ -262,7 +298,8 @@ class KronosPredictor:
         n = len(frames)
         sampling = SamplingParams(T=T, top_k=top_k, top_p=top_p, sample_count=sample_count)
         prepared = self._prepare(frames, list(x_timestamps or [None] * n),
-                                 list(y_timestamps or [None] * n), pred_len, calendar)
+                                 list(y_timestamps or [None] * n), pred_len, calendar,
+                                 repair)
         paths = self._sample(prepared, pred_len=int(pred_len), sampling=sampling, seed=seed,
                              verbose=verbose)
         # strict=False: ``names`` comes from the caller and its length is not checked.

@@ -10,12 +10,15 @@ Two modes, one strategy:
   :func:`~kronos_quant.signals.score_panel` (same per-window seeds, same future stamps), so
   both modes give identical scores for the same settings.
 
-Either way a rebalance at bar t turns the scores into weights with
+Either way the trading terms come from one :class:`~kronos_quant.tradespec.TradeSpec`
+(``spec=`` plus term params on top), a rebalance at bar t turns the scores into weights with
 :func:`kronos_quant.portfolio.target_weights` and trades them under the execution convention
-(:mod:`kronos_quant.execution`): by default at the open of bar t+1 through backtrader's
-cheat-on-open hook, with every order sized at the price it fills at (as vectorbt's
-target-percent orders are) and sells sent before buys, so the same scores give the same
-holdings as :func:`kronos_quant.adapters.vectorbt.backtest`.
+(:mod:`kronos_quant.execution`): every order is sent in backtrader's cheat-on-open hook of
+the execution bar and fills there, at the open (``next_open``) or, flagged cheat-on-close, at
+the bar's close (``next_close``, ``same_close``, delisting sales); every order is sized at the
+price it fills at (as vectorbt's target-percent orders are), sells before buys, and names
+that stop trading follow :class:`kronos_quant.orders.OrderRules`, so the same scores give the
+same shares as :func:`kronos_quant.adapters.vectorbt.backtest` on every bar.
 
 backtrader is imported lazily: ``KronosStrategy`` and ``BuyAndHold`` are built on first
 access (``pip install "kronos-quant[backtrader]"``).
@@ -39,17 +42,21 @@ from ..adapters.backtrader import (
     score_frame,
 )
 from ..data import INDEX_NAMES, validate_panel
-from ..execution import DEFAULT_EXECUTION, check_execution, execution_lag, execution_price
-from ..portfolio import target_weights
+from ..orders import OrderRules
+from ..portfolio import THIN_DATES, OnceFilter, align, target_weights
 from ..signals import forecast_panel
+from ..tradespec import DEPRECATED_TERMS, TERMS, TradeSpec, resolve_spec
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["KronosStrategy", "BuyAndHold",  # noqa: F822 (provided by the module __getattr__)
-           "BacktraderRun", "run", "cerebro_for", "stop_returns", "weight_lines", "PARAMS"]
+           "BacktraderRun", "run", "cerebro_for", "stop_returns", "PARAMS"]
 
 # (name, default, meaning): the one list behind the strategy's params and its docstring.
+# Trading terms default to None: "take it from spec" (a TradeSpec, default TradeSpec()).
 PARAMS: tuple[tuple[str, Any, str], ...] = (
+    ("spec", None, "TradeSpec with the trading terms (default TradeSpec()); the term params "
+                   "below override it"),
     ("predictor", None, "KronosPredictor for live inference; None reads the signal lines"),
     ("scorer", "expected_return", "scorer (live) or signal line (precomputed) ranked on"),
     ("lookback", 64, "context bars per forecast (live)"),
@@ -60,23 +67,26 @@ PARAMS: tuple[tuple[str, Any, str], ...] = (
     ("top_k", 0, "top-k sampling filter, 0 = off (live)"),
     ("top_p", 0.9, "nucleus sampling filter (live)"),
     ("score_options", None, "dict of further forecast_panel options, e.g. calendar (live)"),
-    ("rebalance", 5, "rebalance every k bars from the first; None: every bar with a score "
-                     "(precomputed only)"),
-    ("method", "topk", "target_weights method: topk, rank, proportional, threshold, long_short"),
-    ("topk", None, "names per leg"),
-    ("n_drop", None, "Qlib TopkDropout: at most n_drop swaps per rebalance"),
-    ("long_short", False, "long and short legs, net 0"),
-    ("max_weight", None, "cap on each |weight|"),
-    ("gross", 1.0, "sum of |weights|"),
-    ("min_score", None, "long names need score >= min_score"),
-    ("threshold", None, "threshold(s) for method='threshold'"),
+    ("rebalance", None, "TradeSpec.rebalance: every k-th date with a score (precomputed) or "
+                        "every k-th bar from the first (live)"),
+    ("method", None, "TradeSpec.method: topk, rank, proportional, threshold, long_short, "
+                     "conviction"),
+    ("topk", None, "TradeSpec.topk: names per leg"),
+    ("n_drop", None, "TradeSpec.n_drop: Qlib TopkDropout, at most n_drop swaps per rebalance"),
+    ("long_short", None, "TradeSpec.long_short: long and short legs, net 0"),
+    ("max_weight", None, "TradeSpec.max_weight: cap on each |weight|"),
+    ("gross", None, "TradeSpec.gross: sum of |weights|"),
+    ("min_score", None, "TradeSpec.min_score: long names need score >= min_score"),
+    ("threshold", None, "TradeSpec.threshold: threshold(s) for method='threshold'"),
+    ("invested", None, "TradeSpec.invested: share of equity the weights apply to"),
+    ("execution", None, "TradeSpec.execution: next_open, next_close or same_close"),
     ("stop_quantile", None, "protective stop for longs at this quantile of the forecast lowest "
                             "close (live), or from the 'stop_return' line (precomputed)"),
-    ("execution", DEFAULT_EXECUTION, "next_open (default), next_close or same_close"),
-    ("as_weights", False, "the scorer line holds target weights (target_weights output) to "
-                          "trade as they are (precomputed only)"),
+    ("weights", None, "target weights (rebalance dates × instruments, target_weights output) "
+                      "to trade as they are instead of scores"),
 )
-WEIGHT_LINE = "target_weight"
+STRATEGY_TERMS = ("rebalance", "method", "topk", "n_drop", "long_short", "max_weight", "gross",
+                  "min_score", "threshold", "invested", "execution")
 STOP_LINE = "stop_return"
 # An order smaller than this fraction of portfolio value is float noise, not a trade.
 _DUST = 1e-12
@@ -102,28 +112,39 @@ class KronosLogic:
 
     def __init__(self) -> None:
         p = self.p
-        self._price = execution_price(check_execution(p.execution))
-        self._lag = execution_lag(p.execution)
-        self._bar = 0  # strategy bars seen, counted by next()
+        terms = {name: getattr(p, name) for name in STRATEGY_TERMS
+                 if getattr(p, name) is not None}
+        self.spec = resolve_spec(p.spec, terms, engine="backtrader")
+        self._price, self._lag = self.spec.price, self.spec.lag
+        self._bar = 0  # strategy steps seen, counted by the open hook
+        self._score_dates = 0  # dates with a finite score seen (precomputed cadence)
         self._due: list[tuple[int, pd.Series, pd.Series]] = []  # (bar, weights, stop returns)
         self._history: list[pd.Series] = []  # scores of each rebalance so far
         self._stops: dict[Any, Any] = {}
+        self._topk_note = OnceFilter(THIN_DATES)  # target_weights runs every rebalance
         self.fills: list[dict[str, Any]] = []
         self.decisions: list[tuple[pd.Timestamp, pd.Series]] = []
 
     # -- checks ---------------------------------------------------------------------------
     def start(self) -> None:
         p = self.p
-        if self._price == "open" and not self.cerebro.p.cheat_on_open:
-            raise ValueError(f"execution={p.execution!r} trades at the next open: build the "
-                             "Cerebro with cheat_on_open=True (or use strategies.backtrader.run)")
-        if self._price == "close" and not self.broker.p.coc:
-            raise ValueError(f"execution={p.execution!r} trades at a close: call "
-                             "cerebro.broker.set_coc(True) (or use strategies.backtrader.run)")
-        if p.rebalance is not None and (not isinstance(p.rebalance, (int, np.integer))
-                                        or p.rebalance < 1):
-            raise ValueError(f"rebalance must be an integer >= 1 or None, got {p.rebalance!r}")
-        if p.predictor is None:
+        if not (self.cerebro.p.cheat_on_open and self.broker.p.coc):
+            raise ValueError("KronosStrategy fills orders in the open hook, at the open or the "
+                             "close of the bar: build the Cerebro with cheat_on_open=True and "
+                             "call cerebro.broker.set_coc(True) (or use "
+                             "strategies.backtrader.cerebro_for / run)")
+        self._rules = OrderRules([d._name for d in self.datas])
+        ends = [d.p.dataname.index[-1] for d in self.datas]
+        self._ends, self._last = ends, max(ends)
+        self._plan: dict[pd.Timestamp, pd.Series] = {}
+        if p.weights is not None:
+            if p.predictor is not None:
+                raise ValueError("give weights= or predictor=, not both")
+            calendar = pd.DatetimeIndex(sorted(set().union(*(d.p.dataname.index
+                                                             for d in self.datas))))
+            due = align(p.weights, calendar, execution=self.spec.execution, fill=False)
+            self._plan = {when: row for when, row in due.dropna(how="all").iterrows()}
+        elif p.predictor is None:
             lines = [n for n in getattr(self.datas[0], "signal_lines", ())]
             if p.scorer not in lines:
                 raise ValueError(f"scorer {p.scorer!r} is not a signal line of the feeds "
@@ -132,28 +153,25 @@ class KronosLogic:
             if p.stop_quantile is not None and STOP_LINE not in lines:
                 raise ValueError(f"stop_quantile in precomputed mode needs a {STOP_LINE!r} "
                                  "signal line (see stop_returns)")
-        elif p.rebalance is None or p.as_weights:
-            raise ValueError("live inference needs an integer rebalance and scores, not weights")
 
     # -- the bar loop ---------------------------------------------------------------------
+    # Every order is sent in the open hook and filled in the same step: at the bar's open
+    # (cheat-on-open) or, flagged coc, at its close (cheat-on-close), stamped with the bar.
     def prenext_open(self) -> None:
         self.next_open()
 
     def next_open(self) -> None:
-        if self._price == "open":
-            self._execute_due(self._bar + 1)
+        self._bar += 1
+        if self._lag == 0:  # same_close: the bar's scores are loaded, decide before trading
+            self._maybe_decide()
+        self._step()
 
     def prenext(self) -> None:
         self.next()
 
     def next(self) -> None:
-        self._bar += 1
-        if self._price == "close":
-            self._execute_due(self._bar)
-        if self.p.rebalance is None or (self._bar - 1) % self.p.rebalance == 0:
-            self._decide()
-            if self._lag == 0:
-                self._execute_due(self._bar)
+        if self._lag == 1:
+            self._maybe_decide()
 
     def _now(self) -> list[Any]:
         """Datas with a bar at the current step (in the open hook the strategy's own clock
@@ -166,27 +184,39 @@ class KronosLogic:
     def _stamp(data) -> pd.Timestamp:
         return data.p.dataname.index[len(data) - 1]
 
-    def _decide(self) -> None:
-        scores, stops = (self._precomputed() if self.p.predictor is None else self._live())
+    def _maybe_decide(self) -> None:
+        p = self.p
+        if p.weights is not None:
+            return
+        if p.predictor is not None:
+            if (self._bar - 1) % self.spec.rebalance == 0:
+                self._decide(*self._live())
+            return
+        scores, stops = self._precomputed()
+        if scores.notna().any():  # a date without any score is no rebalance
+            self._score_dates += 1
+            if (self._score_dates - 1) % self.spec.rebalance == 0:
+                self._decide(scores, stops)
+
+    def _decide(self, scores: pd.Series, stops: pd.Series) -> None:
         scores = scores.dropna()
         if scores.empty:
             return
         self._history.append(scores)
         when = scores.index[0][0]
-        if self.p.as_weights:
-            weights = scores.droplevel("datetime")
-        else:
-            # Only TopkDropout depends on earlier dates (its holdings); other methods read one.
-            history = self._history if self.p.n_drop is not None else self._history[-1:]
-            weights = self._weights(pd.concat(history)).iloc[-1]
+        # Only TopkDropout depends on earlier dates (its holdings); other methods read one.
+        history = self._history if self.spec.n_drop is not None else self._history[-1:]
+        weights = self._weights(pd.concat(history)).iloc[-1]
         self.decisions.append((when, weights))
         self._due.append((self._bar + self._lag, weights, stops))
 
     def _weights(self, scores: pd.Series) -> pd.DataFrame:
-        p = self.p
-        return target_weights(scores, method=p.method, topk=p.topk, n_drop=p.n_drop,
-                              long_short=p.long_short, max_weight=p.max_weight, gross=p.gross,
-                              min_score=p.min_score, threshold=p.threshold)
+        portfolio_logger = logging.getLogger(target_weights.__module__)
+        portfolio_logger.addFilter(self._topk_note)
+        try:  # the history is already one row per rebalance
+            return target_weights(scores, self.spec.replace(rebalance=1))
+        finally:
+            portfolio_logger.removeFilter(self._topk_note)
 
     def _precomputed(self) -> tuple[pd.Series, pd.Series]:
         now = self._now()
@@ -219,31 +249,51 @@ class KronosLogic:
         return scores, stops
 
     # -- orders ---------------------------------------------------------------------------
-    def _execute_due(self, bar: int) -> None:
-        while self._due and self._due[0][0] <= bar:
-            _, weights, stops = self._due.pop(0)
-            self._rebalance(weights, stops)
-
-    def _rebalance(self, weights: pd.Series, stops: pd.Series) -> None:
-        """Trade to ``weights`` at this bar's execution price, as vectorbt's target-percent
-        orders do: value = cash + positions at that price, fixed for the bar (fees do not
-        shrink later targets); orders by increasing value (sells first, ``call_seq="auto"``);
-        a buy that cash cannot cover is cut to what it can (vectorbt's partial fill)."""
-        for order in self._stops.values():
-            self.cancel(order)
-        self._stops.clear()
+    def _step(self) -> None:
+        """This bar's orders under the rules of :mod:`kronos_quant.orders`."""
         now = self._now()
-        price = {d: getattr(d, self._price)[0] for d in now}
+        stamp = self._stamp(now[0])
+        names = [d._name for d in self.datas]
+        due, stops = self._plan.get(stamp), pd.Series(dtype=np.float64)
+        while self._due and self._due[0][0] <= self._bar:
+            _, due, stops = self._due.pop(0)
+        if due is not None:
+            due = due.reindex(names).fillna(0.0).to_numpy(np.float64)
+            for order in self._stops.values():
+                self.cancel(order)
+            self._stops.clear()
+        present = np.array([d in now for d in self.datas])
+        final = np.array([end == stamp and end < self._last for end in self._ends])
+        orders, at_close = self._rules.step(stamp, due, present, final)
+        if not np.isnan(orders).all():
+            self._send(orders, at_close, now, stops)
+
+    def stop(self) -> None:  # backtrader's end-of-run hook
+        self._rules.log_skipped()
+
+    def _send(self, orders: np.ndarray, at_close: np.ndarray, now: list, stops: pd.Series
+              ) -> None:
+        """Trade to target weights ``orders`` (NaN: no order) as vectorbt's target-percent
+        orders do: value = cash + positions at this bar's order prices (execution price, close
+        for ``at_close``, last close without a bar), fixed for the bar; sells first (orders by
+        increasing value); a buy cash cannot cover is cut to what it can."""
+        close_fill = np.asarray(at_close) | (self._price == "close")
+        price = {d: (d.close[0] if close_fill[i] else getattr(d, self._price)[0])
+                 for i, d in enumerate(self.datas) if d in now}
         held = {d: self.getposition(d).size for d in self.datas}
         cash = self.broker.getcash()
         slip = self.broker.p.slip_perc  # buys fill this much above the sizing price
-        value = cash + sum(size * (price[d] if d in price else d.close[0])
-                           for d, size in held.items())
-        target = {d: float(weights.get(d._name, 0.0)) for d in now}
-        order_value = [target[d] * value - held[d] * price[d] for d in now]
-        for i in np.argsort(order_value, kind="stable"):
-            d = now[i]
-            size = target[d] * value / price[d] - held[d]
+        value = cash + sum(size * price.get(d, d.close[0]) for d, size in held.items())
+        sent = [i for i in np.flatnonzero(~np.isnan(orders))]
+        order_value = [orders[i] * value - held[self.datas[i]] * price[self.datas[i]]
+                       for i in sent]
+        # Orders worth the same up to float noise (a dust position left by rounding) go in
+        # name order, as vectorbt's stable sort puts equal ones: it decides which buy cash cuts.
+        key = np.round(np.asarray(order_value) / abs(value), 9) if value else order_value
+        for k in np.argsort(key, kind="stable"):
+            i = sent[k]
+            d = self.datas[i]
+            size = orders[i] * value / price[d] - held[d]
             if abs(size * price[d]) <= _DUST * abs(value):
                 continue
             fill = price[d] * (1 + slip if size > 0 else 1 - slip)
@@ -252,7 +302,10 @@ class KronosLogic:
             if size > 0 and size * fill * (1 + rate) > budget:
                 size = max(budget / (fill * (1 + rate)), 0.0)
             cash -= size * fill + abs(size) * fill * rate
-            (self.buy if size > 0 else self.sell)(data=d, size=abs(size))
+            (self.buy if size > 0 else self.sell)(data=d, size=abs(size),
+                                                  coc=bool(close_fill[i]))
+        target = {d: float(np.nan_to_num(orders[i])) for i, d in enumerate(self.datas)
+                  if d in now}
         self._place_stops(now, target, value, price, stops)
 
     def _place_stops(self, now, target, value, price, stops: pd.Series) -> None:
@@ -282,8 +335,8 @@ class KronosLogic:
 
     @staticmethod
     def _fill_stamp(order) -> pd.Timestamp:
-        """The bar an order filled on: cheat-on-close fills are booked one bar later at the
-        previous bar's close, with that bar's stamp."""
+        """The bar an order filled on (orders fill in the step they are sent, so this is the
+        data's current bar; stop orders too)."""
         data = order.data
         for ago in range(min(len(data), 3)):
             if data.datetime[-ago] == order.executed.dt:
@@ -339,25 +392,13 @@ class BuyAndHoldLogic:
         budget = self.broker.getcash() * (1 - _CASH_GUARD) / len(live)
         for d in live:
             rate = self.broker.getcommissioninfo(d).getcommission(1.0, d.open[0]) / d.open[0]
-            self.buy(data=d, size=budget / (d.open[0] * (1 + rate)))
+            self.buy(data=d, size=budget / (d.open[0] * (1 + rate)), coc=False)  # at the open
 
 
 def __getattr__(name: str) -> type:
     if name in ("KronosStrategy", "BuyAndHold"):
         return _classes()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def weight_lines(weights: pd.DataFrame) -> pd.Series:
-    """A weight frame (rebalance dates × instruments) as the ``target_weight`` line values."""
-    if not isinstance(weights, pd.DataFrame) or not isinstance(weights.index, pd.DatetimeIndex):
-        raise TypeError("weights must be a DataFrame indexed by rebalance datetimes with one "
-                        "column per instrument (target_weights output)")
-    if weights.isna().to_numpy().any():
-        raise ValueError("weights contain NaN; use 0 for instruments not held")
-    stacked = weights.astype(np.float64).stack()
-    stacked.index = stacked.index.set_names(list(INDEX_NAMES))
-    return stacked.rename(WEIGHT_LINE)
 
 
 class BacktraderRun(NamedTuple):
@@ -369,28 +410,28 @@ class BacktraderRun(NamedTuple):
     cerebro: Any
 
 
-def cerebro_for(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None = None,
-                cash: float = 1_000_000.0, commission: float = 0.0, slippage: float = 0.0,
-                execution: str = DEFAULT_EXECUTION, stdstats: bool = True):
-    """A Cerebro with the panel's feeds (and score lines), the broker set up for
-    ``execution`` (cheat-on-open for next_open, cheat-on-close for the close conventions),
-    commission and slippage as fractions of the price (slippage as vectorbt applies it: buys
-    at price × (1 + s), sells at price × (1 − s), not capped by the bar's range), and the
-    analyzers ``sharpe``, ``drawdown``, ``returns``, ``trades``, ``pyfolio`` and
-    ``bar_values`` (the portfolio value after every bar: per-bar returns)."""
+def cerebro_for(panel: pd.DataFrame, spec: TradeSpec | None = None, *,
+                scores: pd.Series | pd.DataFrame | None = None, stdstats: bool = True,
+                **terms: Any):
+    """A Cerebro with the panel's feeds (and score lines), the broker set up from ``spec``
+    (default ``TradeSpec()``; keyword ``terms`` override it, ``commission`` is the deprecated
+    name of ``fees``): ``cash``, ``fees`` and ``slippage`` as fractions of the price (slippage
+    as vectorbt applies it: buys at price × (1 + s), sells at price × (1 − s), not capped by
+    the bar's range), cheat-on-open and cheat-on-close both on (``KronosStrategy`` sends its
+    orders in the open hook and flags which fill at the close), and the analyzers ``sharpe``,
+    ``drawdown``, ``returns``, ``trades``, ``pyfolio`` and ``bar_values`` (the portfolio value
+    after every bar: per-bar returns)."""
     bt = require_engine("backtrader")
-    price = execution_price(execution)
-    if not np.isfinite(cash) or cash <= 0:
-        raise ValueError(f"cash must be a positive number, got {cash!r}")
-    for name, value in (("commission", commission), ("slippage", slippage)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
-    cerebro = bt.Cerebro(cheat_on_open=price == "open", stdstats=stdstats)
-    cerebro.broker.set_coc(price == "close")
-    cerebro.broker.setcash(float(cash))
-    cerebro.broker.setcommission(commission=float(commission))
-    if slippage:
-        cerebro.broker.set_slippage_perc(float(slippage), slip_open=True, slip_limit=True,
+    spec = resolve_spec(spec, terms, engine="backtrader")
+    cerebro = bt.Cerebro(cheat_on_open=True, stdstats=stdstats)
+    cerebro.broker.set_coc(True)
+    # backtrader's submission check prices every market order at the open under
+    # cheat-on-open, also those that fill at the close; orders are sized to the cash here.
+    cerebro.broker.set_checksubmit(False)
+    cerebro.broker.setcash(spec.cash)
+    cerebro.broker.setcommission(commission=spec.fees)
+    if spec.slippage:
+        cerebro.broker.set_slippage_perc(spec.slippage, slip_open=True, slip_limit=True,
                                          slip_match=True, slip_out=True)
     for data in feeds(panel, scores):
         cerebro.adddata(data, name=data._name)
@@ -406,16 +447,33 @@ def cerebro_for(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None 
     return cerebro
 
 
-def run(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None = None,
-        predictor=None, weights: pd.DataFrame | None = None, cash: float = 1_000_000.0,
-        commission: float = 0.0, slippage: float = 0.0, execution: str = DEFAULT_EXECUTION,
-        stdstats: bool = True, **params: Any) -> BacktraderRun:
+def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword options → (trading terms for the spec, other KronosStrategy params)."""
+    strategy = {name for name, _, _ in PARAMS} - set(STRATEGY_TERMS)
+    terms = {k: v for k, v in options.items() if k not in strategy}
+    unknown = sorted(set(terms) - set(TERMS) - set(DEPRECATED_TERMS))
+    if unknown:
+        raise TypeError(f"unknown KronosStrategy parameter(s) {unknown}; trading terms are "
+                        f"{list(TERMS)}, strategy params {sorted(strategy)}")
+    return terms, {k: v for k, v in options.items() if k in strategy}
+
+
+def run(panel: pd.DataFrame, spec: TradeSpec | None = None, *,
+        scores: pd.Series | pd.DataFrame | None = None, predictor=None,
+        weights: pd.DataFrame | None = None, stdstats: bool = True,
+        **options: Any) -> BacktraderRun:
     """Backtest Kronos scores (precomputed) or a predictor (live inference) in backtrader.
 
     Parameters
     ----------
     panel
         Canonical panel; one data feed per instrument.
+    spec, **options
+        The trading terms (:class:`~kronos_quant.tradespec.TradeSpec`, default
+        ``TradeSpec()``) with keyword terms on top (``topk=3, fees=0.001``; ``commission``
+        is the deprecated name of ``fees``), and any other :data:`PARAMS` of
+        ``KronosStrategy`` (scorer, lookback, stop_quantile, ...). A lot size or a minimum
+        cost is refused (fractional shares, proportional fees).
     scores
         Score Series/DataFrame indexed by ("datetime", "instrument") for precomputed mode;
         a single column is ranked on unless ``scorer=`` names another.
@@ -424,38 +482,30 @@ def run(panel: pd.DataFrame, *, scores: pd.Series | pd.DataFrame | None = None,
     weights
         Target weights to trade as they are instead (rebalance dates × instruments, e.g.
         :func:`kronos_quant.portfolio.target_weights` output); each row is a rebalance.
-    cash, commission, slippage
-        Starting cash; proportional commission and slippage per trade (0.001 = 10 bp).
-    execution
-        Execution convention (:mod:`kronos_quant.execution`).
     stdstats
         backtrader's standard observers (cash/value, trades, buy/sell marks for plots).
-    **params
-        Any :data:`PARAMS` of ``KronosStrategy`` (rebalance, method, topk, ...).
+
+    Returns
+    -------
+    BacktraderRun; ``result.spec`` is the spec the strategy traded.
     """
     if sum(x is not None for x in (scores, predictor, weights)) != 1:
         raise ValueError("give exactly one of scores= (precomputed), predictor= (live) or "
                          "weights=")
+    terms, params = _split(options)
+    spec = resolve_spec(spec, terms, engine="backtrader", stacklevel=3)
     panel = validate_panel(panel)
     if weights is not None:
-        scores = weight_lines(weights)
-        off_bar = ~scores.index.isin(panel.index)  # names without a bar that day cannot trade
-        if (scores[off_bar] != 0).any():
-            logger.warning("%d nonzero weight(s) on dates where the instrument has no bar: "
-                           "not traded", int((scores[off_bar] != 0).sum()))
-        scores = scores[~off_bar]
-        params.update(scorer=WEIGHT_LINE, as_weights=True, rebalance=None)
+        if not isinstance(weights, pd.DataFrame) or weights.isna().to_numpy().any():
+            raise ValueError("weights must be a DataFrame without NaN (rebalance dates × "
+                             "instruments, 0 = not held)")
+        params["weights"] = weights.astype(np.float64)
     if scores is not None and "scorer" not in params:
         ranked = [c for c in score_frame(scores).columns if c != STOP_LINE]
         if len(ranked) != 1:
             raise ValueError(f"scores have columns {ranked}: pick one with scorer=")
         params["scorer"] = ranked[0]
-    unknown = sorted(set(params) - {name for name, _, _ in PARAMS})
-    if unknown:
-        raise TypeError(f"unknown KronosStrategy parameter(s) {unknown}")
-    cerebro = cerebro_for(panel, scores=scores, cash=cash, commission=commission,
-                          slippage=slippage, execution=execution, stdstats=stdstats)
-    cerebro.addstrategy(_classes()["KronosStrategy"], predictor=predictor, execution=execution,
-                        **params)
+    cerebro = cerebro_for(panel, spec, scores=scores, stdstats=stdstats)
+    cerebro.addstrategy(_classes()["KronosStrategy"], predictor=predictor, spec=spec, **params)
     strategy = cerebro.run()[0]
     return BacktraderRun(strategy, returns(strategy), cerebro)

@@ -44,8 +44,10 @@ import pandas as pd
 from ..adapters.ccxt_errors import FatalExchangeError, classify, short
 from ..calendars import future_timestamps
 from ..forecast import forecast_summary
+from ..inputs import MIN_CONTEXT
 from ..portfolio import target_weights
 from ..signals import score_forecasts, window_seed
+from ..tradespec import TradeSpec
 from .brokers import OrderRequest
 from .ledger import Ledger, client_order_id, from_ms, to_ms
 
@@ -79,6 +81,9 @@ class LiveConfig:
     scorers: Sequence[str] = ("expected_return", "prob_up", "median_return", "quantile_spread")
     sizing: str = "prob"
     score: str | None = None
+    # The sizing terms as a TradeSpec (method "conviction" = sizing "prob", or "threshold");
+    # given, it sets sizing, threshold, long_short, max_weight, gross and initial_cash.
+    spec: TradeSpec | None = None
     threshold: float = 0.0
     dead_band: float = 0.05
     max_weight: float | None = None
@@ -93,6 +98,8 @@ class LiveConfig:
     late_poll_s: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.spec is not None:
+            self._apply_spec(self.spec)
         self.symbols = list(self.symbols)
         if not self.symbols or len(set(self.symbols)) != len(self.symbols):
             raise ValueError(f"symbols must be distinct and non-empty, got {self.symbols}")
@@ -101,9 +108,9 @@ class LiveConfig:
         self.score = self.score or DEFAULT_SCORE[self.sizing]
         self.scorers = list(dict.fromkeys([*self.scorers, self.score]))
         for name in ("lookback", "pred_len", "sample_count"):
-            if getattr(self, name) < (2 if name == "lookback" else 1):
-                raise ValueError(f"{name} must be >= {2 if name == 'lookback' else 1}, "
-                                 f"got {getattr(self, name)}")
+            least = MIN_CONTEXT if name == "lookback" else 1
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
         if not 0 <= self.dead_band < 0.5:
             raise ValueError(f"dead_band must be in [0, 0.5), got {self.dead_band}")
         if not 0 <= self.min_trade_weight < 1:
@@ -115,6 +122,30 @@ class LiveConfig:
         """Settings a ledger is tied to: a restart with different ones is refused."""
         return {"exchange": self.exchange, "timeframe": self.timeframe,
                 "symbols": sorted(self.symbols), "initial_cash": self.initial_cash}
+
+    def trade_spec(self) -> TradeSpec:
+        """The sizing terms as the TradeSpec every engine reads (built from the fields when
+        ``spec`` was not given)."""
+        if self.spec is not None:
+            return self.spec
+        t = self.threshold  # long above t; short (long_short only) below −t
+        return TradeSpec(method="conviction" if self.sizing == "prob" else "threshold",
+                         threshold=None if self.sizing == "prob" else (min(t, -t), t),
+                         long_short=self.long_short, max_weight=self.max_weight,
+                         gross=self.gross, cash=self.initial_cash).check_engine("live")
+
+    def _apply_spec(self, spec: TradeSpec) -> None:
+        if not isinstance(spec, TradeSpec):
+            raise TypeError(f"spec must be a TradeSpec, got {type(spec).__name__}")
+        spec.check_engine("live")
+        if spec.method not in ("conviction", "threshold") or spec.rebalance != 1:
+            raise ValueError("the live loop sizes every candle with method='conviction' "
+                             "(probability-weighted) or 'threshold' and rebalance=1; got "
+                             f"method={spec.method!r}, rebalance={spec.rebalance}")
+        self.sizing = "prob" if spec.method == "conviction" else "threshold"
+        self.threshold = spec.bounds[1] if spec.bounds else self.threshold
+        self.long_short, self.max_weight, self.gross = spec.long_short, spec.max_weight, spec.gross
+        self.initial_cash = spec.cash
 
 
 class CapAtDebug(logging.Filter):
@@ -138,7 +169,8 @@ CAP_AT_DEBUG = CapAtDebug()
 
 def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
     """Target weight per symbol for one candle time (``scores``: symbols × scorers), sized by
-    :func:`kronos_quant.portfolio.target_weights` with ``max_weight`` and ``gross``.
+    :func:`kronos_quant.portfolio.target_weights` with ``config.trade_spec()`` (the same
+    TradeSpec a backtest reads: ``max_weight``, ``gross``, ``long_short``, ``invested``).
 
     ``threshold``: ``method="threshold"`` on ``config.score`` — equal weight (summing to
     ``gross``) on symbols whose score is above ``threshold`` (and, with ``long_short``, short
@@ -152,22 +184,18 @@ def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
     A binding ``max_weight`` is logged at DEBUG here (see :class:`CapAtDebug`), not warned.
     """
     values = scores[config.score].astype(float)
-    if config.sizing == "prob":
-        frame = values.where((values - 0.5).abs() > config.dead_band, 0.5)
-        kwargs: dict[str, Any] = dict(method="conviction")
-    else:
-        frame = values
-        # long above t; short (long_short only) below −t. A negative t stays a long threshold.
-        t = config.threshold
-        kwargs = dict(method="threshold", threshold=(min(t, -t), t))
+    spec = config.trade_spec()
+    frame = (values.where((values - 0.5).abs() > config.dead_band, 0.5)
+             if spec.method == "conviction" else values)
+    if frame.isna().all():  # no score at all: no conviction, nothing held
+        return pd.Series(0.0, index=scores.index)
     stamp = pd.Timestamp("1970-01-01")  # one rebalance row; the date itself is irrelevant
     panel = frame.rename(config.score).to_frame()
     panel.index = pd.MultiIndex.from_product([[stamp], frame.index],
                                              names=["datetime", "instrument"])
     PORTFOLIO_LOGGER.addFilter(CAP_AT_DEBUG)
     try:
-        weights = target_weights(panel, long_short=config.long_short,
-                                 max_weight=config.max_weight, gross=config.gross, **kwargs)
+        weights = target_weights(panel, spec)
     finally:
         PORTFOLIO_LOGGER.removeFilter(CAP_AT_DEBUG)
     return weights.iloc[0].reindex(scores.index).fillna(0.0)
@@ -310,7 +338,7 @@ class LiveLoop:
                 missing[symbol] = f"the exchange has no {cfg.timeframe} candle at {t} (a gap)"
                 continue
             context = frame.loc[:t].iloc[-cfg.lookback:]
-            if len(context) < 2:
+            if len(context) < MIN_CONTEXT:  # warming up: a forecast needs MIN_CONTEXT candles
                 missing[symbol] = f"only {len(context)} candle(s) up to {t}"
                 continue
             contexts[symbol] = context

@@ -40,8 +40,10 @@ def replay_steps(state, predictor, candles, times):
 
 
 def hourly_candles(n: int = 60) -> dict[str, pd.DataFrame]:
-    """Seeded hourly candles of each of :data:`SYMBOLS`."""
-    return {s: synthetic_ohlcv(n, freq="1h", seed=k, start="2024-03-01")
+    """Seeded hourly candles of each of :data:`SYMBOLS`, round the clock as an exchange's (the
+    loop fetches lookback + 2 hours of history: session bars would leave too few)."""
+    stamps = pd.date_range("2024-03-01", periods=n, freq="h", name="timestamps")
+    return {s: synthetic_ohlcv(n, freq="1h", seed=k, start="2024-03-01").set_axis(stamps)
             for k, s in enumerate(SYMBOLS)}
 
 

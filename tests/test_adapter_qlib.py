@@ -25,8 +25,6 @@ from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
 from kronos_quant.portfolio import align, target_weights  # noqa: E402
 from kronos_quant.signals import baseline_scores  # noqa: E402
 
-NO_COSTS = {"open_cost": 0.0, "close_cost": 0.0, "min_cost": 0.0}
-
 
 def _with_gaps(panel: pd.DataFrame) -> pd.DataFrame:
     """SYN019 listed late, SYN003 suspended for three days: gaps the files must keep."""
@@ -90,7 +88,7 @@ def test_check_reports_a_changed_value(tmp_path, panel):
     small = panel[panel.index.get_level_values("instrument").isin(["SYN000", "SYN001"])]
     write_provider(small, root, verbose=False)
     altered = small.copy()
-    altered.iloc[7, 3] *= 1.5
+    altered.iloc[7, 3] = altered.iloc[7, [1, 2]].mean()  # another close inside the bar
     report = check_provider(root, panel=altered)
     day = small.index[7][0]
     assert not report.ok and any(m.startswith(f"SYN001 close {day}") for m in report.mismatches)
@@ -113,7 +111,7 @@ def test_incremental_update_appends_and_refuses_rewrites(tmp_path, panel):
     again = write_provider(update, root, verbose=False)  # rerun: nothing changes
     assert again.new_dates == 0 and check_provider(root, panel=panel).ok
     changed = panel.copy()
-    changed.iloc[50, 3] *= 1.01  # a stored close
+    changed.iloc[50, 3] = changed.iloc[50, [1, 2]].mean()  # a stored close, inside the bar
     day, name = changed.index[50]
     with pytest.raises(ValueError, match=f"rewrite history: {name} close at {day:%Y-%m-%d} is"):
         write_provider(changed, root, verbose=False)
@@ -152,13 +150,16 @@ def test_planted_score_beats_benchmark_and_random_does_not(comparison):
 
 def test_report_risk_and_region_defaults(provider, panel, tmp_path):
     scores = planted_signal(panel)
-    result = run_topk_dropout(scores, provider, topk=5, n_drop=2, benchmark="SYN000",
-                              region="cn", start="2022-06-01", out_dir=tmp_path, verbose=False)
+    result = run_topk_dropout(scores, provider, topk=5, n_drop=2, lot_size=100,
+                              benchmark="SYN000", region="cn", start="2022-06-01",
+                              out_dir=tmp_path, verbose=False)
     assert {"return", "bench", "cost", "turnover"} <= set(result.report.columns)
     assert result.report.index[0] == pd.Timestamp("2022-06-01")
     assert list(result.risk.columns) == ["excess_return_without_cost", "excess_return_with_cost"]
     assert result.settings["trade_unit"] == 100 and result.settings["limit_threshold"] == 0.095
     assert result.settings["deal_price"] == "open"  # next_open, the default execution
+    assert result.settings["spec"]["lot_size"] == 100 and result.settings["account"] == 1e6
+    assert result.extra["differences"]["qlib_rules"][2] == "lots: orders rounded to 100 shares"
     held = result.holdings.iloc[-1]
     assert (held[held > 0] % 100 == 0).all()  # CN lots
     bench = panel["close"].xs("SYN000", level="instrument").pct_change()
@@ -177,8 +178,8 @@ def test_parity_with_portfolio_topk_dropout(tmp_path, execution):
     rng = np.random.default_rng(1)
     scores = pd.Series(rng.standard_normal(len(small)), index=small.index)  # no ties
     result = run_topk_dropout(scores, tmp_path / "p", topk=4, n_drop=1, benchmark="SYN000",
-                              costs=NO_COSTS, trade_unit=1, limit_threshold=None, region="us",
-                              execution=execution, verbose=False)
+                              limit_threshold=None, region="us", execution=execution,
+                              verbose=False)
     qlib_held = result.holdings > 0
     calendar = small.index.get_level_values("datetime").unique()
     ours = align(target_weights(scores, topk=4, n_drop=1), calendar, execution=execution) > 0
@@ -186,6 +187,7 @@ def test_parity_with_portfolio_topk_dropout(tmp_path, execution):
     assert qlib_held.index[0] == calendar[1] and len(qlib_held) == 58
     assert (qlib_held.sum(axis=1) == 4).all()
     pd.testing.assert_frame_equal(qlib_held, ours)
+    assert result.extra["differences"]["days_differing"] == 0
     swaps = (qlib_held.astype(int).diff().abs().sum(axis=1) / 2).iloc[1:]
     assert swaps.max() == 1 and swaps.sum() > 10  # n_drop bites, the test is not vacuous
 
@@ -214,7 +216,7 @@ def test_clear_errors(provider, panel, tmp_path):
                          benchmark=_market_returns(panel).iloc[:100])
     with pytest.raises(ValueError, match=r"MultiIndex \('datetime', 'instrument'\)"):
         run_topk_dropout(scores.swaplevel(), provider, **kw)
-    with pytest.raises(ValueError, match="cannot run in Qlib"):
+    with pytest.raises(ValueError, match="qlib cannot trade this spec: execution='same_close'"):
         run_topk_dropout(scores, provider, execution="same_close", **kw)
     with pytest.raises(ValueError, match="outside the provider calendar"):
         run_topk_dropout(scores, provider, start="2030-01-01", **kw)
@@ -245,3 +247,59 @@ def test_cli_writes_checks_and_backtests(tmp_path, panel, capsys):
                  "--region", "us", "--out", str(tmp_path / "bt")]) == 0
     assert (tmp_path / "bt" / "risk.csv").exists()
     assert (tmp_path / "bt" / "cumulative_return.png").exists()
+
+
+@pytest.mark.parametrize("terms", [dict(topk=3),  # full rebalance: n_drop = topk
+                                   dict(topk=4, n_drop=2, rebalance=2, fees=0.001),
+                                   dict(topk=15, n_drop=1, invested=0.9)])  # topk > names
+def test_qlib_holds_our_names_for_the_same_spec(tmp_path, terms, caplog):
+    """The same TradeSpec in Qlib and in our portfolio layer: the same names every day
+    (fractional shares, no limits, untied scores, a late listing and NaN scores)."""
+    from kronos_quant import TradeSpec
+
+    small = synthetic_panel(12, 50, seed=6)
+    late = (small.index.get_level_values("instrument") == "SYN003") & (
+        small.index.get_level_values("datetime") < small.index.levels[0][10])
+    small = small[~late]
+    write_provider(small, tmp_path / "p", verbose=False)
+    rng = np.random.default_rng(2)
+    scores = pd.Series(rng.standard_normal(len(small)), index=small.index)
+    spec = TradeSpec(**terms)
+    if spec.names <= 12:  # Qlib sells held names that lost their score in its own order
+        scores[rng.random(len(scores)) < 0.1] = np.nan
+    with caplog.at_level("WARNING"):
+        result = run_topk_dropout(scores, tmp_path / "p", spec, benchmark="SYN000",
+                                  limit_threshold=None, region="us", verbose=False)
+    assert result.settings["spec"] == spec.to_dict()
+    calendar = small.index.get_level_values("datetime").unique()
+    ours = align(target_weights(scores, spec), calendar, execution=spec.execution) > 0
+    qlib_held = result.holdings > 0
+    ours = ours.reindex(index=qlib_held.index, columns=qlib_held.columns, fill_value=False)
+    pd.testing.assert_frame_equal(qlib_held, ours)
+    assert result.extra["differences"]["days_differing"] == 0
+    assert qlib_held.to_numpy().any(axis=1).all()
+    if spec.names > 12:
+        assert "topk=15 but only" in caplog.text  # warned, and holds what there is
+
+
+def test_old_qlib_names_still_work_with_a_deprecation_warning(tmp_path):
+    from kronos_quant import TradeSpec
+
+    small = synthetic_panel(6, 30, seed=8)
+    write_provider(small, tmp_path / "p", verbose=False)
+    scores = planted_signal(small)
+    with pytest.warns(DeprecationWarning) as caught:
+        result = run_topk_dropout(scores, tmp_path / "p", topk=2, n_drop=1, account=1e7,
+                                  costs={"open_cost": 0.001, "close_cost": 0.001,
+                                         "min_cost": 5.0}, trade_unit=100, risk_degree=0.95,
+                                  benchmark="SYN000", verbose=False)
+    said = sorted(str(w.message).split("=")[0] for w in caught)
+    assert said == ["account", "costs", "risk_degree", "trade_unit"]
+    expected = TradeSpec(topk=2, n_drop=1, cash=1e7, fees=0.001, min_cost=5.0, lot_size=100,
+                         invested=0.95)
+    assert result.settings["spec"] == expected.to_dict()
+    assert result.settings["trade_unit"] == 100 and result.settings["risk_degree"] == 0.95
+    with pytest.raises(ValueError, match="open_cost=0.0005 and close_cost=0.0015 differ"), \
+            pytest.warns(DeprecationWarning):
+        run_topk_dropout(scores, tmp_path / "p", topk=2, benchmark="SYN000",
+                         costs={"open_cost": 0.0005, "close_cost": 0.0015})

@@ -91,8 +91,8 @@ def test_tiny_model_predicts_cached_and_backtests(setup, tmp_path):
 def test_finetune_when_configured(setup, tmp_path):
     root, _, tok, model = setup
     ds = _dataset(root)
-    # Windows of 13 bars fit in the 21-day valid segment, the validation split.
-    m = _model(tok, model, lookback=10, finetune={"max_steps": 2, "batch_size": 8, "val_windows": 8,
+    # Windows of 19 bars fit in the 21-day valid segment, the validation split.
+    m = _model(tok, model, lookback=16, finetune={"max_steps": 2, "batch_size": 8, "val_windows": 8,
                                      "out_dir": str(tmp_path / "ft"), "progress": False})
     m.fit(ds)
     assert Path(m.model).is_relative_to(tmp_path / "ft")
@@ -107,16 +107,20 @@ def test_missing_segment_is_named(setup):
 
 
 def test_qrun_runs_the_example_workflow(tmp_path):
-    panel = synthetic_panel(20, 300, seed=0, predictable=0.3)
+    # A provider written from plain OHLCV (no amount), as most users' data is: the handler's
+    # $amount reads as NaN and the forecasts derive amount as for any panel without it.
+    panel = synthetic_panel(20, 300, seed=0, predictable=0.3).drop(columns="amount")
     write_provider(panel, tmp_path / "provider", verbose=False)
+    assert not list((tmp_path / "provider" / "features").glob("*/amount.day.bin"))
     tok, model = save_tiny_pair(tmp_path / "tiny")
     env = dict(os.environ, KRONOS_QLIB_DATA=str(tmp_path / "provider"), KRONOS_MODEL=str(model),
                KRONOS_TOKENIZER=str(tok), KRONOS_LOOKBACK="32", KRONOS_SAMPLES="2",
                KRONOS_TEST_START="2023-02-01", MLFLOW_ALLOW_FILE_STORE="true",
                GIT_PYTHON_REFRESH="quiet")
     qrun = Path(sys.executable).with_name("qrun")
-    done = subprocess.run([str(qrun), str(WORKFLOW)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=240)
+    # Run by this interpreter: a copied virtualenv's script may name another one.
+    done = subprocess.run([sys.executable, str(qrun), str(WORKFLOW)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     artifacts = {p.name for p in (tmp_path / "mlruns").rglob("*.pkl")}
     assert {"pred.pkl", "ic.pkl", "port_analysis_1day.pkl", "report_normal_1day.pkl"} <= artifacts

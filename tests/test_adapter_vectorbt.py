@@ -62,7 +62,7 @@ def test_next_open_equals_hand_built_from_orders_on_shifted_weights(planted_pane
     dates = scores.index.get_level_values("datetime").unique()[::5]
     scores = scores[scores.index.get_level_values("datetime").isin(dates)]
     weights = target_weights(scores, topk=4)
-    pf = backtest(scores, panel, topk=4, fees=0.001, init_cash=1e6)
+    pf = backtest(scores, panel, topk=4, fees=0.001, cash=1e6)
 
     close, open_ = (panel[f].unstack("instrument") for f in ("close", "open"))
     size = pd.DataFrame(np.nan, index=close.index, columns=close.columns)
@@ -151,7 +151,13 @@ def test_bad_inputs_get_one_clear_error(planted_panel, monkeypatch):
     with pytest.raises(TypeError, match="indexed by"):
         backtest(scores.to_numpy(), planted_panel, topk=2)
     with pytest.raises(ValueError, match="fixed by this adapter"):
-        backtest(scores, planted_panel, topk=2, cash_sharing=False)
+        backtest(scores, planted_panel, topk=2, portfolio_kwargs={"cash_sharing": False})
+    with pytest.raises(TypeError, match=r"unknown trading term\(s\) \['tokp'\].*'topk'"):
+        backtest(scores, planted_panel, tokp=2)
+    with pytest.raises(ValueError, match="vectorbt cannot trade this spec: lot_size=100"):
+        backtest(scores, planted_panel, lot_size=100)
+    with pytest.raises(ValueError, match="fees must be a finite number >= 0"):
+        backtest(scores, planted_panel, fees=-0.001)
     with pytest.raises(ValueError, match="execution must be one of"):
         backtest(scores, planted_panel, topk=2, execution="tomorrow")
     monkeypatch.setitem(sys.modules, "vectorbt", None)
@@ -181,11 +187,11 @@ def test_indicator_sweep_runs_the_model_once_per_window(tmp_path):
     tok, model = tiny_pair(0)
     predictor = KronosPredictor(model, tok, device="cpu", max_context=32)
     calls = _counting(predictor)
-    options = dict(lookback=8, pred_len=2, sample_count=2, scorer=SCORERS, param_product=True,
+    options = dict(lookback=16, pred_len=2, sample_count=2, scorer=SCORERS, param_product=True,
                    predictor=predictor, freq=5, seed=0, verbose=False,
                    **{f: wide[f] for f in ("open", "high", "low", "volume")})
     ind = KronosIndicator.run(wide["close"], **options)
-    expected = score_panel(predictor, panel, lookback=8, pred_len=2, sample_count=2,
+    expected = score_panel(predictor, panel, lookback=16, pred_len=2, sample_count=2,
                            scorers=SCORERS, freq=5, seed=0, verbose=False)
     windows = len(expected)
     assert sum(calls) == 2 * windows  # once for the indicator's sweep, once for score_panel
@@ -216,9 +222,9 @@ def test_a_missing_bar_skips_that_order_and_keeps_values_finite(planted_panel, c
     bars = planted_panel.index.get_level_values("datetime").unique()
     gone = (bars[1], held)  # the execution bar of the first rebalance, for a name it buys
     panel = planted_panel.drop(index=[gone])
-    with caplog.at_level("WARNING", logger="kronos_quant.adapters.vectorbt"):
+    with caplog.at_level("WARNING", logger="kronos_quant.orders"):
         pf = backtest(weights, panel)
-    assert "order(s) skipped" in caplog.text and str(held) in caplog.text
+    assert f"{held}: 1 target(s) skipped, no bar at the execution bar" in caplog.text
     orders = pf.orders.records_readable
     assert not ((orders["Timestamp"] == bars[1]) & (orders["Column"] == held)).any()
     assert np.isfinite(pf.value().to_numpy()).all()

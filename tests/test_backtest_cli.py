@@ -14,6 +14,7 @@ pytest.importorskip("quantstats")
 
 from kronos_quant.adapters.vectorbt import backtest  # noqa: E402
 
+from kronos_quant import TradeSpec  # noqa: E402
 from kronos_quant import backtest as bt  # noqa: E402
 from kronos_quant.cli import backtest as backtest_cli  # noqa: E402
 from kronos_quant.data import planted_signal, synthetic_panel  # noqa: E402
@@ -60,7 +61,8 @@ def test_backtest_from_scores_writes_every_output(files):
     assert summary["turnover"] == pytest.approx(
         float((expected - expected.shift(1).fillna(0.0)).abs().sum(axis=1).mean()))
     assert summary["rank_ic"] > 0.05 and summary["max_drawdown"] < 0
-    assert {"sharpe", "ic", "execution", "periods_per_year"} <= set(summary)
+    assert {"sharpe", "ic", "spec", "periods_per_year"} <= set(summary)
+    assert summary["spec"] == TradeSpec(topk=3, n_drop=1, fees=0.001).to_dict()
     assert "coverage_80" not in summary  # not computed from a scores file
     assert summary["model"] is None  # planted scores carry no model fingerprint
     page = (out / "tearsheet.html").read_text(encoding="utf-8")
@@ -74,7 +76,7 @@ def test_backtest_scores_with_the_model_and_reports_coverage(files, tmp_path):
                                                                    "SYN003"])].iloc[:4 * 40]
     small.to_parquet(tmp_path / "small.parquet")
     args = _parse(["-q", "backtest", "--panel", str(tmp_path / "small.parquet"),
-                   "--model", str(model_dir), "--tokenizer", str(tok_dir), "--lookback", "8",
+                   "--model", str(model_dir), "--tokenizer", str(tok_dir), "--lookback", "16",
                    "--pred-len", "2", "--samples", "4", "--freq", "5", "--calibration",
                    "--topk", "2", "--out", str(tmp_path / "out")])
     assert args.func(args) == 0
@@ -113,7 +115,8 @@ def test_a_registered_engine_receives_the_same_book(files, tmp_path):
         del bt.ENGINES["recording"]
     (job,) = seen
     assert job.execution == "next_close" and job.fees == 0.0
-    assert isinstance(job.options, bt.BacktestOptions) and job.options.topk == 2
+    assert isinstance(job.options, bt.BacktestOptions) and job.options.spec.topk == 2
+    assert job.spec == job.options.spec and job.spec.execution == "next_close"
     pd.testing.assert_frame_equal(job.weights, target_weights(planted_signal(panel), topk=2))
     assert json.loads((tmp_path / "summary.json").read_text())["engine"] == "recording"
 
@@ -147,11 +150,40 @@ def test_vectorbt_example_runs_offline_on_the_demo_model(tmp_path, capsys):
     assert "Total Return [%]" in printed and "RankIC" in printed
 
 
+def test_both_backtest_commands_take_the_same_trading_terms_with_defaults_shown(capsys,
+                                                                                  caplog):
+    from kronos_quant.cli import build_parser
+    from kronos_quant.cli.options import trade_spec
+    from kronos_quant.tradespec import TERMS
+
+    parser = build_parser()
+    for command in ("backtest", "qlib-backtest"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        blocks, name = {}, None  # option → its help text (argparse's layout)
+        for line in capsys.readouterr().out.splitlines():
+            if line.startswith("  --"):
+                name = line.split()[0]
+            if name is not None:
+                blocks[name] = blocks.get(name, "") + " " + line.strip()
+        for term in TERMS:
+            assert "default:" in blocks["--" + term.replace("_", "-")], (command, term)
+    args = parser.parse_args(["backtest", "--panel", "p", "--out", "o", "--topk", "3",
+                              "--fees", "0.001", "--init-cash", "5000"])
+    with caplog.at_level("WARNING"), pytest.warns(DeprecationWarning, match="init_cash"):
+        spec = trade_spec(args)
+    assert spec == TradeSpec(topk=3, fees=0.001, cash=5000.0)
+    assert "--init-cash is deprecated; use --cash" in caplog.text
+    plain = parser.parse_args(["qlib-backtest", "--scores", "s", "--provider", "p",
+                               "--benchmark", "B"])
+    assert trade_spec(plain) == TradeSpec()  # an absent option is the spec's default
+
+
 def test_the_library_call_is_the_command(files, tmp_path):
     """run_backtest(BacktestOptions(...)) from Python writes what the command writes."""
     root, _ = files
-    common = dict(panel=root / "panel.parquet", scores=root / "scores.parquet", topk=3, n_drop=1,
-                  fees=0.001, verbose=False)
+    common = dict(panel=root / "panel.parquet", scores=root / "scores.parquet",
+                  spec=TradeSpec(topk=3, n_drop=1, fees=0.001), verbose=False)
     run = bt.run_backtest(bt.BacktestOptions(out=tmp_path / "lib", **common))
     args = _parse(["-q", "backtest", "--panel", str(root / "panel.parquet"), "--scores",
                    str(root / "scores.parquet"), "--topk", "3", "--n-drop", "1", "--fees",

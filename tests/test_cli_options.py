@@ -13,7 +13,7 @@ from kronos_quant.cli.options import scoring_options
 
 # (register module, argv up to the option, option, smallest valid value)
 CASES = [
-    (live_cli, ["live", "--exchange", "x", "--timeframe", "1m", "--state", "s"], "--lookback", 1),
+    (live_cli, ["live", "--exchange", "x", "--timeframe", "1m", "--state", "s"], "--lookback", 16),
     (live_cli, ["live", "--exchange", "x", "--timeframe", "1m", "--state", "s"], "--retries", 1),
     (live_cli, ["live", "--exchange", "x", "--timeframe", "1m", "--state", "s"],
      "--max-cycles", 1),
@@ -25,7 +25,7 @@ CASES = [
     (backtest_cli, ["backtest", "--panel", "p", "--out", "o"], "--n-drop", 0),
     (backtest_cli, ["backtest", "--panel", "p", "--out", "o"], "--samples", 1),
     (signals_cli, ["score", "--panel", "p"], "--pred-len", 1),
-    (signals_cli, ["score", "--panel", "p"], "--lookback", 2),
+    (signals_cli, ["score", "--panel", "p"], "--lookback", 16),
     (signals_cli, ["evaluate", "--scores", "s", "--panel", "p"], "--horizon", 1),
     (signals_cli, ["evaluate", "--scores", "s", "--panel", "p"], "--quantiles", 2),
     (signals_cli, ["evaluate", "--scores", "s", "--panel", "p"], "--top-k", 1),

@@ -218,7 +218,7 @@ def test_one_input_path_case_prices_and_timezones(tmp_path, caplog) -> None:
         TimeStamp=pd.to_datetime(long["TimeStamp"]).dt.tz_localize("America/New_York")
     )
     aware.to_parquet(tmp_path / "aware.parquet")
-    with caplog.at_level(logging.INFO, logger="kronos_quant.inputs"):
+    with caplog.at_level(logging.INFO, logger="kronos_quant"):
         loaded = load_panel(tmp_path / "aware.parquet")
     assert "converted to their local wall-clock time" in caplog.text
     _assert_same_panel(loaded, p)  # the same wall-clock stamps, tz dropped

@@ -46,3 +46,17 @@ def test_atomic_path_for_a_path_writer(tmp_path):
         assert not target.exists()  # invisible until the block ends
     pd.testing.assert_frame_equal(pd.read_parquet(target), frame)
     assert [p.name for p in tmp_path.iterdir()] == ["frame.parquet"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask):
+    # The temporary file is created 0600; the result must be readable as any new file is.
+    old = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "a.json", "{}")
+        with atomic_path(tmp_path / "b.parquet") as tmp:
+            pd.DataFrame({"a": [1.0]}).to_parquet(tmp)
+    finally:
+        os.umask(old)
+    for name in ("a.json", "b.parquet"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == 0o666 & ~umask

@@ -41,8 +41,9 @@ def test_nan_missing_entering_and_leaving():
     w = target_weights(s, topk=2)
     assert held(w, 0) == ["A", "B"] and held(w, 1) == ["C", "D"]
     assert w.loc[DATES[1], "A"] == 0.0 and w.loc[DATES[0], "D"] == 0.0
+    # A date where every score is NaN is no rebalance (the book is kept): no row.
     empty = target_weights(scores_of({0: {"A": np.nan, "B": np.nan}, 1: {"A": 1.0}}), topk=1)
-    assert empty.loc[DATES[0]].abs().sum() == 0.0 and empty.loc[DATES[1], "A"] == 1.0
+    assert list(empty.index) == [DATES[1]] and empty.loc[DATES[1], "A"] == 1.0
 
 
 def test_method_weights_by_hand():
@@ -214,12 +215,11 @@ def test_turnover_and_exposure_by_hand():
     (lambda s: target_weights(s.astype(str), topk=1), "must be numeric"),
     (lambda s: target_weights(s.replace(2.0, np.inf), topk=1), "infinite value at"),
     (lambda s: target_weights(s, method="best", topk=1), "method must be one of"),
-    (lambda s: target_weights(s), "needs topk"),
     (lambda s: target_weights(s, topk=0), "topk must be an integer >= 1"),
     (lambda s: target_weights(s, topk=2, n_drop=3), r"n_drop must be in 0..topk=2"),
     (lambda s: target_weights(s, topk=2, n_drop=1, long_short=True), "long only"),
-    (lambda s: target_weights(s, topk=1, gross=0.0), "gross must be a positive"),
-    (lambda s: target_weights(s, topk=1, max_weight=-1), "max_weight must be a positive"),
+    (lambda s: target_weights(s, topk=1, gross=0.0), "gross must be a finite number > 0"),
+    (lambda s: target_weights(s, topk=1, max_weight=-1), "max_weight must be a finite number > 0"),
     (lambda s: target_weights(s, method="threshold"), "needs threshold"),
     (lambda s: target_weights(s, topk=1, threshold=0.1), "threshold only applies"),
 ])

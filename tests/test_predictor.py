@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kronos_quant import Forecast, KronosPredictor
+from kronos_quant import Forecast, KronosPredictor, inputs
 from kronos_quant.charts import stamp_labels
 from kronos_quant.generation import SamplingParams
 from kronos_quant.inputs import prepare_series
@@ -162,7 +162,7 @@ def test_columns_match_in_any_case_and_tz_aware_stamps_use_their_wall_clock(pred
         fc = predictor.forecast(frame, pred_len=3, top_k=1, sample_count=1)
         np.testing.assert_array_equal(fc.paths, want.paths)
     aware = bars.tz_localize("Europe/Paris")
-    with caplog.at_level(logging.INFO, logger="kronos_quant.inputs"):
+    with caplog.at_level(logging.INFO, logger="kronos_quant"):
         fc = predictor.forecast(aware, pred_len=3, top_k=1, sample_count=1)
     assert "converted to their local wall-clock time" in caplog.text
     np.testing.assert_array_equal(fc.paths, want.paths)
@@ -170,21 +170,22 @@ def test_columns_match_in_any_case_and_tz_aware_stamps_use_their_wall_clock(pred
 
 
 def test_volume_and_amount_are_filled_like_the_reference():
-    no_volume = make_bars(10, volume=False)
+    no_volume = make_bars(20, volume=False)
     prep = prepare_series(no_volume, pred_len=2)
     assert (prep.raw[:, 4:] == 0).all()
-    with_volume = make_bars(10)
+    with_volume = make_bars(20)
     prep = prepare_series(with_volume, pred_len=2)
     typical = with_volume[["open", "high", "low", "close"]].mean(axis=1).to_numpy()
     np.testing.assert_allclose(prep.raw[:, 5], with_volume["volume"] * typical, rtol=1e-6)
 
 
-def test_long_context_is_logged_and_matches_the_reference(pair, caplog):
+def test_long_context_is_logged_and_matches_the_reference(pair, caplog, monkeypatch):
+    monkeypatch.setattr(inputs, "_WARNED", set())  # as in a fresh process
     df = make_bars(45)
     predictor = KronosPredictor(pair[1], pair[0], device="cpu", max_context=20)
     with caplog.at_level(logging.INFO, logger="kronos_quant"):
         got = predictor.predict(df, None, None, pred_len=4, top_k=1, verbose=False)
-    assert "exceeds max_context=20" in caplog.text
+    assert "context of 45 bars exceeds max_context=20" in caplog.text
     want = reference_pipeline(pair, df, df.index, got.index, 4, max_context=20,
                               sampling=SamplingParams(top_k=1))
     np.testing.assert_allclose(got.to_numpy(), want, rtol=1e-5, atol=1e-5)
@@ -215,7 +216,8 @@ BAD_FRAMES = [
     (lambda d: d.iloc[[0, 2, 1, 3, 4, 5]], ValueError, r"non-increasing timestamp at position 2"),
     (lambda d: d.iloc[[0, 1, 1, 2, 3]], ValueError, r"duplicate timestamp at position 2"),
     (lambda d: d.iloc[:0], ValueError, r"empty"),
-    (lambda d: d.iloc[:1], ValueError, r"context has 1 bar\(s\); at least 2"),
+    (lambda d: d.iloc[:15], ValueError,
+     r"context has 15 bar\(s\); forecasting needs at least 16 \(MIN_CONTEXT\)"),
     (lambda d: d.to_numpy(), TypeError, r"expected a pandas DataFrame"),
 ]
 
@@ -271,8 +273,6 @@ def test_mismatched_tokenizer_is_rejected():
 
 
 def test_no_volume_warns_once_per_process_then_debug(predictor, bars, caplog, monkeypatch):
-    from kronos_quant import inputs
-
     monkeypatch.setattr(inputs, "_WARNED", set())  # as in a fresh process
     prices = bars[["open", "high", "low", "close"]]
     with caplog.at_level(logging.DEBUG, logger="kronos_quant.inputs"):

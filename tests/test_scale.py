@@ -160,7 +160,7 @@ def test_assignment_is_balanced_by_windows_and_deterministic():
 
 def test_one_process_store_resumes_and_equals_score_panel(tmp_path, predictor, monkeypatch):
     panel = synthetic_panel(5, 30, seed=3)
-    opts = dict(lookback=12, pred_len=2, sample_count=3, seed=4, start="2022-02-01")
+    opts = dict(lookback=16, pred_len=2, sample_count=3, seed=4, start="2022-02-01")
     first = forecast_panel_sharded(predictor, panel, store=tmp_path, partition_size=2,
                                    verbose=False, **opts)
     assert first.computed == first.partitions == len(_partitions(tmp_path))
@@ -189,7 +189,7 @@ def test_a_failing_write_raises_shard_failure_naming_the_rank(tmp_path, predicto
     panel = synthetic_panel(3, 20, seed=3)
     (tmp_path / "store").write_text("not a folder")
     with pytest.raises(ShardFailure, match=r"rank 0 of 1 failed: .*Error"):
-        forecast_panel_sharded(predictor, panel, store=tmp_path / "store", lookback=12,
+        forecast_panel_sharded(predictor, panel, store=tmp_path / "store", lookback=16,
                                pred_len=2, sample_count=2, seed=0, verbose=False)
 
 

@@ -118,14 +118,14 @@ def test_a_failing_model_call_is_a_500_and_the_server_keeps_serving(model, monke
     real = model.forecast_arrays
 
     def flaky(values, *args, **kwargs):
-        if values.shape[1] == 13:
+        if values.shape[1] == 23:
             raise RuntimeError("CUDA out of memory\nlong details that must not be sent")
         return real(values, *args, **kwargs)
 
     monkeypatch.setattr(model, "forecast_arrays", flaky)
     good = [{"bars": records(random_walk_bars(30, seed=k)), "pred_len": 2, "sample_count": 4,
              "seed": k} for k in range(3)]
-    bad = {**good[0], "bars": good[0]["bars"][:13]}
+    bad = {**good[0], "bars": good[0]["bars"][:23]}
     replies = asyncio.run(_concurrent(app, [good[0], bad, good[1]]))
     assert [r.status_code for r in replies] == [200, 500, 200]
     assert replies[1].json()["detail"] == ("forecast failed (RuntimeError: CUDA out of memory)")
@@ -177,7 +177,7 @@ def test_bad_bodies_are_422_with_one_line(client):
              (b"<xml/>", "application/xml", "unsupported content type"),
              (json.dumps({"bars": [], "bogus": 1}).encode(), "application/json", "bogus"),
              (json.dumps({"bars": [], "pred_len": 0}).encode(), "application/json", "pred_len"),
-             (json.dumps({"bars": records(random_walk_bars(5)), "quantiles": [0.5, 1.2]}).encode(),
+             (json.dumps({"bars": records(random_walk_bars(20)), "quantiles": [0.5, 1.2]}).encode(),
               "application/json", "quantiles must be numbers in (0, 1)"),
              (b"timestamp,open\n", "text/csv", "bars: no bars given"),
              (b"timestamp,open\n2024-01-02,1\n", "text/csv", "missing price columns")]

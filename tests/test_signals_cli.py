@@ -46,7 +46,7 @@ def test_score_then_evaluate(setup, capsys):
                  "--out", str(summary_csv), "--plot", str(ic_png)]) == 0
     printed = capsys.readouterr().out
     assert "RankIC" in printed and "momentum_20" in printed and "random_walk" in printed
-    assert "execution: next_open" in printed and "score metadata" in printed
+    assert printed.count("execution next_open") == 1 and "score metadata" in printed
     summary = pd.read_csv(summary_csv, index_col="signal")
     assert set(BUILTIN_SCORERS) | {"random_walk", "momentum_20", "reversal_5"} == set(summary.index)
     assert np.isfinite(summary.loc["expected_return", "rank_ic_mean"])
@@ -76,7 +76,8 @@ def test_rerun_uses_the_cache_and_csv_output(setup, capsys, monkeypatch):
 
 @pytest.mark.parametrize("extra, message", [
     (["--scorers", "expected_return,nope"], "unknown scorer 'nope'"),
-    (["--lookback", "400"], "too few bars for lookback=400"),
+    (["--lookback", "30", "--end", "2022-01-20"], "too few bars for lookback=30"),
+    (["--lookback", "400"], "--lookback 400 is longer than the model's context of 32 bars"),
 ])
 def test_score_reports_bad_input_in_one_line(setup, capsys, extra, message):
     tmp, _, args, _ = setup
@@ -85,9 +86,16 @@ def test_score_reports_bad_input_in_one_line(setup, capsys, extra, message):
 
 
 def test_score_needs_a_model_and_evaluate_needs_known_signals(setup, capsys):
-    tmp, csv, args, _ = setup
-    assert main(["score", "--panel", str(csv), "--out", str(tmp / "s.parquet")]) == 2
-    assert "--model and --tokenizer are required" in capsys.readouterr().err
+    tmp, csv, args, (_, model_dir) = setup
+    # Without --model/--tokenizer: the embedded demo model, as `forecast` does; one alone: no.
+    assert main(["score", "--panel", str(csv), "--lookback", "30", "--pred-len", "2",
+                 "--samples", "2", "--freq", "10", "--scorers", "prob_up",
+                 "--out", str(tmp / "demo.parquet")]) == 0
+    assert "model: kronos-quant demo model" in capsys.readouterr().out
+    assert pd.read_parquet(tmp / "demo.parquet").attrs["max_context"] == 140
+    assert main(["score", "--panel", str(csv), "--model", str(model_dir), "--out",
+                 str(tmp / "s.parquet")]) == 2
+    assert "give both --model and --tokenizer, or neither" in capsys.readouterr().err
     assert main(["-q", "score", *args, "--scorers", "prob_up",
                  "--out", str(tmp / "s.parquet")]) == 0
     assert main(["evaluate", "--scores", str(tmp / "s.parquet"), "--panel", str(csv),
@@ -108,13 +116,14 @@ def test_evaluate_prints_the_execution_and_the_score_metadata(tmp_path, capsys):
     base = ["evaluate", "--scores", str(scores_path), "--panel", str(csv), "--no-baselines"]
     assert main([*base, "--horizon", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "execution: next_open: score known after the close of bar t, traded at the open" \
-        in printed
+    # Said once, heading the table (it used to be printed twice).
+    assert printed.count("next_open: score known after the close of bar t, traded at the "
+                         "open") == 1
     assert "pred_len: 3" in printed and "lookback: 16" in printed
     assert "differs from the scores' forecast length" not in printed
     assert main([*base, "--horizon", "2", "--execution", "same_close"]) == 0
     printed = capsys.readouterr().out
-    assert "execution: same_close" in printed and "market-on-close" in printed
+    assert "execution same_close" in printed and "market-on-close" in printed
     assert "horizon 2 bars differs from the scores' forecast length pred_len=3" in printed
     # The convention changes the numbers: the table is not the same under another execution.
     assert main([*base, "--horizon", "2"]) == 0

@@ -297,7 +297,7 @@ def test_bad_panels_raise_one_clear_error(predictor, panel, breaker, error, matc
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(scorers=["expected_return", "no_such_scorer"]), "unknown scorer 'no_such_scorer'"),
-    (dict(lookback=1), "lookback must be an integer >= 2"),
+    (dict(lookback=1), "lookback must be an integer >= 16"),
     (dict(sample_count=0), "sample_count must be an integer >= 1"),
     (dict(pred_len=0), "pred_len must be an integer >= 1, got 0"),
     (dict(batch_size=True), "batch_size must be an integer >= 1, got True"),

@@ -66,7 +66,7 @@ def embedded_demo(root: str | Path | None = None) -> DemoAssets | None:
 
 
 def demo_predictor(model: str | None = None, tokenizer: str | None = None, *,
-                   device: str | None = None, max_context: int = 512,
+                   device: str | None = None, max_context: int | None = None,
                    assets: DemoAssets | None = None) -> tuple[KronosPredictor, str]:
     """A predictor and a label saying honestly what it is: ``model`` + ``tokenizer`` (Hub ids
     or directories) when given, else the embedded demo model ``assets``, else a seeded

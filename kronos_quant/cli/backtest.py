@@ -14,15 +14,13 @@ import argparse
 
 from ..backtest import DEFAULT_SCORER, ENGINES, BacktestOptions, run_backtest
 from ..data import CALENDAR_DAYS_PER_YEAR, TRADING_DAYS_PER_YEAR
-from ..execution import DEFAULT_EXECUTION, EXECUTIONS
-from ..portfolio import METHODS
 from .options import (
     add_model_args,
     add_scoring_args,
+    add_trade_args,
     int_option,
-    non_negative,
-    positive,
     scoring_options,
+    trade_spec,
 )
 
 
@@ -32,10 +30,10 @@ def options_from_args(args: argparse.Namespace) -> BacktestOptions:
         panel=args.panel, out=args.out, engine=args.engine, scores=args.scores,
         signal=args.signal, model=args.model, tokenizer=args.tokenizer, device=args.device,
         max_context=args.max_context, scoring=scoring_options(args), cache_dir=args.cache_dir,
-        batch_size=args.batch_size, calibration=args.calibration, method=args.method,
-        topk=args.topk, n_drop=args.n_drop, execution=args.execution, fees=args.fees,
-        slippage=args.slippage, init_cash=args.init_cash, horizon=args.horizon,
-        periods_per_year=args.periods_per_year, verbose=not args.quiet)
+        batch_size=args.batch_size, calibration=args.calibration, spec=trade_spec(args),
+        horizon=args.horizon, periods_per_year=args.periods_per_year,
+        engine_options={"provider": args.provider, "region": args.region},
+        verbose=not args.quiet)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -67,14 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scoring_args(p, title="scoring with --model (walk-forward, as kronos-quant score)")
     p.add_argument("--calibration", action="store_true",
                    help="with --model: also report band coverage")
-    p.add_argument("--method", choices=METHODS, default="topk")
-    p.add_argument("--topk", type=int_option(1), default=10)
-    p.add_argument("--n-drop", type=int_option(0), default=None,
-                   help="Qlib TopkDropout: at most this many swaps per rebalance")
-    p.add_argument("--execution", choices=EXECUTIONS, default=DEFAULT_EXECUTION)
-    p.add_argument("--fees", type=non_negative, default=0.0, help="per order, 0.001 = 10 bp")
-    p.add_argument("--slippage", type=non_negative, default=0.0)
-    p.add_argument("--init-cash", type=positive, default=1_000_000.0)
+    add_trade_args(p, deprecated="init_cash")
+    q = p.add_argument_group("--engine qlib")
+    q.add_argument("--provider", default=None,
+                   help="Qlib provider directory (default: written from --panel into "
+                        "OUT/qlib_provider)")
+    q.add_argument("--region", default="us", choices=["cn", "us"],
+                   help="Qlib price limits: cn 9.5%%, us none (default: us)")
     p.add_argument("--horizon", type=int_option(1), default=None,
                    help="evaluation horizon in bars (default: bars between rebalances)")
     p.add_argument("--periods-per-year", type=int_option(1), default=None,

@@ -12,7 +12,7 @@ from .. import demo as demo_app
 from ..demo import STEPS, DemoContext, DemoSettings, demo_series, plan_steps, run_demo
 from ..inputs import MIN_CONTEXT
 from ..strategies.ledger import Ledger
-from .options import add_model_args, int_option
+from .options import add_model_args, check_lookback, int_option
 from .serve import dashboard_command
 
 
@@ -39,6 +39,8 @@ def _command(args: argparse.Namespace) -> int:
     pred_len = args.pred_len if args.pred_len is not None else (
         bundled.pred_len if bundled else demo_app.FALLBACK_PRED_LEN)
     series, name = demo_series(bundled, lookback)
+    check_lookback(lookback, context=predictor.max_context,
+                   bars=len(series) if bundled else None, source=f"the bundled series ({name})")
     settings = DemoSettings(pred_len=pred_len, samples=args.samples, seed=args.seed,
                             live_candles=args.live_candles, score_samples=args.score_samples)
     ctx = DemoContext(Path(args.out), predictor, label, series, name, settings,

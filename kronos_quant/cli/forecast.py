@@ -20,7 +20,7 @@ from pathlib import Path
 from ..data import read_series
 from ..forecast import DEFAULT_QUANTILES, write_forecast
 from ..inputs import MIN_CONTEXT
-from .options import add_model_args, int_option
+from .options import add_data_args, add_model_args, check_lookback, int_option, model_context
 
 
 def summary_lines(summary: dict) -> list[str]:
@@ -48,15 +48,25 @@ def _run(args: argparse.Namespace) -> int:
     from ..assets import demo_predictor, embedded_demo
     from ..signals import score_forecast
 
-    assets = embedded_demo() if args.model is None and args.tokenizer is None else None
+    if (args.model is None) != (args.tokenizer is None):
+        raise ValueError("give both --model and --tokenizer, or neither")
+    # The file and the options are checked before any weights load (Hub models are slow).
+    bars = read_series(args.input, instrument=args.instrument, date_format=args.date_format)
+    assets = embedded_demo() if args.model is None else None
+    model = args.model or (assets.model_dir if assets else None)
+    context = model_context(model, args.max_context)
+    lookback = args.lookback or min(assets.lookback if assets else context, len(bars))
+    check_lookback(lookback, context=context, bars=len(bars), source=args.input)
     predictor, label = demo_predictor(args.model, args.tokenizer, device=args.device,
                                       max_context=args.max_context, assets=assets)
-    bars = read_series(args.input, instrument=args.instrument)
-    lookback = args.lookback or (assets.lookback if assets else args.max_context)
     name = args.name or args.instrument or Path(args.input).stem
-    fc = predictor.forecast(bars.iloc[-lookback:], pred_len=args.pred_len,
-                            sample_count=args.samples, seed=args.seed, T=args.temperature,
-                            top_p=args.top_p, verbose=not args.quiet, name=name)
+    try:
+        fc = predictor.forecast(bars.iloc[-lookback:], pred_len=args.pred_len,
+                                sample_count=args.samples, seed=args.seed, T=args.temperature,
+                                top_p=args.top_p, verbose=not args.quiet, name=name,
+                                calendar=args.calendar, repair=args.repair)
+    except (ValueError, TypeError) as err:  # the rows of the window, named as in the file
+        raise type(err)(f"{args.input}: {err}") from None
     files, summary = write_forecast(fc, args.out, model_label=label, quantiles=args.quantiles,
                                     scores=score_forecast(fc))
     print("\n".join(summary_lines(summary)))
@@ -74,8 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the series to use when the file has an instrument/symbol column")
     p.add_argument("--name", default=None, help="series label (default: instrument or file name)")
     add_model_args(p)
+    add_data_args(p)
     p.add_argument("--lookback", type=int_option(MIN_CONTEXT), default=None,
-                   help="context bars (default: the demo model's 120, else --max-context)")
+                   help="context bars, at most the model's context (default: the demo model's "
+                        "120, else the model's context; the whole file if shorter)")
+    p.add_argument("--calendar", default=None,
+                   help="exchange calendar for daily future stamps, e.g. XNYS (needs the "
+                        "[calendars] extra; default: weekdays)")
     p.add_argument("--pred-len", type=int_option(1), default=20, help="bars to forecast")
     p.add_argument("--samples", type=int_option(1), default=32, help="sample paths")
     p.add_argument("--seed", type=int, default=0)

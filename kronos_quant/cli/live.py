@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ..execution import DEFAULT_EXECUTION
+from ..inputs import MIN_CONTEXT
 from .options import add_model_args, int_option
 
 logger = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true", help="decide what has closed, then exit")
     p.add_argument("--max-cycles", type=int_option(1), default=None, help="stop after N cycles")
     g = p.add_argument_group("forecast")
-    g.add_argument("--lookback", type=int_option(1), default=120, help="context candles")
+    g.add_argument("--lookback", type=int_option(MIN_CONTEXT), default=120, help="context candles")
     g.add_argument("--pred-len", type=int_option(1), default=1, help="candles forecast")
     g.add_argument("--samples", type=int_option(1), default=32, help="sample paths")
     g.add_argument("--T", type=float, default=1.0, help="sampling temperature")

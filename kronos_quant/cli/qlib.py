@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..io import atomic_path
-from .options import int_option
+from .options import add_trade_args, trade_spec
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -46,9 +46,8 @@ def _backtest(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"score columns {missing} not in {args.scores}; "
                          f"it has {list(scores.columns)}")
-    options = dict(topk=args.topk, n_drop=args.n_drop, benchmark=args.benchmark,
-                   execution=args.execution, region=args.region, start=args.start, end=args.end,
-                   account=args.account, verbose=not args.quiet)
+    options = dict(spec=trade_spec(args), benchmark=args.benchmark, region=args.region,
+                   start=args.start, end=args.end, verbose=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if len(columns) > 1:
@@ -84,19 +83,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "against the panel too); exit 1 on any difference")
     data.set_defaults(func=_data)
 
-    bt = subparsers.add_parser("qlib-backtest", help="Qlib TopkDropout backtest of a scores file")
+    bt = subparsers.add_parser(
+        "qlib-backtest", help="Qlib TopkDropout backtest of a scores file",
+        description="Qlib's TopkDropoutStrategy on a scores file, with the trading terms every "
+                    "engine reads (a TradeSpec: --topk, --n-drop, --fees, ...; method topk, "
+                    "long only). Qlib's own rules (lots, price limits, tie order, delistings) "
+                    "are listed in docs/qlib.md.")
     bt.add_argument("--scores", required=True, help="scores file (kronos-quant score output)")
     bt.add_argument("--provider", required=True, help="Qlib provider directory")
     bt.add_argument("--benchmark", required=True, help="benchmark instrument of the provider")
     bt.add_argument("--columns", help="score columns, comma-separated (default: all; several "
                                       "are compared side by side)")
-    bt.add_argument("--topk", type=int_option(1), default=10)
-    bt.add_argument("--n-drop", type=int_option(0), default=2)
-    bt.add_argument("--execution", default="next_open", choices=["next_open", "next_close"])
     bt.add_argument("--region", default="cn", choices=["cn", "us"],
-                    help="trade unit and price limits (cn: 100 and 9.5%%; us: 1 and none)")
-    bt.add_argument("--account", type=float, default=1e8, help="initial cash")
-    bt.add_argument("--start", help="first trading day")
-    bt.add_argument("--end", help="last trading day")
-    bt.add_argument("--out", default="qlib_backtest", help="output folder")
+                    help="price limits: cn 9.5%%, us none (default: cn)")
+    bt.add_argument("--start", help="first trading day (default: the day after the first score)")
+    bt.add_argument("--end", help="last trading day (default: the day after the last score)")
+    bt.add_argument("--out", default="qlib_backtest", help="output folder (default: qlib_backtest)")
+    add_trade_args(bt, deprecated="account")
     bt.set_defaults(func=_backtest)

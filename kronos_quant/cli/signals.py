@@ -18,13 +18,17 @@ import pandas as pd
 
 from ..data import load_panel
 from ..execution import DEFAULT_EXECUTION, EXECUTIONS
+from ..inputs import MIN_CONTEXT
 from ..io import atomic_path
 from ..signals.store import read_scores, write_scores
 from .options import (
+    add_data_args,
     add_model_args,
     add_scoring_args,
+    check_lookback,
     csv_list,
     int_option,
+    model_context,
     probability,
     scoring_options,
 )
@@ -63,15 +67,30 @@ def _forecast_sharded(args: argparse.Namespace, panel: pd.DataFrame, options: di
     return run.forecasts
 
 
+def _default_model(args: argparse.Namespace) -> None:
+    """Without --model and --tokenizer, the embedded demo model (as ``forecast`` does)."""
+    from ..assets import embedded_demo
+
+    if (args.model is None) != (args.tokenizer is None):
+        raise ValueError("give both --model and --tokenizer, or neither")
+    if args.model is None:
+        assets = embedded_demo()
+        if assets is None:
+            raise ValueError("--model and --tokenizer are required: the embedded demo model "
+                             "is missing from this installation")
+        args.model, args.tokenizer = str(assets.model_dir), str(assets.tokenizer_dir)
+        print(f"model: {assets.label}")
+
+
 def _score(args: argparse.Namespace) -> int:
     from ..predictor import KronosPredictor
     from ..signals import ShardFailure, calibrate, forecast_panel, plot_calibration
     from ..signals.scorers import resolve_scorers
 
-    if args.model is None or args.tokenizer is None:
-        raise ValueError("--model and --tokenizer are required (Hub ids or local directories)")
+    _default_model(args)
     scorers = resolve_scorers(csv_list(args.scorers))
-    panel = load_panel(args.panel)
+    check_lookback(args.lookback, context=model_context(args.model, args.max_context))
+    panel = load_panel(args.panel, date_format=args.date_format, repair=args.repair)
     options = scoring_options(args)
     if _sharded(args):
         try:
@@ -109,31 +128,45 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scores_here(args: argparse.Namespace, panel: pd.DataFrame) -> pd.DataFrame:
+    """``evaluate`` without --scores: score the panel first (the embedded demo model unless
+    --model/--tokenizer), forecasting --horizon bars."""
+    from ..predictor import KronosPredictor
+    from ..signals import score_panel
+
+    _default_model(args)
+    check_lookback(args.lookback, context=model_context(args.model, args.max_context))
+    predictor = KronosPredictor.from_pretrained(args.model, args.tokenizer, device=args.device,
+                                                max_context=args.max_context)
+    return score_panel(predictor, panel, lookback=args.lookback, pred_len=args.horizon,
+                       sample_count=args.samples, seed=args.seed, verbose=not args.quiet)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..execution import describe_execution
     from ..signals import evaluate, plot_ic
 
-    scores = read_scores(args.scores)
+    panel = load_panel(args.panel, date_format=args.date_format, repair=args.repair)
+    scores = read_scores(args.scores) if args.scores else _scores_here(args, panel)
+    source = args.scores or "scored here"
     signals = csv_list(args.signals)
     if signals:
         unknown = [s for s in signals if s not in scores.columns]
         if unknown:
-            raise ValueError(f"--signals {unknown} are not columns of {args.scores}: "
+            raise ValueError(f"--signals {unknown} are not columns of {source}: "
                              f"{list(scores.columns)}")
         scores = scores[signals]
     numeric = scores.select_dtypes("number")
     numeric.attrs = dict(scores.attrs)  # the score metadata travels with the chosen columns
-    result = evaluate(numeric, load_panel(args.panel), horizon=args.horizon,
+    result = evaluate(numeric, panel, horizon=args.horizon,
                       baselines=not args.no_baselines, momentum_window=args.momentum_window,
                       reversal_window=args.reversal_window, quantiles=args.quantiles,
                       top_k=args.top_k, log=args.log_returns, execution=args.execution)
-    print(f"execution: {describe_execution(result.execution)}")
-    if result.metadata:
-        print(f"score metadata ({args.scores}):")
+    if result.metadata:  # the execution line heads the table below
+        print(f"score metadata ({source}):")
         for key, value in result.metadata.items():
             print(f"  {key}: {value}")
     else:
-        print(f"score metadata: none stored in {args.scores}")
+        print(f"score metadata: none stored in {source}")
     print(result.table())
     verdicts = result.verdicts(args.alpha)
     if verdicts:
@@ -157,6 +190,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--panel", required=True,
                    help="long CSV/Parquet file or folder of per-symbol files")
+    add_data_args(p)
     p.add_argument("--scorers", default=None,
                    help="comma-separated scorer names (default: all built-ins)")
     p.add_argument("--log-returns", action="store_true", help="score on log returns")
@@ -172,8 +206,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     e = subparsers.add_parser("evaluate", help="IC, RankIC, quantile returns vs baselines",
                               description=__doc__)
-    e.add_argument("--scores", required=True, help="scores file written by `kronos-quant score`")
+    e.add_argument("--scores", default=None,
+                   help="scores file written by `kronos-quant score` (default: score the panel "
+                        "here with --model, else the embedded demo model, over --horizon bars)")
     e.add_argument("--panel", required=True, help="the panel the scores were computed on")
+    add_data_args(e)
+    add_model_args(e)
+    g = e.add_argument_group("scoring here (without --scores)")
+    g.add_argument("--lookback", type=int_option(MIN_CONTEXT), default=64,
+                   help="context bars per window")
+    g.add_argument("--samples", type=int_option(1), default=16, help="sample paths per window")
+    g.add_argument("--seed", type=int_option(0), default=0)
     e.add_argument("--horizon", type=int_option(1), default=5,
                    help="forward-return horizon in bars")
     e.add_argument("--execution", choices=EXECUTIONS, default=DEFAULT_EXECUTION,

@@ -28,6 +28,7 @@ import torch
 
 from ..data import panel_from_frames, panel_to_frames, synthetic_panel
 from ..finetune import FinetuneConfig, Trainer, read_metrics
+from ..hub import write_training_record
 from ..io import atomic_path, write_atomic
 from .model_card import write_model_card
 from .model_eval import evaluate_pair
@@ -121,6 +122,8 @@ def build_demo_model(out: str | Path, *, work_dir: str | Path | None = None, thr
     model = Kronos.from_pretrained(model_dir)
     tokenizer.save_pretrained(out / "tokenizer")
     model.save_pretrained(out / "model")
+    write_training_record(out / "model", lookback=COMMON["lookback"],
+                          pred_len=COMMON["pred_len"])
     config = FinetuneConfig.from_dict({**COMMON, **PREDICTOR, "tokenizer": str(tok_dir)})
     metrics = evaluate_pair(tokenizer, model, panel, config, real_instruments=sorted(
         set(real.index.get_level_values("instrument"))), quick=quick)

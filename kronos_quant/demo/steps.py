@@ -32,6 +32,7 @@ from ..execution import DEFAULT_EXECUTION, describe_execution
 from ..forecast import write_forecast
 from ..io import atomic_path
 from ..portfolio import target_weights
+from ..tradespec import TradeSpec
 
 
 def write_universe(path: str | Path = UNIVERSE) -> Path:
@@ -240,12 +241,18 @@ def random_walk_verdict(row: pd.Series, last: pd.Series, scorer: str, horizon: i
             f"{int(row['rank_ic_n'])} dates): {signal} from zero at {alpha:g}.")
 
 
+def demo_spec(ctx: DemoContext) -> TradeSpec:
+    """The trading terms every engine of the demo reads."""
+    s = ctx.settings
+    return TradeSpec(topk=s.topk, n_drop=s.n_drop, execution=s.execution, fees=s.fees,
+                     cash=s.cash)
+
+
 def demo_weights(ctx: DemoContext) -> pd.DataFrame:
     """The one weight frame every engine trades: top-k with Qlib's dropout rule."""
     if "weights" not in ctx.state:
-        s = ctx.settings
-        ctx.state["weights"] = target_weights(ctx.state["scores"], column=s.scorer,
-                                              topk=s.topk, n_drop=s.n_drop)
+        ctx.state["weights"] = target_weights(ctx.state["scores"], demo_spec(ctx),
+                                              column=ctx.settings.scorer)
     return ctx.state["weights"]
 
 
@@ -253,7 +260,7 @@ def _engine_run(ctx: DemoContext, engine: str):
     """Run ``engine`` on the demo's book; its result metrics (from the first rebalance on,
     vs the equal-weight buy-and-hold) go to ``ctx.state[engine + "_metrics"]``."""
     s = ctx.settings
-    job = BacktestJob(ctx.panel, demo_weights(ctx), s.execution, s.fees, 0.0, s.cash)
+    job = BacktestJob(ctx.panel, demo_weights(ctx), demo_spec(ctx))
     result = ENGINES[engine].run(job)
     ppy = periods_per_year(dates(ctx.panel))
     ctx.state[f"{engine}_metrics"] = result_metrics(
@@ -294,7 +301,8 @@ def step_vectorbt(ctx: DemoContext) -> StepResult:
     write_csv(stats.to_frame("value"), files["stats"])
     numbers = {"final value": float(pf.final_value())} | _metric_numbers(ctx, "vectorbt") | {
         "vectorbt stats() Sharpe": float(stats["Sharpe Ratio"]), "orders": result.orders}
-    return StepResult(numbers, files)
+    return StepResult(numbers, files, notes=[f"trading terms (TradeSpec, every engine): "
+                                             f"{demo_spec(ctx).to_json()}"])
 
 
 def fills_holdings(fills: list[dict], bars: pd.DatetimeIndex, names: pd.Index) -> pd.DataFrame:
@@ -347,9 +355,8 @@ def step_qlib(ctx: DemoContext) -> StepResult:
     provider = ctx.out / "qlib" / "provider"
     write_provider(ctx.panel, provider, verbose=ctx.verbose)
     reports = importlib.util.find_spec("quantstats") is not None
-    result = run_topk_dropout(ctx.state["scores"], provider, column=s.scorer, topk=s.topk,
-                              n_drop=s.n_drop, benchmark=equal_weight_returns(ctx.panel),
-                              execution=s.execution, region="us", account=s.cash,
+    result = run_topk_dropout(ctx.state["scores"], provider, demo_spec(ctx), column=s.scorer,
+                              benchmark=equal_weight_returns(ctx.panel), region="us",
                               out_dir=ctx.folder("qlib"), tearsheet=reports,
                               verbose=ctx.verbose)
     ctx.state["qlib"] = result

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import PREDICTOR_PRESETS, preset_configs
+from ..hub import write_training_record
 from ..model import Kronos
 from ..tokenizer import KronosTokenizer
 from .config import FinetuneConfig
@@ -122,6 +123,7 @@ class PredictorTask:
         self.tokenizer = tokenizer.to(device).eval().requires_grad_(False)
         self.module: Kronos = model.to(device)
         self.teacher_forcing = config.teacher_forcing
+        self.window = (config.lookback, config.pred_len)
 
     @torch.no_grad()
     def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +144,10 @@ class PredictorTask:
             return self._parts(self.module, x, stamp, teacher_forcing=True)
 
     def save(self, directory: Path) -> None:
+        """The predictor and, beside its config.json, the windows it was trained on (the
+        context :class:`~kronos_quant.predictor.KronosPredictor` then defaults to)."""
         self.module.save_pretrained(directory)
+        write_training_record(directory, lookback=self.window[0], pred_len=self.window[1])
 
 
 def build_task(config: FinetuneConfig, device: torch.device) -> TokenizerTask | PredictorTask:

@@ -63,10 +63,24 @@ def pit_values(samples: np.ndarray, realised: np.ndarray) -> np.ndarray:
     return (below + 0.5 * equal + 0.5) / (samples.shape[1] + 1)
 
 
-def pit_histogram(pit: np.ndarray, bins: int = 10) -> pd.Series:
-    """Share of PIT values per equal-width bin of [0, 1] (uniform = 1 / bins each)."""
+def pit_histogram(pit: np.ndarray, bins: int = 10, *, samples: int | None = None) -> pd.Series:
+    """Share of PIT values per equal-width bin of [0, 1] (uniform = 1 / bins each).
+
+    The PIT of an ensemble of ``samples`` paths takes only ``samples + 1`` values, so with
+    fewer paths than bins some bins could never be filled and a calibrated forecast would
+    look miscalibrated. Given ``samples``, each value counts as its slot of width
+    1 / (samples + 1), spread over the bins it covers (the expected histogram of the
+    randomised PIT): calibrated forecasts then fill every bin alike.
+    """
     pit = pit[np.isfinite(pit)]
-    counts, edges = np.histogram(pit, bins=bins, range=(0.0, 1.0))
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    if samples is None:
+        counts = np.histogram(pit, bins=edges)[0].astype(float)
+    else:
+        half = 0.5 / (samples + 1)
+        lo, hi = pit[:, None] - half, pit[:, None] + half  # (N, 1) each slot's edges
+        overlap = np.minimum(hi, edges[1:]) - np.maximum(lo, edges[:-1])  # (N, bins)
+        counts = (np.clip(overlap, 0.0, None) / (2 * half)).sum(axis=0)
     labels = [f"{a:.2f}-{b:.2f}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
     return pd.Series(counts / max(len(pit), 1), index=pd.Index(labels, name="pit_bin"))
 
@@ -176,7 +190,8 @@ def calibrate(forecasts: PanelForecasts, panel: pd.DataFrame, *,
                              for h in range(len(steps))], index=steps,
                             columns=pd.Index(levels, name="level"))
     pit = pd.DataFrame({h + 1: pit_histogram(pit_values(ret[ok[:, h], :, h], real[ok[:, h], h]),
-                                             bins) for h in range(len(steps))})
+                                             bins, samples=ret.shape[1])
+                        for h in range(len(steps))})
     pit.columns.name = "step"
     crps = skill.steps["crps"].reindex(steps)
     conformal = None

@@ -403,5 +403,6 @@ def _notes(frame: pd.DataFrame, fwd: pd.Series, spacing: float | None, *, horizo
     overlap = _overlap_note(spacing, horizon)
     if overlap:
         notes.append(overlap)
-    notes.append(f"turnover of the top-{k} set per rebalance")
+    notes.append(f"turnover of the top-{k} set per rebalance (default: the top quantile's size; "
+                 f"top_k / --top-k sets the number you hold)")
     return notes

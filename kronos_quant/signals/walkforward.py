@@ -296,6 +296,10 @@ def plan_scoring(predictor, panel: pd.DataFrame, *, lookback: int, pred_len: int
     if not hasattr(predictor, "forecast_arrays"):
         raise TypeError(f"predictor must be a KronosPredictor, got {type(predictor).__name__}")
     lookback = checked_int(lookback, name="lookback", minimum=MIN_CONTEXT)
+    if lookback > predictor.max_context:
+        raise ValueError(f"lookback={lookback} is longer than the predictor's max_context="
+                         f"{predictor.max_context}: the model would see only the last "
+                         f"{predictor.max_context} bars of windows normalised over {lookback}")
     pred_len = checked_int(pred_len, name="pred_len")
     sampling = SamplingParams(T=T, top_k=top_k, top_p=top_p,
                               sample_count=checked_int(sample_count, name="sample_count"))
