@@ -228,6 +228,14 @@ def bar_values() -> type:
     return BarValues
 
 
+def add_return_analyzers(cerebro: Any) -> None:
+    """Add the ``PyFolio`` analyzer and :func:`bar_values` (per-bar returns for
+    :func:`returns`) to ``cerebro``."""
+    bt = require_engine("backtrader")
+    cerebro.addanalyzer(bt.analyzers.PyFolio, _name=PYFOLIO_NAME)
+    cerebro.addanalyzer(bar_values(), _name=BAR_VALUES_NAME)
+
+
 def returns(result: Any, *, name: str = "returns") -> pd.Series:
     """Per-bar simple returns of a finished strategy, tz-naive.
 

@@ -303,18 +303,12 @@ def plot_cumulative(reports: Mapping[str, pd.DataFrame], path: str | Path) -> Pa
 def compare_scorers(scores: pd.DataFrame, provider_uri: str | Path, *,
                     out_dir: str | Path | None = None, trials: int | None = None,
                     **options) -> tuple[pd.DataFrame, Path | None]:
-    """:func:`run_topk_dropout` for every column of ``scores`` (ours and baselines side by
-    side) → one table (row per scorer) and one cumulative-return plot in ``out_dir``.
-
-    The table's ``excess_sharpe_after_cost`` and ``deflated_sharpe``
-    (:func:`kronos_quant.metrics.sweep_sharpe`: the probability that the true Sharpe ratio is
-    positive given the number of scorers compared, or ``trials`` when more were tried) keep
-    the best row from reading as skill.
-    """
+    """:func:`run_topk_dropout` per column of ``scores`` → one table (row per scorer; its
+    ``deflated_sharpe`` counts ``trials``, default the scorers) and a cumulative-return plot."""
     check_scores(scores)
     if not isinstance(scores, pd.DataFrame) or scores.shape[1] < 1:
         raise TypeError("compare_scorers needs a DataFrame with one column per scorer")
-    rows, reports, net = {}, {}, {}
+    rows, reports = {}, {}
     for name in scores.columns:
         result = run_topk_dropout(scores, provider_uri, column=name, tearsheet=False, **options)
         risk, rep = result.risk, result.report
@@ -327,12 +321,9 @@ def compare_scorers(scores: pd.DataFrame, provider_uri: str | Path, *,
             "mean_turnover": float(rep["turnover"].mean()),
         }
         reports[str(name)] = rep
-        net[name] = rep["return"] - rep["bench"] - rep["cost"]
     table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("scorer")
-    # Sharpe of the excess return after cost (Qlib's information ratio, in our definition)
-    # and its deflated Sharpe ratio given the scorers tried, so the best row of the
-    # comparison is not read as skill (Qlib's daily reports: 252 days a year).
-    sweep = sweep_sharpe(pd.DataFrame(net), periods_per_year=252, trials=trials)
+    net = pd.DataFrame({n: r["return"] - r["bench"] - r["cost"] for n, r in reports.items()})
+    sweep = sweep_sharpe(net, periods_per_year=periods_per_year(net.index), trials=trials)
     table = table.join(sweep.rename(columns={"sharpe": "excess_sharpe_after_cost"}))
     figure = None
     if out_dir is not None:

@@ -33,14 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..adapters import require_engine
-from ..adapters.backtrader import (
-    BAR_VALUES_NAME,
-    PYFOLIO_NAME,
-    bar_values,
-    feeds,
-    returns,
-    score_frame,
-)
+from ..adapters.backtrader import add_return_analyzers, feeds, returns, score_frame
 from ..data import INDEX_NAMES, validate_panel
 from ..orders import OrderRules
 from ..portfolio import THIN_DATES, OnceFilter, align, target_weights
@@ -419,8 +412,7 @@ def cerebro_for(panel: pd.DataFrame, spec: TradeSpec | None = None, *,
     as vectorbt applies it: buys at price × (1 + s), sells at price × (1 − s), not capped by
     the bar's range), cheat-on-open and cheat-on-close both on (``KronosStrategy`` sends its
     orders in the open hook and flags which fill at the close), and the analyzers ``sharpe``,
-    ``drawdown``, ``returns``, ``trades``, ``pyfolio`` and ``bar_values`` (the portfolio value
-    after every bar: per-bar returns)."""
+    ``drawdown``, ``returns``, ``trades``, ``pyfolio``, ``bar_values`` (per-bar values)."""
     bt = require_engine("backtrader")
     spec = resolve_spec(spec, terms, engine="backtrader")
     cerebro = bt.Cerebro(cheat_on_open=True, stdstats=stdstats)
@@ -435,15 +427,12 @@ def cerebro_for(panel: pd.DataFrame, spec: TradeSpec | None = None, *,
                                          slip_match=True, slip_out=True)
     for data in feeds(panel, scores):
         cerebro.adddata(data, name=data._name)
-    # backtrader's own ratio (daily, whole run); risk-free 0 and the sample deviation as in
-    # kronos_quant.metrics, whose Sharpe (from the first rebalance on) is the one we report.
     cerebro.addanalyzer(bt.analyzers.SharpeRatio, _name="sharpe", timeframe=bt.TimeFrame.Days,
                         annualize=True, riskfreerate=0.0, stddev_sample=True)
     cerebro.addanalyzer(bt.analyzers.DrawDown, _name="drawdown")
     cerebro.addanalyzer(bt.analyzers.Returns, _name="returns")
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="trades")
-    cerebro.addanalyzer(bt.analyzers.PyFolio, _name=PYFOLIO_NAME)
-    cerebro.addanalyzer(bar_values(), _name=BAR_VALUES_NAME)
+    add_return_analyzers(cerebro)
     return cerebro
 
 
