@@ -162,8 +162,9 @@ HAND = 1000.0 / (10.0 * (1 + FEES)) * 12.0 * (1 - FEES)
 def test_delisted_name_is_sold_at_its_last_close_in_vectorbt():
     panel, scores = _delisting_case()
     pf = backtest(scores, panel, topk=1, fees=FEES, cash=1000.0)
-    assets = pf.assets()
-    assert assets["A"].iloc[3] == 0.0 and assets["A"].iloc[2] > 0
+    assets = pf.assets()["A"]  # the portfolio starts at the first execution bar (bar 1)
+    bars = panel.index.get_level_values("datetime").unique()
+    assert assets.loc[bars[3]] == 0.0 and assets.loc[bars[2]] > 0
     assert pf.cash().iloc[-1] == pytest.approx(HAND, rel=1e-12)
     assert float(pf.final_value()) == pytest.approx(HAND, rel=1e-12)
 
