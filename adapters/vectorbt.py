@@ -27,7 +27,7 @@ import pandas as pd
 from ..data import INDEX_NAMES, PANEL_COLUMNS, bar_spacing, validate_panel
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
 from ..orders import OrderPlan, order_plan
-from ..portfolio import align, target_weights
+from ..portfolio import align, check_gross, target_weights
 from ..signals.transforms import score_column
 from ..tradespec import TradeSpec, resolve_spec
 from . import require_engine
@@ -87,7 +87,7 @@ def _weights(scores_or_weights, instruments: pd.Index, spec: TradeSpec, *,
     """Target weights (rebalance dates × panel instruments) from scores or a weight frame."""
     obj = scores_or_weights
     if isinstance(obj, pd.DataFrame) and isinstance(obj.index, pd.DatetimeIndex):
-        weights = obj.astype("float64")  # already weights: dates × instruments
+        weights = check_gross(obj.astype("float64"), spec)  # already weights: dates × names
     elif isinstance(obj, (pd.Series, pd.DataFrame)) and isinstance(obj.index, pd.MultiIndex):
         weights = target_weights(obj, spec, column=column)
     else:
