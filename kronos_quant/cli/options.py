@@ -197,7 +197,10 @@ def trade_spec(args: argparse.Namespace):
 
     terms = {name: value for name, value in vars(args).items()
              if name in TERMS or name in DEPRECATED_TERMS}
-    for old in set(terms) & set(DEPRECATED_TERMS):
+    for old in sorted(set(terms) & set(DEPRECATED_TERMS)):
+        new = DEPRECATED_TERMS[old]
         logger.warning("--%s is deprecated; use --%s", old.replace("_", "-"),
-                       DEPRECATED_TERMS[old].replace("_", "-"))
+                       new.replace("_", "-"))
+        if new not in terms:  # said once, for the flag as typed (not the API's keyword)
+            terms[new] = terms.pop(old)
     return resolve_spec(None, terms)
