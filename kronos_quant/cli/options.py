@@ -197,10 +197,7 @@ def trade_spec(args: argparse.Namespace):
 
     terms = {name: value for name, value in vars(args).items()
              if name in TERMS or name in DEPRECATED_TERMS}
-    for old in sorted(set(terms) & set(DEPRECATED_TERMS)):
-        new = DEPRECATED_TERMS[old]
+    for old in set(terms) & set(DEPRECATED_TERMS):
         logger.warning("--%s is deprecated; use --%s", old.replace("_", "-"),
-                       new.replace("_", "-"))
-        if new not in terms:  # said once, for the flag as typed (not the API's keyword)
-            terms[new] = terms.pop(old)
+                       DEPRECATED_TERMS[old].replace("_", "-"))
     return resolve_spec(None, terms)
