@@ -39,7 +39,7 @@ from .tradespec import METHODS, TradeSpec, resolve_spec
 logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "TradeSpec", "THIN_DATES", "OnceFilter", "target_weights", "align",
-           "turnover", "exposure", "EXECUTIONS",
+           "turnover", "exposure", "check_gross", "EXECUTIONS",
            "DEFAULT_EXECUTION", "check_execution", "describe_execution", "execution_lag",
            "execution_price", "execution_returns"]
 
@@ -336,6 +336,21 @@ def _check_weights(weights: pd.DataFrame) -> pd.DataFrame:
     return weights.astype("float64")
 
 
+def check_gross(weights: pd.DataFrame, spec: TradeSpec) -> pd.DataFrame:
+    """Refuse a weight frame whose rows hold more than the spec allows (sum of |w| above
+    ``gross × invested``): an engine would borrow cash for it or fill it part-way, a
+    plausible wrong result either way. Returns ``weights``."""
+    limit = spec.gross * spec.invested
+    held = weights.abs().sum(axis=1)
+    over = held > limit * (1 + 1e-9) + 1e-12
+    if over.any():
+        first = held.index[over.to_numpy()][0]
+        raise ValueError(f"weights on {first} sum to {held[first]:g} (sum of |w|), above the "
+                         f"spec's gross × invested = {limit:g} ({int(over.sum())} of {len(held)} "
+                         "rows): scale them down, or set gross=/invested= to what they hold")
+    return weights
+
+
 def align(weights: pd.DataFrame, bars_index: pd.Index, *, execution: str = DEFAULT_EXECUTION,
           fill: bool = True) -> pd.DataFrame:
     """Weights on every bar of ``bars_index``: each rebalance row placed at its execution bar.
@@ -353,7 +368,8 @@ def align(weights: pd.DataFrame, bars_index: pd.Index, *, execution: str = DEFAU
     if (pos < 0).any():
         missing = weights.index[pos < 0]
         raise ValueError(f"{len(missing)} rebalance date(s) are not bars of bars_index, first "
-                         f"{missing[0]}")
+                         f"{missing[0]}: scores and weights must be dated at the panel's bar "
+                         "times (those of the bars they were computed from)")
     pos = pos + lag
     late = pos >= len(bars)
     if late.any():

@@ -36,7 +36,7 @@ from ..adapters import require_engine
 from ..adapters.backtrader import add_return_analyzers, feeds, returns, score_frame
 from ..data import INDEX_NAMES, validate_panel
 from ..orders import OrderRules
-from ..portfolio import THIN_DATES, OnceFilter, align, target_weights
+from ..portfolio import THIN_DATES, OnceFilter, align, check_gross, target_weights
 from ..signals import forecast_panel
 from ..tradespec import DEPRECATED_TERMS, TERMS, TradeSpec, resolve_spec
 
@@ -78,6 +78,9 @@ PARAMS: tuple[tuple[str, Any, str], ...] = (
     ("weights", None, "target weights (rebalance dates × instruments, target_weights output) "
                       "to trade as they are instead of scores"),
 )
+# Forecast options of live inference: meaningless (and refused by run) without a predictor.
+LIVE_PARAMS = ("lookback", "pred_len", "sample_count", "seed", "T", "top_k", "top_p",
+               "score_options")
 STRATEGY_TERMS = ("rebalance", "method", "topk", "n_drop", "long_short", "max_weight", "gross",
                   "min_score", "threshold", "invested", "execution")
 STOP_LINE = "stop_return"
@@ -482,13 +485,20 @@ def run(panel: pd.DataFrame, spec: TradeSpec | None = None, *,
         raise ValueError("give exactly one of scores= (precomputed), predictor= (live) or "
                          "weights=")
     terms, params = _split(options)
+    live = sorted(set(params) & set(LIVE_PARAMS))
+    if predictor is None and live:
+        raise TypeError(f"KronosStrategy parameter(s) {live} apply only with predictor= (live "
+                        "inference); with scores= or weights= they do nothing"
+                        + ("; the names to hold are topk=" if "top_k" in live else ""))
     spec = resolve_spec(spec, terms, engine="backtrader", stacklevel=3)
     panel = validate_panel(panel)
     if weights is not None:
         if not isinstance(weights, pd.DataFrame) or weights.isna().to_numpy().any():
             raise ValueError("weights must be a DataFrame without NaN (rebalance dates × "
                              "instruments, 0 = not held)")
-        params["weights"] = weights.astype(np.float64)
+        params["weights"] = check_gross(weights.astype(np.float64), spec)
+    if scores is not None and len(score_frame(scores)) == 0:
+        raise ValueError("scores are empty")
     if scores is not None and "scorer" not in params:
         ranked = [c for c in score_frame(scores).columns if c != STOP_LINE]
         if len(ranked) != 1:

@@ -7,6 +7,7 @@ First the cases found by trying the package as a new user (each failed before it
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kronos_quant import KronosPredictor, inputs
+from kronos_quant import KronosPredictor, TradeSpec, inputs
 from kronos_quant.data import load_panel, panel_from_frames, synthetic_panel
 from kronos_quant.hub import TRAINING_NAME, trained_context, write_training_record
 from kronos_quant.inputs import MIN_CONTEXT
+from kronos_quant.portfolio import target_weights
 from kronos_quant.signals import evaluate, score_panel
 from kronos_quant.testing import random_walk_bars
 
@@ -290,7 +292,8 @@ class Row:
     id: str
     call: Callable[[Ctx], Any]
     message: str  # exact; {tmp} is the row's folder
-    # None: a warning (a logged WARNING line); CLI: the command's last stderr line, exit 2.
+    # None: a warning (a logged WARNING line); a Warning class: a warnings.warn of it;
+    # CLI: the command's last stderr line, exit 2.
     error: type[Exception] | str | None = ValueError
 
 
@@ -764,7 +767,189 @@ CLI_ROWS = [
         "kronos-quant evaluate: error: scores file {tmp}/s.parquet does not exist", CLI),
 ]
 
-BAD_INPUTS = FORECAST_ROWS + PANEL_ROWS + SIGNAL_ROWS + QLIB_ROWS + CLI_ROWS
+# ----------------------------------------------------------------------------- engines
+def _vbt(scores: Any = SCORES, **terms) -> Callable[[Ctx], Any]:
+    def call(c: Ctx) -> Any:
+        from kronos_quant.adapters.vectorbt import backtest
+
+        return backtest(scores, PANEL, **terms)
+    return call
+
+
+def _btr(**kw) -> Callable[[Ctx], Any]:
+    def call(c: Ctx) -> Any:
+        from kronos_quant.strategies.backtrader import run
+
+        return run(PANEL, **{"scores": SCORES, "stdstats": False, **kw})
+    return call
+
+
+def _tw(scores: Any = SCORES, **terms) -> Callable[[Ctx], Any]:
+    return lambda c: target_weights(scores, **terms)
+
+
+def _qlib(**terms) -> Callable[[Ctx], Any]:
+    def call(c: Ctx) -> Any:
+        from kronos_quant.adapters.qlib import run_topk_dropout
+
+        return run_topk_dropout(SCORES, c.tmp / "provider", benchmark=None, verbose=False,
+                                **terms)
+    return call
+
+
+TERM_LIST = ("['method', 'topk', 'n_drop', 'long_short', 'gross', 'max_weight', 'min_score', "
+             "'threshold', 'rebalance', 'execution', 'cash', 'fees', 'slippage', 'min_cost', "
+             "'invested', 'lot_size']")
+WEIGHTS = target_weights(SCORES, topk=2)
+FIRST = PANEL.index.get_level_values(0)[0]
+UNKNOWN_NAME = pd.concat([SCORES, pd.Series([9.0], name="s", index=pd.MultiIndex.from_tuples(
+    [(FIRST, "NOPE")], names=["datetime", "instrument"]))]).sort_index()
+SCORES_CSV = SCORES.to_frame().to_csv()
+BT = ("backtest", "--panel", "{tmp}/bars.csv", "--scores", "{tmp}/s.csv", "--out", "{tmp}/bt")
+BT_FILES = {"bars.csv": PANEL_CSV, "s.csv": SCORES_CSV}
+QB = ("qlib-backtest", "--scores", "{tmp}/s.csv", "--provider", "{tmp}/provider", "--benchmark",
+      "SYN000", "--out", "{tmp}/q")
+NOT_BARS = ("60 rebalance date(s) are not bars of bars_index, first 2022-01-03 15:00:00: scores "
+            "and weights must be dated at the panel's bar times (those of the bars they were "
+            "computed from)")
+ABOVE_GROSS = ("weights on 2022-01-03 00:00:00 sum to 2 (sum of |w|), above the spec's gross × "
+               "invested = 1 (60 of 60 rows): scale them down, or set gross=/invested= to what "
+               "they hold")
+THIN = ("topk=10 but only 4 name(s) have a score on 2022-01-03 00:00:00 (60 of 60 rebalance "
+        "dates short): holding what there is")
+
+ENGINE_ROWS = [
+    Row("vectorbt: topk above the names with a score", _vbt(), THIN, None),
+    Row("target_weights: topk above the names with a score", _tw(), THIN, None),
+    Row("target_weights: a cap that makes gross unreachable", _tw(topk=2, max_weight=0.2),
+        "max_weight=0.2 keeps 60 of 60 dates below gross=1 (too few names); the cap wins", None),
+    Row("vectorbt: a weight frame that sums above gross", _vbt(WEIGHTS * 2), ABOVE_GROSS),
+    Row("backtrader: a weight frame that sums above gross",
+        _btr(scores=None, weights=WEIGHTS * 2), ABOVE_GROSS),
+    Row("vectorbt: negative fees", _vbt(fees=-0.001),
+        "fees must be a finite number >= 0 and <= 0.5, got -0.001"),
+    Row("vectorbt: negative slippage", _vbt(slippage=-0.001),
+        "slippage must be a finite number >= 0 and <= 0.5, got -0.001"),
+    Row("vectorbt: fees in basis points", _vbt(fees=10),
+        "fees must be a finite number >= 0 and <= 0.5, got 10.0"),
+    Row("backtrader: negative fees", _btr(fees=-0.001),
+        "fees must be a finite number >= 0 and <= 0.5, got -0.001"),
+    Row("vectorbt: n_drop above topk", _vbt(topk=2, n_drop=3),
+        "n_drop must be in 0..topk=2, got 3"),
+    Row("target_weights: gross 0", _tw(gross=0), "gross must be a finite number > 0, got 0.0"),
+    Row("target_weights: negative gross", _tw(gross=-1),
+        "gross must be a finite number > 0, got -1.0"),
+    Row("target_weights: rebalance 0", _tw(rebalance=0),
+        "rebalance must be an integer >= 1, got 0"),
+    Row("target_weights: a threshold without method threshold", _tw(threshold=0.1),
+        "threshold only applies to method='threshold', not 'topk'"),
+    Row("target_weights: all scores NaN", _tw(SCORES * np.nan),
+        "scores are all NaN: nothing to trade"),
+    Row("target_weights: conviction on scores that are not probabilities",
+        _tw(method="conviction"),
+        "method='conviction' needs probabilities in [0, 1] (e.g. the prob_up scorer); got 2.0 "
+        "at 2022-01-03 00:00:00, 'SYN002'"),
+    Row("vectorbt: an unknown trading term", _vbt(top_n=3),
+        f"unknown trading term(s) ['top_n']; TradeSpec terms are {TERM_LIST}", TypeError),
+    Row("backtrader: an unknown parameter", _btr(topn=3),
+        f"unknown KronosStrategy parameter(s) ['topn']; trading terms are {TERM_LIST}, strategy "
+        "params ['T', 'lookback', 'pred_len', 'predictor', 'sample_count', 'score_options', "
+        "'scorer', 'seed', 'spec', 'stop_quantile', 'top_k', 'top_p', 'weights']", TypeError),
+    Row("backtrader: top_k (live sampling) for topk on precomputed scores", _btr(top_k=3),
+        "KronosStrategy parameter(s) ['top_k'] apply only with predictor= (live inference); "
+        "with scores= or weights= they do nothing; the names to hold are topk=", TypeError),
+    Row("vectorbt: spec given as a dict", _vbt(spec={"topk": 2}),
+        "spec must be a TradeSpec, got dict", TypeError),
+    Row("vectorbt: a lot size on a fractional engine", _vbt(lot_size=100),
+        "vectorbt cannot trade this spec: lot_size=100 (it trades fractional shares)"),
+    Row("backtrader: a minimum cost on a fractional engine", _btr(min_cost=5),
+        "backtrader cannot trade this spec: min_cost=5 (it charges proportional fees)"),
+    Row("vectorbt: leverage on a cash-only engine", _vbt(gross=2.0),
+        "vectorbt cannot trade this spec: a long leg of 2 × equity (gross=2) borrows cash, and "
+        "it has no margin account here"),
+    Row("vectorbt: an unknown execution", _vbt(execution="next_bar"),
+        "execution must be one of ['next_open', 'next_close', 'same_close'], got 'next_bar'"),
+    Row("backtrader: an unknown execution", _btr(execution="next_bar"),
+        "execution must be one of ['next_open', 'next_close', 'same_close'], got 'next_bar'"),
+    Row("vectorbt: an unknown method", _vbt(method="best"),
+        "method must be one of ['topk', 'rank', 'proportional', 'threshold', 'long_short', "
+        "'conviction'], got 'best'"),
+    Row("vectorbt: scores whose dates are not bar dates", _vbt(MIDDAY, topk=2), NOT_BARS),
+    Row("backtrader: scores whose dates are not bar dates", _btr(scores=MIDDAY, topk=2),
+        "scores for instrument 'SYN000' at 2022-01-03 15:00:00 (and 59 more) fall on no bar of "
+        "that instrument in the panel"),
+    Row("vectorbt: scores for an instrument the panel lacks", _vbt(UNKNOWN_NAME, topk=2),
+        "weights name 1 instrument(s) absent from the panel, first 'NOPE'"),
+    Row("backtrader: scores for an instrument the panel lacks",
+        _btr(scores=UNKNOWN_NAME, topk=2),
+        "scores name instruments absent from the panel: ['NOPE']"),
+    Row("vectorbt: an empty scores frame", _vbt(SCORES.iloc[:0]), "scores are empty"),
+    Row("backtrader: an empty scores frame", _btr(scores=SCORES.iloc[:0]), "scores are empty"),
+    Row("vectorbt: the deprecated init_cash", _vbt(topk=2, init_cash=1e5),
+        "init_cash= is deprecated and will be removed in the next release; use cash= (a "
+        "TradeSpec term)", DeprecationWarning),
+    Row("backtrader: the deprecated commission", _btr(topk=2, commission=0.001),
+        "commission= is deprecated and will be removed in the next release; use fees= (a "
+        "TradeSpec term)", DeprecationWarning),
+    Row("vectorbt: init_cash and cash together", _vbt(init_cash=1e5, cash=1e5),
+        "give cash= or the deprecated init_cash=, not both", TypeError),
+    Row("TradeSpec.from_qlib: unequal open and close costs",
+        lambda c: TradeSpec.from_qlib(exchange={"open_cost": 0.0005, "close_cost": 0.0015}),
+        "open_cost=0.0005 and close_cost=0.0015 differ; TradeSpec charges one fee rate on buys "
+        "and sells: pass fees= (e.g. their mean 0.001)"),
+    Row("qlib run_topk_dropout: an unknown trading term", _qlib(top_k=3),
+        f"unknown trading term(s) ['top_k']; TradeSpec terms are {TERM_LIST}", TypeError),
+    Row("qlib run_topk_dropout: a method TopkDropout cannot hold", _qlib(method="rank"),
+        "qlib cannot trade this spec: method='rank' (TopkDropout holds equal-weight top names, "
+        "long only)"),
+    Row("backtest CLI: an unknown --engine", _cli(*BT, "--engine", "nosuch", files=BT_FILES),
+        "kronos-quant backtest: error: argument --engine: invalid choice: 'nosuch' (choose from "
+        "'backtrader', 'qlib', 'vectorbt')", CLI),
+    Row("backtest CLI: negative --fees", _cli(*BT, "--fees", "-0.001", files=BT_FILES),
+        "kronos-quant backtest: error: argument --fees: must be a finite number >= 0, got "
+        "-0.001", CLI),
+    Row("backtest CLI: negative --slippage", _cli(*BT, "--slippage", "-0.001", files=BT_FILES),
+        "kronos-quant backtest: error: argument --slippage: must be a finite number >= 0, got "
+        "-0.001", CLI),
+    Row("backtest CLI: --n-drop above --topk",
+        _cli(*BT, "--topk", "2", "--n-drop", "3", files=BT_FILES),
+        "kronos-quant backtest: error: n_drop must be in 0..topk=2, got 3", CLI),
+    Row("backtest CLI: --gross 0", _cli(*BT, "--gross", "0", files=BT_FILES),
+        "kronos-quant backtest: error: argument --gross: must be > 0", CLI),
+    Row("backtest CLI: --lot-size on backtrader",
+        _cli(*BT, "--engine", "backtrader", "--lot-size", "100", files=BT_FILES),
+        "kronos-quant backtest: error: backtrader cannot trade this spec: lot_size=100 (it "
+        "trades fractional shares)", CLI),
+    Row("backtest CLI: an unknown --execution", _cli(*BT, "--execution", "next_bar",
+                                                     files=BT_FILES),
+        "kronos-quant backtest: error: argument --execution: invalid choice: 'next_bar' (choose "
+        "from 'next_open', 'next_close', 'same_close')", CLI),
+    Row("backtest CLI: a scores file whose dates are not bar dates",
+        _cli(*BT, "--topk", "2", files={"bars.csv": PANEL_CSV,
+                                        "s.csv": MIDDAY.to_frame().to_csv()}),
+        f"kronos-quant backtest: error: {NOT_BARS}", CLI),
+    Row("backtest CLI: a header-only scores file",
+        _cli(*BT, files={"bars.csv": PANEL_CSV, "s.csv": "datetime,instrument,s\n"}),
+        "kronos-quant backtest: error: {tmp}/s.csv has no score rows (a header only): nothing "
+        "to trade or evaluate", CLI),
+    Row("backtest CLI: the deprecated --init-cash",
+        _cli(*BT, "--topk", "2", "--init-cash", "1000", files=BT_FILES),
+        "--init-cash is deprecated; use --cash", None),
+    Row("qlib-backtest CLI: a negative --n-drop", _cli(*QB, "--n-drop", "-1",
+                                                      files={"s.csv": SCORES_CSV}),
+        "kronos-quant qlib-backtest: error: argument --n-drop: must be an integer >= 0, got "
+        "'-1'", CLI),
+    Row("qlib-backtest CLI: --gross other than 1", _cli(*QB, "--gross", "2",
+                                                       files={"s.csv": SCORES_CSV}),
+        "kronos-quant qlib-backtest: error: qlib cannot trade this spec: gross=2 (use invested= "
+        "for the share held)", CLI),
+    Row("qlib-backtest CLI: a provider that does not exist",
+        _cli(*QB, files={"s.csv": SCORES_CSV}),
+        "kronos-quant qlib-backtest: error: Qlib provider directory {tmp}/provider does not "
+        "exist; write one with `kronos-quant qlib-data --panel PATH --out {tmp}/provider`", CLI),
+]
+
+BAD_INPUTS = FORECAST_ROWS + PANEL_ROWS + SIGNAL_ROWS + QLIB_ROWS + CLI_ROWS + ENGINE_ROWS
 
 
 @pytest.fixture()
@@ -779,8 +964,13 @@ def test_bad_input(row: Row, ctx: Ctx, caplog):
     if row.error == CLI:
         code, err = row.call(ctx)
         assert code == 2 and err.strip().splitlines()[-1] == expected, err
+    elif isinstance(row.error, type) and issubclass(row.error, Warning):
+        with pytest.warns(row.error) as said:
+            row.call(ctx)
+        assert expected in [str(w.message) for w in said], [str(w.message) for w in said]
     elif row.error is None:
-        with caplog.at_level(logging.WARNING):
+        with caplog.at_level(logging.WARNING), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the API's, under a CLI flag
             row.call(ctx)
         said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert expected in said, said

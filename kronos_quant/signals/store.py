@@ -53,6 +53,9 @@ def read_scores(path: str | Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path}: scores need columns 'datetime' and 'instrument'; "
                          f"missing {missing}")
+    if frame.empty:
+        raise ValueError(f"{path} has no score rows (a header only): nothing to trade or "
+                         "evaluate")
     frame["datetime"] = pd.to_datetime(frame["datetime"])
     frame["instrument"] = frame["instrument"].astype(str)
     frame = frame.set_index(["datetime", "instrument"]).sort_index()
