@@ -40,6 +40,22 @@ PYFOLIO_NAME = "pyfolio"
 BAR_VALUES_NAME = "bar_values"
 
 
+# The precomputed protective-stop line: a return (negative) below the entry price.
+STOP_LINE = "stop_return"
+
+
+def stop_returns(forecasts, quantile: float) -> pd.Series:
+    """Per window, the ``quantile`` of the lowest forecast close over the horizon relative to
+    the last close, minus 1 (a negative return): the ``stop_return`` line for precomputed
+    mode, from :func:`kronos_quant.signals.forecast_panel` output."""
+    if not 0.0 < float(quantile) < 1.0:
+        raise ValueError(f"stop_quantile must lie in (0, 1), got {quantile!r}")
+    batch = forecasts.batch
+    lowest = batch.paths[..., 3].min(axis=2)  # (N, S) close column, min over the horizon
+    level = np.quantile(lowest, float(quantile), axis=1) / batch.last_close - 1.0  # (N,)
+    return pd.Series(level, index=forecasts.keys, name=STOP_LINE)
+
+
 def score_frame(scores: pd.Series | pd.DataFrame) -> pd.DataFrame:
     """Scores as a float DataFrame with one column per scorer (a Series keeps its name, or
     becomes ``"score"``); column names must be usable as backtrader line names."""

@@ -33,7 +33,14 @@ import numpy as np
 import pandas as pd
 
 from ..adapters import require_engine
-from ..adapters.backtrader import add_return_analyzers, feeds, returns, score_frame
+from ..adapters.backtrader import (
+    STOP_LINE,
+    add_return_analyzers,
+    feeds,
+    returns,
+    score_frame,
+    stop_returns,
+)
 from ..data import INDEX_NAMES, validate_panel
 from ..orders import OrderRules
 from ..portfolio import THIN_DATES, OnceFilter, align, check_gross, target_weights
@@ -83,24 +90,11 @@ LIVE_PARAMS = ("lookback", "pred_len", "sample_count", "seed", "T", "top_k", "to
                "score_options")
 STRATEGY_TERMS = ("rebalance", "method", "topk", "n_drop", "long_short", "max_weight", "gross",
                   "min_score", "threshold", "invested", "execution")
-STOP_LINE = "stop_return"
 # An order smaller than this fraction of portfolio value is float noise, not a trade.
 _DUST = 1e-12
 # Buys are trimmed by this fraction when they would exhaust cash exactly, so float rounding
 # never makes backtrader reject them for margin (vectorbt fills such buys partially).
 _CASH_GUARD = 1e-9
-
-
-def stop_returns(forecasts, quantile: float) -> pd.Series:
-    """Per window, the ``quantile`` of the lowest forecast close over the horizon relative to
-    the last close, minus 1 (a negative return): the ``stop_return`` line for precomputed
-    mode, from :func:`kronos_quant.signals.forecast_panel` output."""
-    if not 0.0 < float(quantile) < 1.0:
-        raise ValueError(f"stop_quantile must lie in (0, 1), got {quantile!r}")
-    batch = forecasts.batch
-    lowest = batch.paths[..., 3].min(axis=2)  # (N, S) close column, min over the horizon
-    level = np.quantile(lowest, float(quantile), axis=1) / batch.last_close - 1.0  # (N,)
-    return pd.Series(level, index=forecasts.keys, name=STOP_LINE)
 
 
 class KronosLogic:
@@ -469,17 +463,13 @@ def run(panel: pd.DataFrame, spec: TradeSpec | None = None, *,
     scores
         Score Series/DataFrame indexed by ("datetime", "instrument") for precomputed mode;
         a single column is ranked on unless ``scorer=`` names another.
-    predictor
-        A KronosPredictor for live inference (then ``scores`` is not needed).
-    weights
-        Target weights to trade as they are instead (rebalance dates × instruments, e.g.
-        :func:`kronos_quant.portfolio.target_weights` output); each row is a rebalance.
+    predictor, weights
+        A KronosPredictor for live inference, or target weights to trade as they are
+        (rebalance dates × instruments, e.g. ``target_weights`` output; a row = a rebalance).
     stdstats
         backtrader's standard observers (cash/value, trades, buy/sell marks for plots).
 
-    Returns
-    -------
-    BacktraderRun; ``result.spec`` is the spec the strategy traded.
+    Returns BacktraderRun; ``result.spec`` is the spec the strategy traded.
     """
     if sum(x is not None for x in (scores, predictor, weights)) != 1:
         raise ValueError("give exactly one of scores= (precomputed), predictor= (live) or "
