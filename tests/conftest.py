@@ -21,6 +21,15 @@ def tiny_dirs(tmp_path_factory):
     return save_tiny_pair(tmp_path_factory.mktemp("tiny"), seed=0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: intra-op threads only add barrier waits (a hundredfold on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture()
 def pair():
     return tiny_pair(0)

@@ -4,36 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from generation_support import random_inputs
 
 from kronos_quant.generation import SamplingParams, decode_paths, generate
 from kronos_quant.layers import RotaryEmbedding, apply_rotary, shared_prefix_attention
 from kronos_quant.static_decode import Decoder
-from kronos_quant.testing import recompute_generate, recompute_logits, tiny_pair
+from kronos_quant.testing import recompute_generate, recompute_logits
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 GREEDY = SamplingParams(top_k=1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: intra-op threads only add barrier waits (a hundredfold on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def pair():
-    return tiny_pair(0)
-
-
-def _inputs(n_series: int, ctx_len: int, pred_len: int, seed: int = 0):
-    """Normalised context (B, L, 6) and integer time features for context and future."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_series, ctx_len, 6, generator=gen)
-    limits = torch.tensor([60, 24, 7, 32, 13])
-    stamps = (torch.rand(n_series, ctx_len + pred_len, 5, generator=gen) * limits).floor()
-    return x, stamps[:, :ctx_len], stamps[:, ctx_len:]
 
 
 def _token_stream(n_series: int, samples: int, ctx_len: int, pred_len: int, seed: int = 0):
@@ -104,7 +84,7 @@ def test_cached_logits_equal_full_recompute(pair, ctx_len, pred_len, max_context
 @pytest.mark.parametrize("ctx_len, pred_len, max_context", WINDOWS + [(3, 16, 16)])
 def test_greedy_generation_equals_recompute(pair, ctx_len, pred_len, max_context):
     tok, model = pair
-    x, xs, ys = _inputs(2, ctx_len, pred_len)
+    x, xs, ys = random_inputs(2, ctx_len, pred_len)
     sampling = SamplingParams(top_k=1, sample_count=2)
     got = generate(model, tok, x, xs, ys, pred_len=pred_len, max_context=max_context,
                    sampling=sampling)
@@ -117,7 +97,7 @@ def test_greedy_generation_equals_recompute(pair, ctx_len, pred_len, max_context
 @pytest.mark.parametrize("ctx_len, pred_len, max_context", [(10, 6, 16), (14, 12, 16)])
 def test_sampled_paths_draw_like_recompute_under_one_seed(pair, ctx_len, pred_len, max_context):
     tok, model = pair
-    x, xs, ys = _inputs(2, ctx_len, pred_len, seed=1)
+    x, xs, ys = random_inputs(2, ctx_len, pred_len, seed=1)
     sampling = SamplingParams(T=1.0, top_p=0.9, sample_count=4)
     runs = [fn(model, tok, x, xs, ys, pred_len=pred_len, max_context=max_context,
                sampling=sampling, generator=torch.Generator().manual_seed(7))
@@ -150,7 +130,7 @@ def test_fast_mode_recomputes_exactly_its_own_shorter_window(pair):
 
 def test_fast_mode_shape_determinism_and_agreement_before_the_slide(pair):
     tok, model = pair
-    x, xs, ys = _inputs(3, 12, 10, seed=2)
+    x, xs, ys = random_inputs(3, 12, 10, seed=2)
     sampling = SamplingParams(sample_count=5)
 
     def run(slide_block, seed=11, pred_len=10):
@@ -172,7 +152,7 @@ def test_fast_mode_shape_determinism_and_agreement_before_the_slide(pair):
 
 def test_batched_series_equal_each_series_alone(pair):
     tok, model = pair
-    x, xs, ys = _inputs(3, 14, 6, seed=4)
+    x, xs, ys = random_inputs(3, 14, 6, seed=4)
     sampling = SamplingParams(sample_count=4)
 
     def gens(seeds):
@@ -254,7 +234,7 @@ def test_decode_paths_equals_decoding_each_full_window(pair):
 ])
 def test_bad_lengths_raise_one_clear_error(pair, kwargs, message):
     tok, model = pair
-    x, xs, ys = _inputs(1, 8, 4)
+    x, xs, ys = random_inputs(1, 8, 4)
     args = dict(pred_len=4, max_context=16) | kwargs
     with pytest.raises((ValueError, TypeError), match=message):
         generate(model, tok, x, xs, ys, **args)
@@ -262,7 +242,7 @@ def test_bad_lengths_raise_one_clear_error(pair, kwargs, message):
 
 def test_mismatched_input_shapes_are_named(pair):
     tok, model = pair
-    x, xs, ys = _inputs(2, 8, 4)
+    x, xs, ys = random_inputs(2, 8, 4)
     with pytest.raises(ValueError, match="y_stamp"):
         generate(model, tok, x, xs, ys[:, :3], pred_len=4, max_context=16)
     with pytest.raises(ValueError, match="x_stamp"):
@@ -271,7 +251,7 @@ def test_mismatched_input_shapes_are_named(pair):
 
 def test_bf16_autocast_path_runs_on_cpu(pair):
     tok, model = pair
-    x, xs, ys = _inputs(2, 12, 8)
+    x, xs, ys = random_inputs(2, 12, 8)
     kwargs = dict(pred_len=8, max_context=16, sampling=SamplingParams(sample_count=3),
                   amp_dtype=torch.bfloat16)
     a = generate(model, tok, x, xs, ys, generator=torch.Generator().manual_seed(0), **kwargs)

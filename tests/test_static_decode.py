@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from generation_support import random_inputs
 
 from kronos_quant.generation import SamplingParams, generate, resolve_step
 from kronos_quant.sampling import sample_tokens
@@ -20,29 +21,9 @@ from kronos_quant.static_decode import (
     series_bucket,
     static_generate,
 )
-from kronos_quant.testing import recompute_generate, tiny_pair
+from kronos_quant.testing import recompute_generate
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: intra-op threads only add barrier waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def pair():
-    return tiny_pair(0)
-
-
-def _inputs(n_series: int, ctx_len: int, pred_len: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_series, ctx_len, 6, generator=gen)
-    limits = torch.tensor([60, 24, 7, 32, 13])
-    stamps = (torch.rand(n_series, ctx_len + pred_len, 5, generator=gen) * limits).floor()
-    return x, stamps[:, :ctx_len], stamps[:, ctx_len:]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _generators(kind: str, n_series: int):
@@ -69,7 +50,7 @@ SAMPLINGS = {"greedy": SamplingParams(top_k=1, sample_count=2),
 def test_static_step_draws_the_eager_engines_tokens(pair, ctx_len, pred_len, max_context,
                                                     slide_block, sampling, kind):
     tok, model = pair
-    x, xs, ys = _inputs(3, ctx_len, pred_len, seed=ctx_len + pred_len)
+    x, xs, ys = random_inputs(3, ctx_len, pred_len, seed=ctx_len + pred_len)
     kw = dict(pred_len=pred_len, max_context=max_context, sampling=SAMPLINGS[sampling],
               slide_block=slide_block)
     eager = generate(model, tok, x, xs, ys, generator=_generators(kind, 3), **kw)
@@ -86,7 +67,7 @@ def test_static_step_draws_the_eager_engines_tokens(pair, ctx_len, pred_len, max
 
 def test_static_step_equals_full_recompute_with_a_sliding_window(pair):
     tok, model = pair
-    x, xs, ys = _inputs(2, 12, 14, seed=9)
+    x, xs, ys = random_inputs(2, 12, 14, seed=9)
     sampling = SamplingParams(top_p=0.9, sample_count=3)
     got = generate(model, tok, x, xs, ys, pred_len=14, max_context=16, sampling=sampling,
                    generator=torch.Generator().manual_seed(1), static_step=True)
@@ -188,7 +169,7 @@ def test_graph_driver_pads_to_a_bucket_and_hands_generators_back(pair, n_series,
     monkeypatch.setattr(GraphedDecoder, "capture", _fake_capture)
     monkeypatch.setattr("kronos_quant.static_decode._GRAPH_SAFE_GENERATORS", True)
     for n, seed in ((n_series, 0), (max(1, bucket // 2 + 1), 1)):
-        x, xs, ys = _inputs(n, 12, 10, seed=seed)
+        x, xs, ys = random_inputs(n, 12, 10, seed=seed)
         eager_gens = _generators("per series", n)
         eager = generate(model, tok, x, xs, ys, pred_len=10, max_context=16, sampling=sampling,
                          generator=eager_gens)
@@ -219,7 +200,7 @@ def test_step_selection_and_errors():
 
 def test_static_generate_on_cpu_needs_no_graphs(pair):
     tok, model = pair
-    x, xs, ys = _inputs(2, 8, 4)
+    x, xs, ys = random_inputs(2, 8, 4)
     with torch.inference_mode():
         s1_ctx, s2_ctx = tok.encode(x, half=True)
         s1, s2 = static_generate(model, s1_ctx, s2_ctx, torch.cat([xs, ys], 1), pred_len=4,
@@ -293,7 +274,7 @@ def test_static_step_runs_under_bf16_autocast(pair):
     """Autocast is not exact (docs/performance.md), but the static step keeps its caches in
     bf16 and draws (nearly) the eager bf16 engine's tokens on the same seed."""
     tok, model = pair
-    x, xs, ys = _inputs(3, 12, 14, seed=2)
+    x, xs, ys = random_inputs(3, 12, 14, seed=2)
     kw = dict(pred_len=14, max_context=16, sampling=SamplingParams(top_p=0.9, sample_count=4),
               amp_dtype=torch.bfloat16)
     eager = generate(model, tok, x, xs, ys, generator=torch.Generator().manual_seed(1), **kw)
