@@ -397,7 +397,7 @@ def periods_per_year(index: pd.DatetimeIndex | None = None, *,
         if not bar_seconds > 0:
             raise ValueError(f"bar length must be positive, got {bar_seconds} s")
         return max(1, round(CALENDAR_DAYS_PER_YEAR * 24 * 3600 / bar_seconds))
-    index = pd.DatetimeIndex(index)
+    index = pd.DatetimeIndex(index).unique().sort_values()  # a panel's level: stamps repeat
     step = bar_spacing(index, option="periods_per_year")
     weekends = bool((index.day_of_week >= 5).any())
     days_per_year = CALENDAR_DAYS_PER_YEAR if weekends else TRADING_DAYS_PER_YEAR

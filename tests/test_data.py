@@ -414,6 +414,12 @@ def test_periods_per_year(freq, n, expected):
     assert periods_per_year(pd.date_range("2022-01-03", periods=n, freq=freq)) == expected
 
 
+def test_periods_per_year_counts_a_panels_bars_not_its_rows():
+    """A panel's datetime level repeats each stamp once per instrument (4 here): still 252."""
+    days = pd.date_range("2022-01-03", periods=300, freq="B")
+    assert periods_per_year(days.repeat(4)) == 252
+
+
 def test_periods_per_year_of_a_bar_length_is_a_24_7_market():
     assert periods_per_year(bar_seconds=3600) == 8760
     assert periods_per_year(bar_seconds=86400) == 365
