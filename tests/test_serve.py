@@ -110,7 +110,29 @@ def test_concurrent_requests_share_one_generation_call_and_equal_single_calls(mo
     assert batcher.batches == 2 and batcher.largest == len(series)
     for body, reply, bars in zip(bodies, replies, [*series, series[0]], strict=True):
         fc = model.forecast(bars, pred_len=body["pred_len"], sample_count=6, seed=body["seed"])
-        np.testing.assert_array_equal(np.array(reply.json()["paths"]), fc.paths)
+        out = reply.json()
+        np.testing.assert_array_equal(np.array(out["paths"]), fc.paths)
+        # The group's replies are built together; each holds the numbers of its forecast alone.
+        table = fc.quantile([0.1, 0.5, 0.9])
+        for q in (0.1, 0.5, 0.9):
+            for col in fc.columns:
+                assert out["quantiles"][f"{q:g}"][col] == table[q][col].tolist()
+        assert out["mean"]["volume"] == fc.mean()["volume"].tolist()
+        alone = {k: (None if np.isnan(v) else v) for k, v in score_forecast(fc).items()}
+        assert out["scores"] == alone
+        assert out["summary"] == forecast_summary(fc, model_label="kronos")
+
+
+def test_a_lone_request_does_not_wait_for_the_batch_window(model):
+    """The window only holds a batch while other requests are on their way."""
+    app = create_app(model, settings=ServeSettings(batch_window_ms=5000))
+    body = {"bars": records(random_walk_bars(30, seed=1)), "pred_len": 2, "sample_count": 2,
+            "seed": 0}
+    started = time.perf_counter()
+    replies = asyncio.run(_concurrent(app, [body]))
+    assert replies[0].status_code == 200
+    assert time.perf_counter() - started < 2.5  # well under the 5 s window
+    assert app.state.batcher.expected == 1
 
 
 def test_a_failing_model_call_is_a_500_and_the_server_keeps_serving(model, monkeypatch):

@@ -95,8 +95,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int_option(1), default=None,
                    help="torch CPU threads (default: torch's choice)")
     p.add_argument("--batch-window-ms", type=float, default=None,
-                   help="how long a forecast waits for others to share its model call "
-                        f"(default: {ServeSettings.batch_window_ms})")
+                   help="longest a batch waits for requests on their way to share its "
+                        f"model call (default: {ServeSettings.batch_window_ms})")
     p.add_argument("--max-batch", type=int_option(1), default=None,
                    help=f"most forecasts in one model call (default: {ServeSettings.max_batch})")
     p.add_argument("--refresh", type=float, default=None, help="seconds between the live "

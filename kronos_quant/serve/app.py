@@ -13,6 +13,7 @@ import asyncio
 import logging
 import sqlite3
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -33,7 +34,7 @@ from .requests import (
     ForecastRequest,
     ScoreRequest,
     forecast_job,
-    forecast_payload,
+    forecast_payloads,
     parse_quantile_text,
     read_csv_bars,
     score_panel_input,
@@ -106,7 +107,8 @@ def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | No
     label = model_label or getattr(predictor, "model_label", None) or "kronos"
     views = unique_views(list(states))
     batcher = ForecastBatcher(predictor, window_s=settings.batch_window_ms / 1000.0,
-                              max_batch=settings.max_batch, max_pending=settings.max_pending)
+                              max_batch=settings.max_batch, max_pending=settings.max_pending,
+                              reply=partial(forecast_payloads, model_label=label))
     guard = Token(token)
 
     @asynccontextmanager
@@ -140,21 +142,21 @@ def _model_routes(app: FastAPI, predictor: Any, *, batcher: ForecastBatcher,
                           "Equal to KronosPredictor.forecast with the reply's seed.")
     async def forecast(request: Request) -> Response:
         try:
-            req = await _forecast_request(request)
-            # Checking and preparing bars is pandas work: off the event loop, beside the model.
-            job = await asyncio.to_thread(forecast_job, req, settings, clip=predictor.clip,
-                                          max_context=predictor.max_context)
+            with batcher.arriving():
+                req = await _forecast_request(request)
+                # Checking and preparing bars is pandas work: off the event loop.
+                job = await asyncio.to_thread(forecast_job, req, settings, clip=predictor.clip,
+                                              max_context=predictor.max_context)
         except (ValidationError, ValueError, TypeError) as err:
             return error(422, one_line(err))
         try:
-            fc = await batcher.submit(job)
+            payload = await batcher.submit(job)
         except Overloaded as err:
             return JSONResponse({"detail": str(err)}, status_code=503,
                                 headers={"Retry-After": "1"})
         except Exception as err:
             return model_failure("forecast", err)
-        return JSONResponse(await asyncio.to_thread(forecast_payload, fc, job,
-                                                    model_label=label))
+        return JSONResponse(payload)
 
     @app.post("/score", summary="walk-forward scores of a small panel's last date",
               openapi_extra=SCORE_BODY,

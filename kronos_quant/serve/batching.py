@@ -1,12 +1,16 @@
 """Concurrent forecast requests sharing settings → one generation call.
 
-The first request of a batch waits at most ``window_s`` for others; while the model runs,
-new requests queue up and form the next batch, so the batch size (and throughput) grows
-with the load. Requests are grouped by their settings (pred_len and sampling); each group is
-one :meth:`KronosPredictor.forecast_arrays` call per context length, one seed per series: the
-generation step of :meth:`KronosPredictor.forecast_batch`, fed the series each request's
-own thread already checked and prepared with :func:`~kronos_quant.inputs.prepare_series`
-(so the model thread only generates).
+The first request of a batch waits for others only while more requests are on their way
+(read and checked, not yet queued: :meth:`ForecastBatcher.arriving`), and at most
+``window_s``; a lone request starts at once. While the model runs, new requests queue up and
+form the next batch, so the batch size (and throughput) grows with the load. Requests are
+grouped by their settings (pred_len and sampling); each group is one
+:meth:`KronosPredictor.forecast_arrays` call per context length, one seed per series: the
+generation step of :meth:`KronosPredictor.forecast_batch`, fed the series each request
+already checked and prepared with :func:`~kronos_quant.inputs.prepare_series`. The group's
+replies are then built together (``reply``, e.g.
+:func:`~kronos_quant.serve.requests.forecast_payloads`): quantiles and scores of the whole
+group in a few array operations.
 
 Why a batched reply equals a single call: with one seed per series, every series draws from
 its own ``torch.Generator`` (:func:`kronos_quant.generation.sample_tokens`), so its tokens do
@@ -22,8 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
@@ -44,10 +49,12 @@ class Overloaded(RuntimeError):
 class ForecastBatcher:
     """Collects :class:`ForecastJob` objects and runs them in batches (see module docs)."""
 
-    def __init__(self, predictor: Any, *, window_s: float, max_batch: int,
-                 max_pending: int) -> None:
+    def __init__(self, predictor: Any, *, window_s: float, max_batch: int, max_pending: int,
+                 reply: Callable[[list[Forecast], list[ForecastJob]], list[Any]]) -> None:
         self.predictor, self.window_s, self.max_batch = predictor, window_s, max_batch
-        self.max_pending, self.pending = max_pending, 0
+        self.max_pending, self.pending, self.reply = max_pending, 0, reply
+        self.incoming = 0  # requests being read and checked (see arriving)
+        self.expected = 1  # the size of the last batch collected (see _gather)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kq-model")
         self.batches = 0  # model calls made for forecasts (for tests and the benchmark)
         self.largest = 0
@@ -82,21 +89,22 @@ class ForecastBatcher:
                                   model_label=self.predictor.model_label)
         return out
 
-    def _run_group(self, jobs: list[ForecastJob]) -> list[Forecast | BaseException]:
-        """Forecasts of one settings group; on failure each job alone gets its own outcome."""
+    def _run_group(self, jobs: list[ForecastJob]) -> list[Any]:
+        """Replies of one settings group; on failure each job alone gets its own outcome
+        (its reply or the exception)."""
         self.batches += 1
         self.largest = max(self.largest, len(jobs))
         try:
-            return list(self._generate(jobs))
+            return self.reply(self._generate(jobs), jobs)
         except Exception as err:
             if len(jobs) == 1:
                 return [err]
             logger.warning("a batch of %d forecasts failed (%s); retrying one by one",
                            len(jobs), type(err).__name__)
-        outcomes: list[Forecast | BaseException] = []
+        outcomes: list[Any] = []
         for job in jobs:
             try:
-                outcomes.append(self._generate([job])[0])
+                outcomes.append(self.reply(self._generate([job]), [job])[0])
             except Exception as err:
                 outcomes.append(err)
         return outcomes
@@ -110,8 +118,19 @@ class ForecastBatcher:
         assert self._queue is not None
         return self._queue
 
-    async def submit(self, job: ForecastJob) -> Forecast:
-        """Queue ``job``; returns its Forecast or raises what its model call raised
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Count a request while it is read and checked: a batch being collected waits for
+        requests on their way (up to ``window_s``), and only for them. Submit the job right
+        after leaving the block (no ``await`` between), so the count never drops early."""
+        self.incoming += 1
+        try:
+            yield
+        finally:
+            self.incoming -= 1
+
+    async def submit(self, job: ForecastJob) -> Any:
+        """Queue ``job``; returns its reply or raises what its model call raised
         (:class:`Overloaded` when ``max_pending`` forecasts are already waiting)."""
         if self.pending >= self.max_pending:
             raise Overloaded(f"{self.pending} forecasts are pending (this server's limit "
@@ -125,19 +144,29 @@ class ForecastBatcher:
             self.pending -= 1
 
     async def _gather(self, queue: asyncio.Queue) -> list[tuple[ForecastJob, asyncio.Future]]:
+        """The next batch: the first queued request, then whatever joins it.
+
+        It waits (at most ``window_s``) only while others are known to be coming: requests
+        being read and checked (:meth:`arriving`), or fewer than the previous batch held
+        (clients that were served together tend to return together, each after its own
+        round trip). A lone client is therefore never kept waiting, and under load the
+        batches stay as large as the load.
+        """
+        loop = asyncio.get_running_loop()
         batch = [await queue.get()]
-        deadline = asyncio.get_running_loop().time() + self.window_s
+        deadline, want = loop.time() + self.window_s, min(self.expected, self.max_batch)
         while len(batch) < self.max_batch:
             if not queue.empty():
                 batch.append(queue.get_nowait())
                 continue
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
+            left = deadline - loop.time()
+            if left <= 0 or (len(batch) >= want and not self.incoming):
                 break
             try:
                 batch.append(await asyncio.wait_for(queue.get(), left))
             except asyncio.TimeoutError:
                 break
+        self.expected = len(batch)
         return batch
 
     async def _collect(self, queue: asyncio.Queue) -> None:

@@ -22,7 +22,7 @@ from ..data import panel_from_frames
 from ..forecast import Forecast, forecast_summary
 from ..generation import SamplingParams
 from ..inputs import BAR_COLUMNS, PreparedSeries, prepare_series
-from ..signals import score_forecast
+from ..signals import PathBatch, score_batch
 from .settings import LimitError, ServeSettings, check_limit
 
 SEED_LIMIT = 2**63 - 1
@@ -162,29 +162,43 @@ def plain(values: Any) -> Any:
     return values
 
 
-def columns_of(frame: pd.DataFrame) -> dict[str, list]:
-    return {col: plain(frame[col].to_numpy()) for col in BAR_COLUMNS}
+def forecast_payloads(forecasts: Sequence[Forecast], jobs: Sequence[ForecastJob], *,
+                      model_label: str | None = None) -> list[dict[str, Any]]:
+    """The replies to forecasts that share sample_count and pred_len: stamps, mean,
+    quantiles, scores and optionally the paths of each.
 
-
-def forecast_payload(fc: Forecast, job: ForecastJob, *,
-                     model_label: str | None = None) -> dict[str, Any]:
-    """The reply to one forecast: stamps, mean, quantiles, scores and optionally the paths."""
-    table = fc.quantile(list(job.quantiles))
-    last = fc.last
-    out: dict[str, Any] = {
-        "model": model_label or fc.model_label, "name": fc.name, "seed": job.seed,
-        "pred_len": fc.pred_len, "sample_count": fc.sample_count, "columns": list(BAR_COLUMNS),
-        "last": {"timestamp": str(fc.history.index[-1]),
-                 **{c: plain(last[c]) for c in BAR_COLUMNS}},
-        "timestamps": [str(t) for t in fc.index],
-        "mean": columns_of(fc.mean()),
-        "quantiles": {f"{q:g}": columns_of(table[q]) for q in job.quantiles},
-        "scores": {k: plain(v) for k, v in score_forecast(fc).items()},
-        "summary": forecast_summary(fc, model_label=model_label),  # close at the horizon
-    }
-    if job.paths:
-        out["paths"] = plain(fc.paths)  # (sample_count, pred_len, 6), columns as above
+    Quantiles, means and scores are computed for the whole group at once (a few numpy calls
+    instead of a few per request); each reply holds the numbers :class:`Forecast` and
+    :func:`~kronos_quant.signals.score_forecast` give for that forecast alone.
+    """
+    paths = np.stack([fc.paths for fc in forecasts])  # (n, S, P, 6)
+    levels = sorted(set().union(*(job.quantiles for job in jobs)))
+    table = dict(zip(levels, np.quantile(paths, levels, axis=1), strict=True))  # q → (n, P, 6)
+    means = paths.mean(axis=1)  # (n, P, 6)
+    scores = score_batch(PathBatch.from_forecasts(list(forecasts)))  # name → (n,)
+    out = []
+    for k, (fc, job) in enumerate(zip(forecasts, jobs, strict=True)):
+        reply: dict[str, Any] = {
+            "model": model_label or fc.model_label, "name": fc.name, "seed": job.seed,
+            "pred_len": fc.pred_len, "sample_count": fc.sample_count,
+            "columns": list(BAR_COLUMNS),
+            "last": {"timestamp": str(fc.history.index[-1]),
+                     **dict(zip(BAR_COLUMNS, plain(fc.history.to_numpy()[-1]), strict=True))},
+            "timestamps": [str(t) for t in fc.index],
+            "mean": _columns(means[k]),
+            "quantiles": {f"{q:g}": _columns(table[q][k]) for q in job.quantiles},
+            "scores": {name: plain(values[k]) for name, values in scores.items()},
+            "summary": forecast_summary(fc, model_label=model_label),  # close at the horizon
+        }
+        if job.paths:
+            reply["paths"] = plain(fc.paths)  # (sample_count, pred_len, 6), columns as above
+        out.append(reply)
     return out
+
+
+def _columns(values: np.ndarray) -> dict[str, list]:
+    """(P, 6) bars → column name → values."""
+    return {col: plain(values[:, i]) for i, col in enumerate(BAR_COLUMNS)}
 
 
 def score_panel_input(req: ScoreRequest, settings: ServeSettings,
@@ -216,5 +230,5 @@ def score_payload(scores: pd.DataFrame, model_label: str | None) -> dict[str, An
 
 
 __all__ = ["ForecastRequest", "ScoreRequest", "ForecastJob", "LimitError", "forecast_job",
-           "read_csv_bars", "parse_quantile_text", "forecast_payload", "score_panel_input",
+           "read_csv_bars", "parse_quantile_text", "forecast_payloads", "score_panel_input",
            "score_payload", "plain"]

@@ -40,7 +40,8 @@ class ServeSettings:
     max_instruments
         Most instruments in one ``/score`` panel.
     batch_window_ms
-        How long the first request of a batch waits for others sharing its settings.
+        Longest a batch waits for requests on their way (a lone request never waits; see
+        :mod:`~kronos_quant.serve.batching`).
     max_batch
         Most requests generated in one model call.
     max_pending
