@@ -41,6 +41,14 @@ def main() -> None:
     parser.add_argument("--min-trade-weight", type=float, default=0.2,
                         help="no-trade band: orders changing a position by less than this "
                         "fraction of equity are not sent (0 trades every wiggle of the forecast)")
+    parser.add_argument("--entry-z", type=float, default=2.0,
+                        help="hold band: enter or resize only when |P(up) - 0.5| >= this many "
+                        "standard errors of P(up), sqrt(0.25 / samples) (0 turns the hold "
+                        "rule off)")
+    parser.add_argument("--exit-z", type=float, default=None,
+                        help="leave a position only when P(up) is this many standard errors "
+                        "on the other side of 0.5 (default: --entry-z)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     state = Path(args.out)
@@ -50,7 +58,9 @@ def main() -> None:
         config = LiveConfig(exchange="binance", symbols=["BTC/USDT", "ETH/USDT"],
                             timeframe="1m", lookback=120, sample_count=args.samples,
                             max_weight=0.6, late_timeout_s=0.0,
-                            dead_band=args.dead_band, min_trade_weight=args.min_trade_weight)
+                            seed=args.seed, dead_band=args.dead_band,
+                            min_trade_weight=args.min_trade_weight, entry_z=args.entry_z,
+                            exit_z=args.exit_z)
         feed = CcxtFeed(make_exchange("binance", api_host=server.url))
         with Ledger(state) as ledger:
             loop = LiveLoop(config, predictor=predictor, feed=feed,
