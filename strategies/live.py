@@ -11,9 +11,10 @@ same function backtests use), seeded per (symbol, t) with
 :func:`kronos_quant.signals.score_forecasts`, sizes targets with :func:`target_positions` on
 :func:`kronos_quant.portfolio.target_weights` (``conviction`` or ``threshold``; the sizing
 lives in :mod:`.live_sizing`), holds what it has while P(up) sits inside the hold band
-(``entry_z``/``exit_z``, :func:`hold_targets`; off by default), and writes everything — fills the candle settles, candles, forecasts, scores, orders, equity — in one
-ledger transaction. A crash before
-the commit leaves no trace of t; after it, t is never decided again.
+(``entry_z``/``exit_z``, :func:`hold_targets`; off by default), and writes everything —
+fills the candle settles, candles, forecasts, scores, orders, equity — in one ledger
+transaction. A crash before the commit leaves no trace of t; after it, t is never decided
+again.
 
 Faults (docs/live.md has the table): every exchange call is retried by ccxt's error hierarchy
 (:mod:`kronos_quant.adapters.ccxt_errors`) until ``retry_margin_s`` before the next candle
