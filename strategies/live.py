@@ -393,8 +393,9 @@ class LiveLoop:
         now = pd.Series({s: held.get(s, 0.0) * marks[s] / equity for s in sized.index})
         targets, actions = hold_targets(sized, now, scores[self.config.score].astype(float),
                                         entry=bands[0], exit=bands[1], gross=self.config.gross)
-        logger.debug("hold rule: %s", ", ".join(f"{s} {a} {now[s]:.3f}->{targets[s]:.3f}"
-                                                for s, a in actions.items()))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("hold rule: %s", ", ".join(f"{s} {a} {now[s]:.3f}->{targets[s]:.3f}"
+                                                    for s, a in actions.items()))
         return targets, set(actions.index[actions == "hold"])
 
     # -- cycles --------------------------------------------------------------------------
