@@ -3,8 +3,20 @@
 The exchange is the local Binance-format mock from ``tests/mock_exchange.py`` (127.0.0.1 only,
 deterministic candles), reached by the real ccxt client with its API host rewritten, exactly as
 ``kronos-quant live --api-host`` does. Its clock is stepped one candle at a time, so an hour of
-trading takes seconds. A no-trade band (``--min-trade-weight``, 20% of equity here) keeps the
-forecasts' noise from churning fees. Against a real exchange, use the CLI instead::
+trading takes seconds.
+
+Two bands keep the forecasts' noise from churning fees (docs/live.md, "Holding through
+noise"). P(up) from S paths has a standard error of sqrt(0.25 / S), 0.125 with the 16 paths
+here, so a weak reading is not a reason to trade:
+
+* the hold band (``--entry-z 2 --exit-z 3.5``): enter, or resize, only when |P(up) - 0.5| is
+  at least 2 standard errors; inside the band hold what is held (not "go flat"); leave a long
+  only when P(up) is 3.5 standard errors below 0.5 (with 16 paths: none of them up);
+* the no-trade band (``--min-trade-weight 0.2``): a resize under 20% of equity is not sent.
+
+``--entry-z 0 --exit-z 0`` turns the hold band off (the loop's default) to see the churn it
+removes.
+Against a real exchange, use the CLI instead::
 
     kronos-quant live --exchange binance --symbol BTC/USDT --timeframe 1h --state runs/btc
     kronos-quant live-report --state runs/btc
@@ -41,6 +53,14 @@ def main() -> None:
     parser.add_argument("--min-trade-weight", type=float, default=0.2,
                         help="no-trade band: orders changing a position by less than this "
                         "fraction of equity are not sent (0 trades every wiggle of the forecast)")
+    parser.add_argument("--entry-z", type=float, default=2.0,
+                        help="hold band: enter or resize only when |P(up) - 0.5| >= this many "
+                        "standard errors of P(up), sqrt(0.25 / samples) (0 with --exit-z 0: "
+                        "the hold rule off)")
+    parser.add_argument("--exit-z", type=float, default=3.5,
+                        help="leave a position only when P(up) is this many standard errors "
+                        "on the other side of 0.5 (with 16 paths, 3.5: every path down)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     state = Path(args.out)
@@ -50,7 +70,9 @@ def main() -> None:
         config = LiveConfig(exchange="binance", symbols=["BTC/USDT", "ETH/USDT"],
                             timeframe="1m", lookback=120, sample_count=args.samples,
                             max_weight=0.6, late_timeout_s=0.0,
-                            dead_band=args.dead_band, min_trade_weight=args.min_trade_weight)
+                            seed=args.seed, dead_band=args.dead_band,
+                            min_trade_weight=args.min_trade_weight, entry_z=args.entry_z,
+                            exit_z=args.exit_z)
         feed = CcxtFeed(make_exchange("binance", api_host=server.url))
         with Ledger(state) as ledger:
             loop = LiveLoop(config, predictor=predictor, feed=feed,

@@ -9,10 +9,12 @@ candles ≤ t with future stamps from :func:`kronos_quant.calendars.future_times
 same function backtests use), seeded per (symbol, t) with
 :func:`kronos_quant.signals.window_seed`, scores the paths with
 :func:`kronos_quant.signals.score_forecasts`, sizes targets with :func:`target_positions` on
-:func:`kronos_quant.portfolio.target_weights` (``conviction`` or ``threshold``), and writes
-everything — fills the candle settles, candles, forecasts, scores, orders, equity — in one
-ledger transaction. A crash before
-the commit leaves no trace of t; after it, t is never decided again.
+:func:`kronos_quant.portfolio.target_weights` (``conviction`` or ``threshold``; the sizing
+lives in :mod:`.live_sizing`), holds what it has while P(up) sits inside the hold band
+(``entry_z``/``exit_z``, :func:`hold_targets`; off by default), and writes everything —
+fills the candle settles, candles, forecasts, scores, orders, equity — in one ledger
+transaction. A crash before the commit leaves no trace of t; after it, t is never decided
+again.
 
 Faults (docs/live.md has the table): every exchange call is retried by ccxt's error hierarchy
 (:mod:`kronos_quant.adapters.ccxt_errors`) until ``retry_margin_s`` before the next candle
@@ -45,20 +47,20 @@ from ..adapters.ccxt_errors import FatalExchangeError, classify, short
 from ..calendars import future_timestamps
 from ..forecast import forecast_summary
 from ..inputs import MIN_CONTEXT
-from ..portfolio import target_weights
 from ..signals import score_forecasts, window_seed
 from ..tradespec import TradeSpec
 from .brokers import OrderRequest
 from .ledger import Ledger, client_order_id, from_ms, to_ms
+from .live_sizing import hold_targets, order_size, prob_noise, target_positions
+
+__all__ = ["LiveConfig", "LiveLoop", "CycleResult", "SIZINGS", "target_positions",
+           "hold_targets", "order_size"]
 
 if TYPE_CHECKING:
     from ..adapters.ccxt import CandleStore, CcxtFeed
     from ..predictor import KronosPredictor
 
 logger = logging.getLogger(__name__)
-PORTFOLIO_LOGGER = logging.getLogger(target_weights.__module__)
-# target_weights' words when max_weight keeps a date below gross.
-CAP_WINS = "the cap wins"
 
 SIZINGS: tuple[str, ...] = ("prob", "threshold")
 DEFAULT_SCORE = {"prob": "prob_up", "threshold": "expected_return"}
@@ -86,6 +88,12 @@ class LiveConfig:
     spec: TradeSpec | None = None
     threshold: float = 0.0
     dead_band: float = 0.05
+    # Hysteresis ("Holding through noise" in docs/live.md; sizing "prob" only): enter or
+    # resize only when |P(up) − ½| ≥ entry_z·√(¼/S), leave only when P(up) crosses to the
+    # other side of ½ by exit_z·√(¼/S); in between, hold. 0 (the default): off, the target
+    # follows each candle's sizing as a backtest's does. exit_z None: entry_z.
+    entry_z: float = 0.0
+    exit_z: float | None = None
     max_weight: float | None = None
     gross: float = 1.0
     long_short: bool = False
@@ -115,8 +123,40 @@ class LiveConfig:
             raise ValueError(f"dead_band must be in [0, 0.5), got {self.dead_band}")
         if not 0 <= self.min_trade_weight < 1:
             raise ValueError(f"min_trade_weight must be in [0, 1), got {self.min_trade_weight}")
+        self._check_hold_bands()
         if self.retry_margin_s < 0:
             raise ValueError(f"retry_margin_s must be >= 0, got {self.retry_margin_s}")
+
+    def _check_hold_bands(self) -> None:
+        for name in ("entry_z", "exit_z"):
+            value = getattr(self, name)
+            if value is None and name == "exit_z":
+                continue
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or value < 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        most, noise = math.sqrt(self.sample_count), prob_noise(self.sample_count)
+        if self.entry_z > most:
+            raise ValueError(f"entry_z={self.entry_z:g} with sample_count={self.sample_count} "
+                             f"puts the entry band at |P(up) - 1/2| >= {self.entry_z * noise:.3g}"
+                             f": no forecast can reach it; use entry_z <= {most:g} "
+                             "(the square root of sample_count)")
+        if self.exit_z is not None and self.exit_z >= most:
+            raise ValueError(f"exit_z={self.exit_z:g} with sample_count={self.sample_count} "
+                             f"puts the exit beyond P(up) = 0 or 1: a position could never be "
+                             f"left; use exit_z < {most:g} (the square root of sample_count)")
+        if self.hold_bands() is not None and self.sizing != "prob":
+            raise ValueError("entry_z/exit_z (the hold band on P(up)) apply to sizing='prob'; "
+                             f"got sizing={self.sizing!r}")
+
+    def hold_bands(self) -> tuple[float, float] | None:
+        """The hold rule's ``(entry, exit)`` bands in probability (``entry_z`` and ``exit_z``
+        times √(¼/sample_count), the standard error of P(up) at ½), or None when it is off."""
+        exit_z = self.entry_z if self.exit_z is None else self.exit_z
+        if not (self.entry_z or exit_z):
+            return None
+        noise = prob_noise(self.sample_count)
+        return self.entry_z * noise, exit_z * noise
 
     def ledger_settings(self) -> dict[str, Any]:
         """Settings a ledger is tied to: a restart with different ones is refused."""
@@ -146,72 +186,6 @@ class LiveConfig:
         self.threshold = spec.bounds[1] if spec.bounds else self.threshold
         self.long_short, self.max_weight, self.gross = spec.long_short, spec.max_weight, spec.gross
         self.initial_cash = spec.cash
-
-
-class CapAtDebug(logging.Filter):
-    """Demotes target_weights' "cap wins" warning to DEBUG while the live loop sizes a candle.
-
-    There a binding ``max_weight`` is the per-symbol limit the loop was started with (one
-    symbol capped at half the equity binds on every candle), not a surprise worth a warning
-    per candle; :class:`LiveLoop` states the ceiling once at start. Other records pass as
-    they are.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.WARNING and CAP_WINS in str(record.msg):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return PORTFOLIO_LOGGER.isEnabledFor(logging.DEBUG)
-        return True
-
-
-CAP_AT_DEBUG = CapAtDebug()
-
-
-def target_positions(scores: pd.DataFrame, config: LiveConfig) -> pd.Series:
-    """Target weight per symbol for one candle time (``scores``: symbols × scorers), sized by
-    :func:`kronos_quant.portfolio.target_weights` with ``config.trade_spec()`` (the same
-    TradeSpec a backtest reads: ``max_weight``, ``gross``, ``long_short``, ``invested``).
-
-    ``threshold``: ``method="threshold"`` on ``config.score`` — equal weight (summing to
-    ``gross``) on symbols whose score is above ``threshold`` (and, with ``long_short``, short
-    below ``−threshold``).
-
-    ``prob`` (probability-weighted): ``method="conviction"`` on ``p = prob_up``, after setting
-    p to 0.5 (no conviction) inside the dead band ``|p − 0.5| ≤ dead_band``: weight ∝ 2·p − 1,
-    the candle's gross scaled by the mean conviction, so a lone symbol with p = 0.75 holds
-    half of ``gross`` and p = 1 all of it.
-
-    A binding ``max_weight`` is logged at DEBUG here (see :class:`CapAtDebug`), not warned.
-    """
-    values = scores[config.score].astype(float)
-    spec = config.trade_spec()
-    frame = (values.where((values - 0.5).abs() > config.dead_band, 0.5)
-             if spec.method == "conviction" else values)
-    if frame.isna().all():  # no score at all: no conviction, nothing held
-        return pd.Series(0.0, index=scores.index)
-    stamp = pd.Timestamp("1970-01-01")  # one rebalance row; the date itself is irrelevant
-    panel = frame.rename(config.score).to_frame()
-    panel.index = pd.MultiIndex.from_product([[stamp], frame.index],
-                                             names=["datetime", "instrument"])
-    PORTFOLIO_LOGGER.addFilter(CAP_AT_DEBUG)
-    try:
-        weights = target_weights(panel, spec)
-    finally:
-        PORTFOLIO_LOGGER.removeFilter(CAP_AT_DEBUG)
-    return weights.iloc[0].reindex(scores.index).fillna(0.0)
-
-
-def order_size(target_qty: float, held: float, price: float, equity: float,
-               config: LiveConfig) -> float:
-    """The order that moves ``held`` to ``target_qty`` (0.0: none): changes worth less than
-    ``min_trade_value`` (quote) or ``min_trade_weight`` × equity are not traded, exits
-    included (the no-trade band that keeps noise in the forecasts from churning fees; a
-    position smaller than the band may linger until a larger change moves it)."""
-    delta = target_qty - held
-    value = abs(delta) * price
-    if value < max(config.min_trade_value, config.min_trade_weight * equity):
-        return 0.0
-    return delta
 
 
 @dataclass
@@ -386,9 +360,11 @@ class LiveLoop:
             cash = float(db.execute("SELECT cash FROM account WHERE id = 0").fetchone()[0])
             held = {r[0]: r[1] for r in db.execute("SELECT symbol, qty FROM positions")}
             equity = cash + sum(q * marks.get(s, 0.0) for s, q in held.items())
+            weights, kept = self._hold(weights, scores, held, marks, equity)
             for symbol, fc in forecasts.items():
                 price = marks[symbol]
-                target_qty = float(weights[symbol]) * equity / price
+                target_qty = (held.get(symbol, 0.0) if symbol in kept
+                              else float(weights[symbol]) * equity / price)
                 delta = order_size(target_qty, held.get(symbol, 0.0), price, equity, cfg)
                 Ledger.put_decision(db, symbol, cfg.timeframe, ts, close=price,
                                     weight=float(weights[symbol]), qty=target_qty,
@@ -406,6 +382,21 @@ class LiveLoop:
             equity = Ledger.put_equity(db, cfg.timeframe, ts, marks)
         self.broker.after_commit(self.ledger, now_ms=self.exchange_ms())
         return equity
+
+    def _hold(self, sized: pd.Series, scores: pd.DataFrame, held: dict[str, float],
+              marks: dict[str, float], equity: float) -> tuple[pd.Series, set[str]]:
+        """This candle's targets under the hold rule (``config.hold_bands()``; off: ``sized``
+        as it is) and the symbols whose position is kept as held."""
+        bands = self.config.hold_bands()
+        if bands is None or equity <= 0:
+            return sized, set()
+        now = pd.Series({s: held.get(s, 0.0) * marks[s] / equity for s in sized.index})
+        targets, actions = hold_targets(sized, now, scores[self.config.score].astype(float),
+                                        entry=bands[0], exit=bands[1], gross=self.config.gross)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("hold rule: %s", ", ".join(f"{s} {a} {now[s]:.3f}->{targets[s]:.3f}"
+                                                    for s, a in actions.items()))
+        return targets, set(actions.index[actions == "hold"])
 
     # -- cycles --------------------------------------------------------------------------
 

@@ -673,6 +673,8 @@ def _cli(*argv: str, files: dict[str, str | bytes] | None = None) -> Callable[[C
     return call
 
 
+LIVE = ("live", "--exchange", "binance", "--timeframe", "1m", "--state", "{tmp}/s",
+        "--symbol", "BTC/USDT")
 ONE = _long_csv(40, ("AAA",)).replace(",AAA,", ",").replace("instrument,", "")
 ONE_LINES = ONE.splitlines()
 FC = ("forecast", "--input", "{tmp}/bars.csv", "--pred-len", "2", "--samples", "2",
@@ -762,6 +764,22 @@ CLI_ROWS = [
         _cli("live", "--exchange", "binance", "--timeframe", "1m", "--state", "{tmp}/s",
              "--lookback", "10"),
         "kronos-quant live: error: argument --lookback: must be an integer >= 16, got '10'", CLI),
+    Row("live CLI: an --entry-z no P(up) from --samples paths can reach",
+        _cli(*LIVE, "--samples", "16", "--entry-z", "5"),
+        "kronos-quant live: error: entry_z=5 with sample_count=16 puts the entry band at "
+        "|P(up) - 1/2| >= 0.625: no forecast can reach it; use entry_z <= 4 (the square root "
+        "of sample_count)", CLI),
+    Row("live CLI: an --exit-z that never lets a position go",
+        _cli(*LIVE, "--samples", "16", "--entry-z", "2", "--exit-z", "4"),
+        "kronos-quant live: error: exit_z=4 with sample_count=16 puts the exit beyond P(up) = "
+        "0 or 1: a position could never be left; use exit_z < 4 (the square root of "
+        "sample_count)", CLI),
+    Row("live CLI: a negative --exit-z", _cli(*LIVE, "--exit-z", "-1"),
+        "kronos-quant live: error: argument --exit-z: must be a finite number >= 0, got -1", CLI),
+    Row("live CLI: the hold band with --sizing threshold",
+        _cli(*LIVE, "--sizing", "threshold", "--entry-z", "2"),
+        "kronos-quant live: error: entry_z/exit_z (the hold band on P(up)) apply to "
+        "sizing='prob'; got sizing='threshold'", CLI),
     Row("evaluate CLI: a scores file that does not exist",
         _cli(*EVAL, files={"bars.csv": PANEL_CSV}),
         "kronos-quant evaluate: error: scores file {tmp}/s.parquet does not exist", CLI),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..execution import DEFAULT_EXECUTION
 from ..inputs import MIN_CONTEXT
-from .options import add_model_args, int_option
+from .options import add_model_args, int_option, non_negative
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def build_loop(args: argparse.Namespace):
                         sample_count=args.samples, T=args.T, top_p=args.top_p, seed=args.seed,
                         sizing=args.sizing, score=args.score, threshold=args.threshold,
                         dead_band=args.dead_band, min_trade_weight=args.min_trade_weight,
+                        entry_z=args.entry_z, exit_z=args.exit_z,
                         max_weight=args.max_weight, gross=args.gross,
                         long_short=args.long_short, initial_cash=args.cash,
                         grace_s=args.grace, late_timeout_s=args.late_timeout,
@@ -160,6 +161,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--min-trade-weight", type=float, default=0.0,
                    help="no-trade band: skip orders changing a position by less than this "
                    "fraction of equity (e.g. 0.05; exits included)")
+    g.add_argument("--entry-z", type=non_negative, default=0.0, metavar="Z",
+                   help="hold band (--sizing prob): enter or resize only when |P(up) − 0.5| ≥ "
+                   "Z standard errors of P(up), √(0.25 / --samples); inside the band the "
+                   "position is held, not closed (0, the default: off; e.g. 2)")
+    g.add_argument("--exit-z", type=non_negative, default=None, metavar="Z",
+                   help="leave a position only when P(up) is Z standard errors on the other "
+                   "side of 0.5 (default: --entry-z)")
     g.add_argument("--max-weight", type=float, default=None, help="cap per symbol")
     g.add_argument("--gross", type=float, default=1.0, help="total exposure")
     g.add_argument("--long-short", action="store_true", help="allow short targets")
