@@ -39,7 +39,7 @@ CASES: dict[str, tuple[list[str], list[str], str]] = {
     "backtrader_strategy.py": (["--instruments", "3", "--bars", "70", "--lookback", "30",
                                 "--samples", "2", "--rebalance", "10", "--out", "{out}"],
                                ["backtrader.png"], "final value"),
-    "live_paper.py": (["--candles", "3", "--samples", "2", "--out", "{out}"],
+    "live_paper.py": (["--candles", "3", "--samples", "16", "--out", "{out}"],
                       ["tearsheet.html"], "decisions: "),
     "live_replay.py": (["--candles", "3", "--samples", "2", "--out", "{out}"],
                        ["tearsheet.html", "state/ledger.sqlite"], "decisions: 6"),
