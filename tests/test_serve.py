@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import time
 
 import httpx
@@ -152,6 +154,45 @@ def test_a_failing_model_call_is_a_500_and_the_server_keeps_serving(model, monke
     assert [r.status_code for r in replies] == [200, 500, 200]
     assert replies[1].json()["detail"] == ("forecast failed (RuntimeError: CUDA out of memory)")
     assert asyncio.run(_concurrent(app, [good[2]]))[0].status_code == 200
+
+
+def test_the_model_process_gives_the_library_numbers_and_outlives_a_crash(model):
+    """--model-process: the same replies as the model thread; a killed model process costs
+    the call in flight a 500 and is replaced, and the server keeps serving."""
+    app = create_app(model, settings=ServeSettings(model_process=True, batch_window_ms=300))
+    series = [random_walk_bars(30, seed=k) for k in range(3)]
+    bodies = [{"bars": records(s), "pred_len": 4, "sample_count": 6, "seed": 40 + k,
+               "paths": True} for k, s in enumerate(series)]
+    with TestClient(app) as client:  # its lifespan starts the process before any request
+        replies = asyncio.run(_concurrent(app, bodies))
+        assert [r.status_code for r in replies] == [200] * 3
+        assert app.state.batcher.largest == 3
+        for body, reply, bars in zip(bodies, replies, series, strict=True):
+            fc = model.forecast(bars, pred_len=4, sample_count=6, seed=body["seed"])
+            np.testing.assert_array_equal(np.array(reply.json()["paths"]), fc.paths)
+            assert reply.json()["summary"] == forecast_summary(fc, model_label="kronos")
+        frames = {"AAA": series[0], "BBB": series[1]}
+        scored = client.post("/score", json={"bars": {k: records(v) for k, v in frames.items()},
+                                             "lookback": 20, "pred_len": 3, "sample_count": 4,
+                                             "seed": 5})
+        assert scored.status_code == 200, scored.text
+        from kronos_quant.data import panel_from_frames
+
+        panel = panel_from_frames(frames)
+        last = panel.index.get_level_values("datetime").max()
+        want = score_panel(model, panel, lookback=20, pred_len=3, sample_count=4, seed=5,
+                           start=last, end=last, verbose=False).xs((last, "AAA")).to_dict()
+        assert scored.json()["scores"]["AAA"] == pytest.approx(want, nan_ok=True)
+
+        pid = app.state.batcher.executor.submit(os.getpid).result()
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)
+        lost = client.post("/forecast", json=bodies[0])
+        assert lost.status_code == 500
+        assert "model process died" in lost.json()["detail"]
+        again = client.post("/forecast", json=bodies[0])
+        assert again.status_code == 200
+        assert again.json()["paths"] == replies[0].json()["paths"]
 
 
 def test_too_many_pending_forecasts_get_503(model):
