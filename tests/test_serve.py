@@ -7,7 +7,10 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,7 +18,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from kronos_quant.strategies.ledger import Ledger
-from serve_support import SYMBOLS, hourly_candles, replay_steps, running_serve
+from serve_support import SYMBOLS, free_port, hourly_candles, replay_steps, running_serve
 
 from kronos_quant import KronosPredictor
 from kronos_quant.forecast import forecast_summary
@@ -193,6 +196,50 @@ def test_the_model_process_gives_the_library_numbers_and_outlives_a_crash(model)
         again = client.post("/forecast", json=bodies[0])
         assert again.status_code == 200
         assert again.json()["paths"] == replies[0].json()["paths"]
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of ``pid`` started by multiprocessing's spawn (not its resource
+    tracker)."""
+    kids = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]
+    return [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (nobody may reap an orphan here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("stop", ["terminate", "kill"])
+def test_the_model_process_ends_with_the_server(stop):
+    """Stopped (SIGTERM) or killed (SIGKILL), the server leaves no model process behind."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "kronos_quant.cli", "--quiet", "serve",
+                               "--port", str(port), "--threads", "1", "--model-process"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(240):  # bounded: 60 s for the model and its process to start
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).is_success:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.25)
+        children = _children(server.pid)
+        assert len(children) == 1 and _alive(children[0])
+        getattr(server, stop)()
+        server.wait(timeout=30)
+        for _ in range(100):  # bounded: 10 s
+            if not _alive(children[0]):
+                break
+            time.sleep(0.1)
+        assert not _alive(children[0]), f"model process {children[0]} outlived the server"
+    finally:
+        server.kill()
 
 
 def test_too_many_pending_forecasts_get_503(model):

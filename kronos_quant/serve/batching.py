@@ -209,4 +209,5 @@ class ForecastBatcher:
     def close(self) -> None:
         if self._worker is not None and self._loop is not None and not self._loop.is_closed():
             self._worker.cancel()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        # A model process finishes its batch and exits; the model thread is left to finish.
+        self.executor.shutdown(wait=self.process, cancel_futures=True)

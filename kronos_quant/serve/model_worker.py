@@ -13,6 +13,10 @@ entry points (module-level, so that they can be pickled by reference).
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -91,9 +95,18 @@ _WORKER: dict[str, Any] = {}
 
 
 def worker_start(predictor: Any, threads: int) -> None:
-    """Initializer of the model process: keep the predictor, use the server's thread count."""
+    """Initializer of the model process: keep the predictor, use the server's thread count,
+    and leave when the server does, however it ends (even killed, it cannot say goodbye)."""
     torch.set_num_threads(threads)
     _WORKER["predictor"] = predictor
+    threading.Thread(target=_exit_with_parent, name="kq-parent-watch", daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])  # ready once the server is gone
+        os._exit(0)
 
 
 def worker_ready() -> bool:
