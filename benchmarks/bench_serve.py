@@ -170,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
           f"{top / unbatched:.1f}x the same load without batching")
     ceiling = model_ceiling(series, CLIENTS[-1], args.threads)
     print(f"the model alone (no HTTP): {CLIENTS[-1]} windows in one call are {ceiling:.1f}x "
-          "faster than one call each; the server's gain cannot exceed this by much")
+          "faster than one call each; in one process the server's gain cannot exceed this by "
+          "much (--model-process adds a second process working beside it)")
     print("server peak RSS: " + ", ".join(f"{m} {v:.0f} MiB" for m, v in rss.items())
           + f" (limit {RSS_LIMIT_MB} MiB: "
           + f"{'met' if max(rss.values()) < RSS_LIMIT_MB else 'NOT met'})")
