@@ -10,6 +10,7 @@ RSS (VmHWM).
 
     python benchmarks/bench_serve.py                     # 48 requests per level
     python benchmarks/bench_serve.py --requests 96 --threads 2
+    python benchmarks/bench_serve.py --model-process     # the model in its own process
 """
 from __future__ import annotations
 
@@ -58,10 +59,15 @@ def start_server(port: int, *extra: str, threads: int) -> subprocess.Popen:
 
 
 def peak_rss_mb(pid: int) -> float:
+    """Peak RSS (VmHWM) of a process plus its children's (the model process, if any)."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += peak_rss_mb(int(child))
+    return total
 
 
 def bodies(series: pd.DataFrame, n: int) -> list[dict]:
@@ -134,12 +140,15 @@ def run(args: argparse.Namespace) -> int:
     series = series[["open", "high", "low", "close", "volume"]]
     work = bodies(series, args.requests)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"server torch threads {args.threads}; {args.requests} requests per level of "
+          f"server torch threads {args.threads}"
+          f"{', model in its own process' if args.model_process else ''}; "
+          f"{args.requests} requests per level of "
           f"{BARS} bars, {PRED_LEN} ahead, {PATHS} paths")
     rows, rss = [], {}
+    process = ("--model-process",) if args.model_process else ()
     for mode, extra in (("batched", ()), ("one per call", ("--max-batch", "1"))):
         port = free_port()
-        server = start_server(port, *extra, threads=args.threads)
+        server = start_server(port, *process, *extra, threads=args.threads)
         try:
             for clients in (CLIENTS if mode == "batched" else (1, CLIENTS[-1])):
                 wall, lat = asyncio.run(load(f"http://127.0.0.1:{port}", work, clients))
@@ -161,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
           f"{top / unbatched:.1f}x the same load without batching")
     ceiling = model_ceiling(series, CLIENTS[-1], args.threads)
     print(f"the model alone (no HTTP): {CLIENTS[-1]} windows in one call are {ceiling:.1f}x "
-          "faster than one call each; the server's gain cannot exceed this by much")
+          "faster than one call each; in one process the server's gain cannot exceed this by "
+          "much (--model-process adds a second process working beside it)")
     print("server peak RSS: " + ", ".join(f"{m} {v:.0f} MiB" for m, v in rss.items())
           + f" (limit {RSS_LIMIT_MB} MiB: "
           + f"{'met' if max(rss.values()) < RSS_LIMIT_MB else 'NOT met'})")
@@ -172,6 +182,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=48, help="requests per load level")
     parser.add_argument("--threads", type=int, default=1, help="server torch CPU threads")
+    parser.add_argument("--model-process", action="store_true",
+                        help="serve with --model-process (the model in its own process)")
     return run(parser.parse_args())
 
 

@@ -93,8 +93,11 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams,
     probs = torch.softmax(logits, dim=-1)
     if isinstance(generator, Sequence):
         per = probs.shape[0] // len(generator)  # rows per series
-        blocks = probs.split(per)  # (S, V) per series
-        noises = [None] * len(blocks) if noise is None else noise.split(per)
-        return torch.cat([_draw(p, g, q)
-                          for p, g, q in zip(blocks, generator, noises, strict=True)])
+        # Each series' Exp(1) noise from its own generator, one block at a time, then one
+        # argmax for every row: the tokens torch.multinomial draws block by block (_draw),
+        # without a multinomial call (and its checks) per series.
+        q = torch.empty_like(probs) if noise is None else noise  # (B, V)
+        for block, g in zip(q.split(per), generator, strict=True):
+            block.exponential_(generator=g)
+        return (probs / q).argmax(dim=-1, keepdim=True)
     return _draw(probs, generator, noise)

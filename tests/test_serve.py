@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -13,7 +18,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from kronos_quant.strategies.ledger import Ledger
-from serve_support import SYMBOLS, hourly_candles, replay_steps, running_serve
+from serve_support import SYMBOLS, free_port, hourly_candles, replay_steps, running_serve
 
 from kronos_quant import KronosPredictor
 from kronos_quant.forecast import forecast_summary
@@ -152,6 +157,89 @@ def test_a_failing_model_call_is_a_500_and_the_server_keeps_serving(model, monke
     assert [r.status_code for r in replies] == [200, 500, 200]
     assert replies[1].json()["detail"] == ("forecast failed (RuntimeError: CUDA out of memory)")
     assert asyncio.run(_concurrent(app, [good[2]]))[0].status_code == 200
+
+
+def test_the_model_process_gives_the_library_numbers_and_outlives_a_crash(model):
+    """--model-process: the same replies as the model thread; a killed model process costs
+    the call in flight a 500 and is replaced, and the server keeps serving."""
+    app = create_app(model, settings=ServeSettings(model_process=True, batch_window_ms=300))
+    series = [random_walk_bars(30, seed=k) for k in range(3)]
+    bodies = [{"bars": records(s), "pred_len": 4, "sample_count": 6, "seed": 40 + k,
+               "paths": True} for k, s in enumerate(series)]
+    with TestClient(app) as client:  # its lifespan starts the process before any request
+        replies = asyncio.run(_concurrent(app, bodies))
+        assert [r.status_code for r in replies] == [200] * 3
+        assert app.state.batcher.largest == 3
+        for body, reply, bars in zip(bodies, replies, series, strict=True):
+            fc = model.forecast(bars, pred_len=4, sample_count=6, seed=body["seed"])
+            np.testing.assert_array_equal(np.array(reply.json()["paths"]), fc.paths)
+            assert reply.json()["summary"] == forecast_summary(fc, model_label="kronos")
+        frames = {"AAA": series[0], "BBB": series[1]}
+        scored = client.post("/score", json={"bars": {k: records(v) for k, v in frames.items()},
+                                             "lookback": 20, "pred_len": 3, "sample_count": 4,
+                                             "seed": 5})
+        assert scored.status_code == 200, scored.text
+        from kronos_quant.data import panel_from_frames
+
+        panel = panel_from_frames(frames)
+        last = panel.index.get_level_values("datetime").max()
+        want = score_panel(model, panel, lookback=20, pred_len=3, sample_count=4, seed=5,
+                           start=last, end=last, verbose=False).xs((last, "AAA")).to_dict()
+        assert scored.json()["scores"]["AAA"] == pytest.approx(want, nan_ok=True)
+
+        pid = app.state.batcher.executor.submit(os.getpid).result()
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)
+        lost = client.post("/forecast", json=bodies[0])
+        assert lost.status_code == 500
+        assert "model process died" in lost.json()["detail"]
+        again = client.post("/forecast", json=bodies[0])
+        assert again.status_code == 200
+        assert again.json()["paths"] == replies[0].json()["paths"]
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of ``pid`` started by multiprocessing's spawn (not its resource
+    tracker)."""
+    kids = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]
+    return [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (nobody may reap an orphan here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("stop", ["terminate", "kill"])
+def test_the_model_process_ends_with_the_server(stop):
+    """Stopped (SIGTERM) or killed (SIGKILL), the server leaves no model process behind."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "kronos_quant.cli", "--quiet", "serve",
+                               "--port", str(port), "--threads", "1", "--model-process"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(240):  # bounded: 60 s for the model and its process to start
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).is_success:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.25)
+        children = _children(server.pid)
+        assert len(children) == 1 and _alive(children[0])
+        getattr(server, stop)()
+        server.wait(timeout=30)
+        for _ in range(100):  # bounded: 10 s
+            if not _alive(children[0]):
+                break
+            time.sleep(0.1)
+        assert not _alive(children[0]), f"model process {children[0]} outlived the server"
+    finally:
+        server.kill()
 
 
 def test_too_many_pending_forecasts_get_503(model):

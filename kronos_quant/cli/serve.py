@@ -49,7 +49,7 @@ def build_app(args: argparse.Namespace):
         if not (Path(state) / Ledger.FILE).is_file():
             logger.warning("--state %s has no ledger yet; its page waits for the loop", state)
     given = {"batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch,
-             "refresh_s": args.refresh}
+             "refresh_s": args.refresh, "model_process": args.model_process or None}
     settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
     return create_app(predictor, states=args.state, token=_token(args), settings=settings,
                       model_label=label, example=example, example_name=name)
@@ -99,6 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"model call (default: {ServeSettings.batch_window_ms})")
     p.add_argument("--max-batch", type=int_option(1), default=None,
                    help=f"most forecasts in one model call (default: {ServeSettings.max_batch})")
+    p.add_argument("--model-process", action="store_true",
+                   help="run the model in a process of its own (CPU: requests are read and "
+                        "answered while it works)")
     p.add_argument("--refresh", type=float, default=None, help="seconds between the live "
                    f"pages' refreshes (default: {ServeSettings.refresh_s})")
     p.set_defaults(func=_serve)

@@ -108,11 +108,13 @@ def create_app(predictor: Any, *, states: list[str | Path] = (), token: str | No
     views = unique_views(list(states))
     batcher = ForecastBatcher(predictor, window_s=settings.batch_window_ms / 1000.0,
                               max_batch=settings.max_batch, max_pending=settings.max_pending,
-                              reply=partial(forecast_payloads, model_label=label))
+                              reply=partial(forecast_payloads, model_label=label),
+                              process=settings.model_process)
     guard = Token(token)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        await asyncio.to_thread(batcher.start)
         yield
         batcher.close()
 
@@ -169,8 +171,7 @@ def _model_routes(app: FastAPI, predictor: Any, *, batcher: ForecastBatcher,
         except (ValidationError, ValueError, TypeError) as err:
             return error(422, one_line(err))
         try:
-            scores = await batcher.run_in_model_thread(
-                lambda: score_panel(predictor, panel, **options))
+            scores = await batcher.call(score_panel, panel, **options)
         except (ValueError, TypeError) as err:  # windows that cannot be planned
             return error(422, one_line(err))
         except Exception as err:

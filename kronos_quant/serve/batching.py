@@ -19,27 +19,28 @@ one up to float rounding (bit-identical on the CPU builds tested here, see
 ``tests/test_serve.py``). A group whose call fails is retried one request at a time, so one
 failing request cannot fail its batch-mates.
 
-All model calls (forecast batches and ``/score``) run on one worker thread: the model is
-never used by two threads at once.
+All model calls (forecast batches and ``/score``) run in one place, one at a time: the
+model thread, or with ``process=True`` a model process of its own
+(:mod:`~kronos_quant.serve.model_worker`), restarted if it dies.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
-import pandas as pd
+import torch
 
-from ..forecast import Forecast
-from ..inputs import BAR_COLUMNS
+from . import model_worker
+from .model_worker import Reply, group_paths, group_replies
 from .requests import ForecastJob
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class Overloaded(RuntimeError):
@@ -47,67 +48,86 @@ class Overloaded(RuntimeError):
 
 
 class ForecastBatcher:
-    """Collects :class:`ForecastJob` objects and runs them in batches (see module docs)."""
+    """Collects :class:`ForecastJob` objects and runs them in batches (see module docs).
+
+    ``reply`` builds a group's replies from its forecasts
+    (:func:`~kronos_quant.serve.requests.forecast_payloads`); ``process`` runs the model in
+    a process of its own instead of a thread (:mod:`~kronos_quant.serve.model_worker`).
+    """
 
     def __init__(self, predictor: Any, *, window_s: float, max_batch: int, max_pending: int,
-                 reply: Callable[[list[Forecast], list[ForecastJob]], list[Any]]) -> None:
+                 reply: Reply, process: bool = False) -> None:
         self.predictor, self.window_s, self.max_batch = predictor, window_s, max_batch
         self.max_pending, self.pending, self.reply = max_pending, 0, reply
+        self.process = process
         self.incoming = 0  # requests being read and checked (see arriving)
         self.expected = 1  # the size of the last batch collected (see _gather)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kq-model")
+        self.executor = self._executor()
         self.batches = 0  # model calls made for forecasts (for tests and the benchmark)
         self.largest = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
+        self._answering: set[asyncio.Task] = set()
 
-    # -- the model thread ----------------------------------------------------------------
-    async def run_in_model_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the one model thread and await its result."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    # -- where the model runs ------------------------------------------------------------
+    def _executor(self) -> Executor:
+        if not self.process:
+            return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kq-model")
+        return ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+            initializer=model_worker.worker_start,
+            initargs=(self.predictor, torch.get_num_threads()))
 
-    def _generate(self, jobs: list[ForecastJob]) -> list[Forecast]:
-        """One ``forecast_arrays`` call per context length: the generation step of
-        ``forecast_batch``, on series the request threads already prepared."""
-        s = jobs[0].sampling
-        out: list[Forecast | None] = [None] * len(jobs)
-        for length in sorted({len(j.series.raw) for j in jobs}):
-            members = [i for i, j in enumerate(jobs) if len(j.series.raw) == length]
-            prepared = [jobs[i].series for i in members]
-            paths = self.predictor.forecast_arrays(
-                np.stack([p.raw for p in prepared]),
-                np.stack([p.x_index.to_numpy("datetime64[ns]") for p in prepared]),
-                np.stack([pd.DatetimeIndex(p.y_index).to_numpy("datetime64[ns]")
-                          for p in prepared]),
-                sample_count=s.sample_count, T=s.T, top_k=s.top_k, top_p=s.top_p,
-                seed=[jobs[i].seed for i in members])  # (n, S, P, 6) price units
-            for i, p, bars in zip(members, prepared, paths, strict=True):
-                out[i] = Forecast(paths=bars, index=p.y_index, name=jobs[i].name,
-                                  history=pd.DataFrame(p.raw, index=p.x_index,
-                                                       columns=list(BAR_COLUMNS)),
-                                  model_label=self.predictor.model_label)
-        return out
+    def start(self) -> None:
+        """Start the model process now (it loads the model once, in a few seconds), so the
+        first request does not wait for it. Nothing to do for the model thread."""
+        if self.process:
+            self.executor.submit(model_worker.worker_ready).result()
 
-    def _run_group(self, jobs: list[ForecastJob]) -> list[Any]:
-        """Replies of one settings group; on failure each job alone gets its own outcome
-        (its reply or the exception)."""
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        except BrokenProcessPool:
+            logger.error("the model process died; starting a new one")
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = self._executor()
+            raise RuntimeError("the model process died during this call; it was restarted, "
+                               "retry") from None
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(predictor, *args, **kwargs)`` where the model lives (``fn`` module-level, so
+        that a model process can receive it), one call at a time."""
+        if self.process:
+            return await self._run(model_worker.worker_call, fn, args, kwargs)
+        return await self._run(lambda: fn(self.predictor, *args, **kwargs))
+
+    async def _paths(self, jobs: list[ForecastJob]) -> list[Any]:
+        """A group's paths (or exceptions), generated where the model lives."""
         self.batches += 1
         self.largest = max(self.largest, len(jobs))
+        if self.process:
+            return await self._run(model_worker.worker_paths, jobs)
+        return await self._run(group_paths, self.predictor, jobs)
+
+    async def _answer(self, members: list[tuple[ForecastJob, asyncio.Future]],
+                      outcomes: list[Any]) -> None:
+        """Build a group's replies on a thread of this process, beside the model (which
+        starts on the next batch meanwhile), and hand each to its request."""
+        jobs = [job for job, _ in members]
         try:
-            return self.reply(self._generate(jobs), jobs)
+            replies = await asyncio.to_thread(
+                group_replies, self.reply, jobs, outcomes,
+                model_label=getattr(self.predictor, "model_label", None))
         except Exception as err:
-            if len(jobs) == 1:
-                return [err]
-            logger.warning("a batch of %d forecasts failed (%s); retrying one by one",
-                           len(jobs), type(err).__name__)
-        outcomes: list[Any] = []
-        for job in jobs:
-            try:
-                outcomes.append(self.reply(self._generate([job]), [job])[0])
-            except Exception as err:
-                outcomes.append(err)
-        return outcomes
+            replies = [err] * len(members)
+        for (_, future), outcome in zip(members, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     # -- the event loop ------------------------------------------------------------------
     def _ensure_worker(self) -> asyncio.Queue:
@@ -178,20 +198,16 @@ class ForecastBatcher:
                     groups.setdefault(job.key, []).append((job, future))
             for members in groups.values():
                 try:
-                    outcomes = await self.run_in_model_thread(
-                        self._run_group, [job for job, _ in members])
+                    outcomes = await self._paths([job for job, _ in members])
                 except Exception as err:  # the executor itself failed
                     outcomes = [err] * len(members)
                 logger.debug("forecast batch of %d request(s)", len(members))
-                for (_, future), outcome in zip(members, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                task = asyncio.create_task(self._answer(members, outcomes))
+                self._answering.add(task)  # keep a reference until it is done
+                task.add_done_callback(self._answering.discard)
 
     def close(self) -> None:
         if self._worker is not None and self._loop is not None and not self._loop.is_closed():
             self._worker.cancel()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        # A model process finishes its batch and exits; the model thread is left to finish.
+        self.executor.shutdown(wait=self.process, cancel_futures=True)

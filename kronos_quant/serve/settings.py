@@ -46,6 +46,9 @@ class ServeSettings:
         Most requests generated in one model call.
     max_pending
         Most forecast requests waiting for or in the model at once; more get 503.
+    model_process
+        Run the model in a process of its own (:mod:`~kronos_quant.serve.model_worker`):
+        on a CPU, requests are then read and answered while the model works.
     refresh_s
         How often the dashboard's live pages reload their data.
     max_decisions
@@ -66,6 +69,7 @@ class ServeSettings:
     batch_window_ms: float = 5.0
     max_batch: int = 64
     max_pending: int = 512
+    model_process: bool = False
     refresh_s: float = 10.0
     max_decisions: int = 1000
 
