@@ -30,7 +30,7 @@ from ..data import periods_per_year as periods_per_year_of  # the parameter keep
 from ..execution import DEFAULT_EXECUTION, check_execution, execution_price
 from ..metrics import first_trade_bar, sweep_sharpe
 from ..orders import OrderPlan, order_plan
-from ..portfolio import align, check_gross, target_weights
+from ..portfolio import align, check_against_spec, target_weights
 from ..signals.transforms import score_column
 from ..tradespec import TradeSpec, resolve_spec
 from . import require_engine
@@ -90,7 +90,7 @@ def _weights(scores_or_weights, instruments: pd.Index, spec: TradeSpec, *,
     """Target weights (rebalance dates × panel instruments) from scores or a weight frame."""
     obj = scores_or_weights
     if isinstance(obj, pd.DataFrame) and isinstance(obj.index, pd.DatetimeIndex):
-        weights = check_gross(obj.astype("float64"), spec)  # already weights: dates × names
+        weights = check_against_spec(obj.astype("float64"), spec)  # already weights: dates × names
     elif isinstance(obj, (pd.Series, pd.DataFrame)) and isinstance(obj.index, pd.MultiIndex):
         weights = target_weights(obj, spec, column=column)
     else:

@@ -39,7 +39,7 @@ from .tradespec import METHODS, TradeSpec, resolve_spec
 logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "TradeSpec", "THIN_DATES", "OnceFilter", "target_weights", "align",
-           "turnover", "exposure", "check_gross", "EXECUTIONS",
+           "turnover", "exposure", "check_against_spec", "EXECUTIONS",
            "DEFAULT_EXECUTION", "check_execution", "describe_execution", "execution_lag",
            "execution_price", "execution_returns"]
 
@@ -336,10 +336,19 @@ def _check_weights(weights: pd.DataFrame) -> pd.DataFrame:
     return weights.astype("float64")
 
 
-def check_gross(weights: pd.DataFrame, spec: TradeSpec) -> pd.DataFrame:
-    """Refuse a weight frame whose rows hold more than the spec allows (sum of |w| above
-    ``gross × invested``): an engine would borrow cash for it or fill it part-way, a
-    plausible wrong result either way. Returns ``weights``."""
+def check_against_spec(weights: pd.DataFrame, spec: TradeSpec) -> pd.DataFrame:
+    """Refuse a weight frame the spec does not allow: a short (negative weight) under a
+    long-only spec, or rows holding more than ``gross × invested`` (sum of |w|). An engine
+    would short it anyway, borrow cash for it or fill it part-way: a plausible wrong result
+    each time. Returns ``weights``."""
+    if not spec.long_short:
+        short = weights.lt(0).to_numpy()
+        if short.any():
+            row, col = (int(k[0]) for k in np.nonzero(short))
+            raise ValueError(f"weights hold a short: {weights.columns[col]} on "
+                             f"{weights.index[row]} is {weights.iat[row, col]:g} "
+                             f"({int(short.sum())} negative weight(s)), but the spec is "
+                             "long-only: drop the shorts, or set long_short=True")
     limit = spec.gross * spec.invested
     held = weights.abs().sum(axis=1)
     over = held > limit * (1 + 1e-9) + 1e-12

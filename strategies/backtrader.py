@@ -43,7 +43,7 @@ from ..adapters.backtrader import (
 )
 from ..data import INDEX_NAMES, validate_panel
 from ..orders import OrderRules
-from ..portfolio import THIN_DATES, OnceFilter, align, check_gross, target_weights
+from ..portfolio import THIN_DATES, OnceFilter, align, check_against_spec, target_weights
 from ..signals import forecast_panel
 from ..tradespec import DEPRECATED_TERMS, TERMS, TradeSpec, resolve_spec
 
@@ -486,7 +486,7 @@ def run(panel: pd.DataFrame, spec: TradeSpec | None = None, *,
         if not isinstance(weights, pd.DataFrame) or weights.isna().to_numpy().any():
             raise ValueError("weights must be a DataFrame without NaN (rebalance dates × "
                              "instruments, 0 = not held)")
-        params["weights"] = check_gross(weights.astype(np.float64), spec)
+        params["weights"] = check_against_spec(weights.astype(np.float64), spec)
     if scores is not None and len(score_frame(scores)) == 0:
         raise ValueError("scores are empty")
     if scores is not None and "scorer" not in params:

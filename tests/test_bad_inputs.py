@@ -22,7 +22,7 @@ from kronos_quant.data import load_panel, panel_from_frames, synthetic_panel
 from kronos_quant.hub import TRAINING_NAME, trained_context, write_training_record
 from kronos_quant.inputs import MIN_CONTEXT
 from kronos_quant.portfolio import target_weights
-from kronos_quant.signals import evaluate, score_panel
+from kronos_quant.signals import baseline_scores, evaluate, score_panel
 from kronos_quant.testing import random_walk_bars
 
 ASSETS = Path(__file__).resolve().parents[1] / "kronos_quant" / "assets" / "demo"
@@ -612,6 +612,11 @@ SIGNAL_ROWS = [
         "horizon must be >= 1, got 0"),
     Row("evaluate: one quantile", lambda c: evaluate(SCORES, PANEL, horizon=1, quantiles=1),
         "quantiles must be an integer >= 2, got 1"),
+    Row("baseline_scores: a list of baseline names where the rows go",
+        lambda c: baseline_scores(PANEL, ["momentum_20"]),
+        "index must be a (datetime, instrument) MultiIndex (the rows to return), got list "
+        "['momentum_20']; the baselines are the result's columns: select them from it",
+        TypeError),
 ]
 
 
@@ -833,6 +838,9 @@ NOT_BARS = ("60 rebalance date(s) are not bars of bars_index, first 2022-01-03 1
 ABOVE_GROSS = ("weights on 2022-01-03 00:00:00 sum to 2 (sum of |w|), above the spec's gross × "
                "invested = 1 (60 of 60 rows): scale them down, or set gross=/invested= to what "
                "they hold")
+SHORTED = WEIGHTS.assign(SYN002=-WEIGHTS["SYN002"])  # a short leg, on a long-only spec
+SHORT_MSG = ("weights hold a short: SYN002 on 2022-01-03 00:00:00 is -0.5 (60 negative "
+             "weight(s)), but the spec is long-only: drop the shorts, or set long_short=True")
 THIN = ("topk=10 but only 4 name(s) have a score on 2022-01-03 00:00:00 (60 of 60 rebalance "
         "dates short): holding what there is")
 
@@ -844,6 +852,9 @@ ENGINE_ROWS = [
     Row("vectorbt: a weight frame that sums above gross", _vbt(WEIGHTS * 2), ABOVE_GROSS),
     Row("backtrader: a weight frame that sums above gross",
         _btr(scores=None, weights=WEIGHTS * 2), ABOVE_GROSS),
+    Row("vectorbt: a short weight under a long-only spec", _vbt(SHORTED), SHORT_MSG),
+    Row("backtrader: a short weight under a long-only spec",
+        _btr(scores=None, weights=SHORTED), SHORT_MSG),
     Row("vectorbt: negative fees", _vbt(fees=-0.001),
         "fees must be a finite number >= 0 and <= 0.5, got -0.001"),
     Row("vectorbt: negative slippage", _vbt(slippage=-0.001),

@@ -54,7 +54,12 @@ logger = logging.getLogger(__name__)
 
 def baseline_scores(panel: pd.DataFrame, index: pd.MultiIndex | None = None, *,
                     momentum_window: int = 20, reversal_window: int = 5) -> pd.DataFrame:
-    """Random-walk, momentum and short-term reversal scores, from closes up to each date."""
+    """Random-walk, momentum and short-term reversal scores, from closes up to each date;
+    ``index`` (a (datetime, instrument) MultiIndex, e.g. a score frame's) picks their rows."""
+    if index is not None and not isinstance(index, pd.MultiIndex):
+        raise TypeError(f"index must be a (datetime, instrument) MultiIndex (the rows to "
+                        f"return), got {type(index).__name__} {list(index)[:3]!r}; the "
+                        "baselines are the result's columns: select them from it")
     return _baselines(validate_panel(panel)["close"], index, momentum_window, reversal_window)
 
 
