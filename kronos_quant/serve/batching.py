@@ -86,12 +86,14 @@ class ForecastBatcher:
             self.executor.submit(model_worker.worker_ready).result()
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        executor = self.executor
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         except BrokenProcessPool:
-            logger.error("the model process died; starting a new one")
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = self._executor()
+            if self.executor is executor:  # the first call to notice replaces it, once
+                logger.error("the model process died; starting a new one")
+                executor.shutdown(wait=False, cancel_futures=True)
+                self.executor = self._executor()
             raise RuntimeError("the model process died during this call; it was restarted, "
                                "retry") from None
 
