@@ -110,7 +110,8 @@ async def load(url: str, work: list[bytes], clients: int) -> tuple[float, list[f
         return time.perf_counter() - t0, latencies
 
 
-def model_ceiling(series: pd.DataFrame, clients: int, threads: int) -> float:
+def model_ceiling(series: pd.DataFrame, clients: int, threads: int,
+                  device: str | None = None) -> float:
     """The model's own batching gain, in this process: ``clients`` windows generated one call
     each vs one call for all (the ceiling of the server's gain, which adds HTTP and JSON)."""
     import torch
@@ -118,7 +119,7 @@ def model_ceiling(series: pd.DataFrame, clients: int, threads: int) -> float:
     from kronos_quant.assets import demo_predictor
 
     torch.set_num_threads(threads)
-    predictor, _ = demo_predictor(assets=embedded_demo())
+    predictor, _ = demo_predictor(assets=embedded_demo(), device=device)
     windows = [series.iloc[len(series) - k - BARS:len(series) - k] for k in range(clients)]
     values = np.stack([w.assign(amount=w["volume"] * w[["open", "high", "low", "close"]]
                                 .mean(axis=1)).to_numpy() for w in windows])
@@ -145,12 +146,13 @@ def run(args: argparse.Namespace) -> int:
     series = series[["open", "high", "low", "close", "volume"]]
     work = bodies(series, args.requests)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"server torch threads {args.threads}"
+          f"server torch threads {args.threads}, device {args.device or 'auto'}"
           f"{', model in its own process' if args.model_process else ''}; "
           f"{args.requests} requests per level of "
           f"{BARS} bars, {PRED_LEN} ahead, {PATHS} paths")
     rows, rss = [], {}
     process = ("--model-process",) if args.model_process else ()
+    process += ("--device", args.device) if args.device else ()
     for mode, extra in (("batched", ()), ("one per call", ("--max-batch", "1"))):
         port = free_port()
         server = start_server(port, *process, *extra, threads=args.threads)
@@ -173,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nbatching gain at {CLIENTS[-1]} clients: {gain:.1f}x one request at a time "
           f"(target >= {TARGET_GAIN:.0f}x: {'met' if gain >= TARGET_GAIN else 'NOT met'}); "
           f"{top / unbatched:.1f}x the same load without batching")
-    ceiling = model_ceiling(series, CLIENTS[-1], args.threads)
+    ceiling = model_ceiling(series, CLIENTS[-1], args.threads, args.device)
     print(f"the model alone (no HTTP): {CLIENTS[-1]} windows in one call are {ceiling:.1f}x "
           "faster than one call each; in one process the server's gain cannot exceed this by "
           "much (--model-process adds a second process working beside it)")
@@ -187,6 +189,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=48, help="requests per load level")
     parser.add_argument("--threads", type=int, default=1, help="server torch CPU threads")
+    parser.add_argument("--device", default=None, help="the server's --device (default: auto)")
     parser.add_argument("--model-process", action="store_true",
                         help="serve with --model-process (the model in its own process)")
     return run(parser.parse_args())

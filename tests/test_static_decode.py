@@ -191,6 +191,11 @@ def test_step_selection_and_errors():
     assert resolve_step(cpu, static_step=None, cuda_graphs=None) == (False, False)
     assert resolve_step(cpu, static_step=True, cuda_graphs=None) == (True, False)
     assert resolve_step(cuda, static_step=None, cuda_graphs=True) == (True, True)
+    # CUDA's default is graphs (measured exact on a device), unless the eager step is asked for.
+    assert resolve_step(cuda, static_step=None, cuda_graphs=None) == (True, True)
+    assert resolve_step(cuda, static_step=False, cuda_graphs=None) == (False, False)
+    assert resolve_step(cuda, static_step=None, cuda_graphs=False) == (False, False)
+    assert resolve_step(cuda, static_step=True, cuda_graphs=False) == (True, False)
     with pytest.raises(ValueError, match="needs a CUDA device"):
         resolve_step(cpu, static_step=None, cuda_graphs=True)
     with pytest.raises(ValueError, match="contradicts"):
