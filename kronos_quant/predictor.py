@@ -300,10 +300,9 @@ class KronosPredictor:
         prepared = self._prepare(frames, list(x_timestamps or [None] * n),
                                  list(y_timestamps or [None] * n), pred_len, calendar,
                                  repair)
-        paths = self._sample(prepared, pred_len=int(pred_len), sampling=sampling, seed=seed,
-                             verbose=verbose)
+        paths = self.sample_prepared(prepared, sampling=sampling, seed=seed, verbose=verbose)
         # strict=False: ``names`` comes from the caller and its length is not checked.
-        out = [Forecast(paths=p.denormalise(bars), index=p.y_index,
+        out = [Forecast(paths=bars, index=p.y_index,
                         history=pd.DataFrame(p.raw, index=p.x_index, columns=list(BAR_COLUMNS)),
                         name=None if label is None else str(label), model_label=self.model_label)
                for p, bars, label in zip(prepared, paths, labels, strict=False)]
@@ -323,8 +322,23 @@ class KronosPredictor:
         price units: the same numbers :meth:`forecast_batch` gives for the same windows.
         """
         inputs = prepare_arrays(values, stamps, future_stamps, clip=self.clip)
-        pred_len = self._check_pred_len(inputs[0].y_stamp.shape[0])
         sampling = SamplingParams(T=T, top_k=top_k, top_p=top_p, sample_count=sample_count)
-        paths = self._sample(inputs, pred_len=pred_len, sampling=sampling, seed=seed,
+        return np.stack(self.sample_prepared(inputs, sampling=sampling, seed=seed,
+                                             verbose=verbose))
+
+    def sample_prepared(self, series: Sequence[ModelInputs], *, sampling: SamplingParams,
+                        seed: int | Sequence[int] | None = None,
+                        verbose: bool = False) -> list[np.ndarray]:
+        """Sample paths of series already checked and prepared
+        (:func:`~kronos_quant.inputs.prepare_series` or
+        :func:`~kronos_quant.inputs.prepare_arrays`): (sample_count, pred_len, 6) in price
+        units each, pred_len being their future stamps' length (all equal; context lengths
+        may differ). The generation step :meth:`forecast_batch` and :meth:`forecast_arrays`
+        share; ``seed`` as there."""
+        lengths = {len(s.y_stamp) for s in series}
+        if len(lengths) != 1:
+            raise ValueError(f"series must share their number of future stamps, got {lengths}")
+        pred_len = self._check_pred_len(lengths.pop())
+        paths = self._sample(series, pred_len=pred_len, sampling=sampling, seed=seed,
                              verbose=verbose)
-        return np.stack([p.denormalise(bars) for p, bars in zip(inputs, paths, strict=True)])
+        return [s.denormalise(bars) for s, bars in zip(series, paths, strict=True)]

@@ -142,14 +142,14 @@ def test_a_lone_request_does_not_wait_for_the_batch_window(model):
 
 def test_a_failing_model_call_is_a_500_and_the_server_keeps_serving(model, monkeypatch):
     app = create_app(model, settings=ServeSettings(batch_window_ms=200))
-    real = model.forecast_arrays
+    real = model.sample_prepared
 
-    def flaky(values, *args, **kwargs):
-        if values.shape[1] == 23:
+    def flaky(series, *args, **kwargs):
+        if any(len(s.x) == 23 for s in series):
             raise RuntimeError("CUDA out of memory\nlong details that must not be sent")
-        return real(values, *args, **kwargs)
+        return real(series, *args, **kwargs)
 
-    monkeypatch.setattr(model, "forecast_arrays", flaky)
+    monkeypatch.setattr(model, "sample_prepared", flaky)
     good = [{"bars": records(random_walk_bars(30, seed=k)), "pred_len": 2, "sample_count": 4,
              "seed": k} for k in range(3)]
     bad = {**good[0], "bars": good[0]["bars"][:23]}

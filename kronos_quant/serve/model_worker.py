@@ -34,23 +34,11 @@ Reply = Callable[[list[Forecast], list[ForecastJob]], list[Any]]
 
 def generate_paths(predictor: Any, jobs: list[ForecastJob]) -> list[np.ndarray]:
     """Sample paths (sample_count, pred_len, 6) in price units per job (jobs share their
-    settings): one ``forecast_arrays`` call per context length, the generation step of
-    ``forecast_batch``, on series already checked and prepared."""
-    s = jobs[0].sampling
-    out: list[np.ndarray] = [np.empty(0)] * len(jobs)
-    for length in sorted({len(j.series.raw) for j in jobs}):
-        members = [i for i, j in enumerate(jobs) if len(j.series.raw) == length]
-        prepared = [jobs[i].series for i in members]
-        paths = predictor.forecast_arrays(
-            np.stack([p.raw for p in prepared]),
-            np.stack([p.x_index.to_numpy("datetime64[ns]") for p in prepared]),
-            np.stack([pd.DatetimeIndex(p.y_index).to_numpy("datetime64[ns]")
-                      for p in prepared]),
-            sample_count=s.sample_count, T=s.T, top_k=s.top_k, top_p=s.top_p,
-            seed=[jobs[i].seed for i in members])  # (n, S, P, 6) price units
-        for i, bars in zip(members, paths, strict=True):
-            out[i] = bars
-    return out
+    settings), from the series the server already checked and prepared: the generation step
+    of ``forecast_batch`` (:meth:`~kronos_quant.KronosPredictor.sample_prepared`), one seed
+    per series."""
+    return predictor.sample_prepared([job.series for job in jobs], sampling=jobs[0].sampling,
+                                     seed=[job.seed for job in jobs])
 
 
 def group_paths(predictor: Any, jobs: list[ForecastJob]) -> list[np.ndarray | Exception]:
