@@ -94,9 +94,11 @@ class LiveConfig:
     # follows each candle's sizing as a backtest's does. exit_z None: entry_z.
     entry_z: float = 0.0
     exit_z: float | None = None
-    max_weight: float | None = None
-    gross: float = 1.0
-    long_short: bool = False
+    # TradeSpec's own defaults (one definition). The paper account starts smaller than a
+    # backtest's cash: the ledger records it, so changing it would refuse existing ledgers.
+    max_weight: float | None = TradeSpec.max_weight
+    gross: float = TradeSpec.gross
+    long_short: bool = TradeSpec.long_short
     initial_cash: float = 10_000.0
     min_trade_value: float = 1.0
     min_trade_weight: float = 0.0
