@@ -5,8 +5,8 @@ The first request of a batch waits for others only while more requests are on th
 ``window_s``; a lone request starts at once. While the model runs, new requests queue up and
 form the next batch, so the batch size (and throughput) grows with the load. Requests are
 grouped by their settings (pred_len and sampling); each group is one
-:meth:`KronosPredictor.forecast_arrays` call per context length, one seed per series: the
-generation step of :meth:`KronosPredictor.forecast_batch`, fed the series each request
+:meth:`KronosPredictor.sample_prepared` call, one seed per series: the generation step
+of :meth:`KronosPredictor.forecast_batch`, fed the series each request
 already checked and prepared with :func:`~kronos_quant.inputs.prepare_series`. The group's
 replies are then built together (``reply``, e.g.
 :func:`~kronos_quant.serve.requests.forecast_payloads`): quantiles and scores of the whole
