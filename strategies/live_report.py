@@ -44,7 +44,7 @@ class LiveReport:
         """The report as text; with ``periods_per_year``, also the result metrics."""
         last = float(self.equity.iloc[-1]) if len(self.equity) else self.initial_cash
         span = (f"{self.equity.index[0]} … {self.equity.index[-1]}" if len(self.equity) else "-")
-        rate = f"{self.hit_rate:.1%} ({self.hits}/{self.calls})" if self.calls else "n/a"
+        rate = hit_rate_text(self.hits, self.calls)
         out = [f"decisions: {self.decisions} on {len(self.equity)} candle times ({span})",
                f"equity: {last:,.2f} (start {self.initial_cash:,.2f})",
                f"PnL: {self.pnl:+,.2f} ({self.pnl / self.initial_cash:+.2%}), "
@@ -54,6 +54,19 @@ class LiveReport:
         if periods_per_year is not None and len(self.equity):
             out += self.metrics(periods_per_year).lines()[1:]  # the span is said above
         return out
+
+
+def hit_rate_text(hits: int, calls: int) -> str:
+    """The hit rate with its uncertainty: a 95% Wilson interval and the two-sided binomial
+    p-value against a coin (50%), which assume independent calls."""
+    if not calls:
+        return "n/a"
+    from scipy import stats
+
+    test = stats.binomtest(hits, calls, 0.5)
+    ci = test.proportion_ci(0.95, method="wilson")
+    return (f"{hits / calls:.1%} ({hits}/{calls}; 95% CI {ci.low:.1%}–{ci.high:.1%}, "
+            f"p = {test.pvalue:.2g} against 50%)")
 
 
 def hit_counts(decisions: pd.DataFrame, candles: pd.DataFrame) -> tuple[int, int]:

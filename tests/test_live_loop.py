@@ -204,6 +204,15 @@ def test_live_report_equity_hit_rate_and_tearsheet(world, tmp_path, capsys):
     value = sum(p.qty * marks[s] for s, p in loop.ledger.positions().items())
     assert report.equity.iloc[-1] == pytest.approx(cash + value)
     assert report.fees > 0 and report.pnl == pytest.approx(cash + value - 10_000.0)
+    # The rate carries its uncertainty; hand case: 52 of 101 (Wilson interval by hand).
+    from kronos_quant.strategies.live_report import hit_rate_text
+
+    z, n, k = 1.959963984540054, 101, 52
+    centre, half = (k + z * z / 2) / (n + z * z), z / (n + z * z) * (k * (n - k) / n
+                                                                     + z * z / 4) ** 0.5
+    assert hit_rate_text(k, n) == (f"51.5% (52/101; 95% CI {centre - half:.1%}–"
+                                   f"{centre + half:.1%}, p = 0.84 against 50%)")
+    assert hit_rate_text(0, 0) == "n/a"
     assert periods_per_year(bar_seconds=3600) == 8760
     assert periods_per_year(bar_seconds=86400) == 365
     parser = argparse.ArgumentParser()
